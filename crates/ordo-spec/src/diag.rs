@@ -1,0 +1,173 @@
+//! Diagnostics: a stable code, a span, a message, a help line; rendered like rustc.
+
+use crate::ast::Span;
+use codespan_reporting::diagnostic::{Diagnostic as CsDiagnostic, Label};
+use codespan_reporting::files::SimpleFile;
+use codespan_reporting::term;
+
+macro_rules! codes {
+    ($($variant:ident => $code:literal, $summary:literal;)*) => {
+        /// Every diagnostic the checker can emit. The string form is stable: users
+        /// search for it and tooling matches on it, so a code is never renamed.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code { $($variant),* }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $code),* }
+            }
+
+            /// One line saying what the code means, for `docs/spec-language.md`.
+            pub fn summary(self) -> &'static str {
+                match self { $(Code::$variant => $summary),* }
+            }
+        }
+    };
+}
+
+codes! {
+    Syntax => "ordo::syntax", "the text does not follow the grammar";
+    NotUtf8 => "ordo::not-utf8", "the file is not UTF-8 text";
+    TooLarge => "ordo::too-large", "the file is larger than `SPEC_BYTES_MAX`";
+    TooDeep => "ordo::too-deep", "parentheses or an expression nest deeper than the limit";
+    TooManyErrors => "ordo::too-many-errors", "reporting stopped after `DIAGNOSTICS_MAX` errors";
+    EmptySpec => "ordo::empty-spec", "the file declares no machine";
+    DuplicateName => "ordo::duplicate-name", "two things in one scope share a name";
+    ReservedName => "ordo::reserved-name", "a name the generated tables or routes use for themselves";
+    NameTooLong => "ordo::name-too-long", "a name longer than `NAME_BYTES_MAX` (database identifiers are limited)";
+    UnknownState => "ordo::unknown-state", "a state that is not declared";
+    UnknownField => "ordo::unknown-field", "a field that is not declared";
+    UnknownResource => "ordo::unknown-resource", "a resource that is not declared";
+    UnknownName => "ordo::unknown-name", "a name that is neither a parameter nor a field";
+    UnknownEvent => "ordo::unknown-event", "a timer names an event the machine does not have";
+    MissingInitial => "ordo::missing-initial", "a machine without an `initial` state";
+    RepeatedInitial => "ordo::repeated-initial", "a machine with more than one `initial` state";
+    MissingCreate => "ordo::missing-create", "a machine without a `create` declaration";
+    RepeatedCreate => "ordo::repeated-create", "a machine with more than one `create` declaration";
+    UnreachableState => "ordo::unreachable-state", "a state no sequence of events can reach from the initial one";
+    DeadEndState => "ordo::dead-end-state", "a state that is not final but has no event leaving it";
+    TransitionFromFinal => "ordo::transition-from-final", "an event leaves a final state";
+    Nondeterministic => "ordo::nondeterministic-event", "one event has two transitions from the same state";
+    ParamsMismatch => "ordo::event-params-mismatch", "two declarations of one event take different parameters";
+    TypeMismatch => "ordo::type-mismatch", "a value of the wrong type";
+    NumberOutOfRange => "ordo::number-out-of-range", "an integer literal outside the 64-bit range";
+    TimerOnFinal => "ordo::timer-on-final", "a timer on a final state, which is never left";
+    TimerEventNotAllowed => "ordo::timer-event-not-allowed", "a timer fires an event that has no transition from its state";
+    TimerEventHasParams => "ordo::timer-event-has-params", "a timer fires an event that needs parameters";
+    DuplicateTimer => "ordo::duplicate-timer", "two timers fire the same event from the same state";
+    BadDuration => "ordo::bad-duration", "a timer duration of zero or beyond `TIMER_MS_MAX`";
+    BadResourceKey => "ordo::bad-resource-key", "a resource is addressed by a value that is not of its key's type";
+    MisplacedStatement => "ordo::misplaced-statement", "a statement that does not belong in this kind of body";
+    RepeatedSetting => "ordo::repeated-setting", "`lock` or `isolation` given twice in one body";
+    DuplicateAssignment => "ordo::duplicate-assignment", "one field assigned or changed twice in one body";
+    KeyImmutable => "ordo::key-immutable", "a resource operation changes the resource's key";
+    BadCheck => "ordo::bad-check", "a `check` that cannot apply to its field's type";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub message: String,
+    pub span: Span,
+    /// Text under the primary span.
+    pub label: String,
+    /// Other places that explain the error, e.g. the first declaration of a duplicate.
+    pub related: Vec<(Span, String)>,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            code,
+            message: message.into(),
+            span,
+            label: String::new(),
+            related: Vec::new(),
+            help: None,
+        }
+    }
+
+    pub fn label(mut self, label: impl Into<String>) -> Diagnostic {
+        self.label = label.into();
+        self
+    }
+
+    pub fn related(mut self, span: Span, note: impl Into<String>) -> Diagnostic {
+        self.related.push((span, note.into()));
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// 1-based line and column (in characters) of the primary span in `source`.
+    pub fn line_col(&self, source: &str) -> (usize, usize) {
+        line_col(source, self.span.start)
+    }
+}
+
+/// 1-based line and column, counting characters, of byte `offset` in `source`.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = clamp_to_char_boundary(source, offset);
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = source[line_start..offset].chars().count() + 1;
+    (line, col)
+}
+
+fn clamp_to_char_boundary(source: &str, offset: usize) -> usize {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    offset
+}
+
+/// Renders diagnostics as plain text, rustc style: code, message, `file:line:col`, the source
+/// line with the span underlined, related places and a help line.
+pub fn render(file_name: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
+    let file = SimpleFile::new(file_name, source);
+    let config = term::Config::default();
+    let mut out = String::new();
+    for d in diagnostics {
+        let cs = to_codespan(source, d);
+        match term::emit_into_string(&config, &file, &cs) {
+            Ok(text) => out.push_str(&text),
+            // Spans are clamped to the source above, so this is not expected; still, a
+            // diagnostic must never be lost because it could not be drawn.
+            Err(_) => {
+                let (line, col) = d.line_col(source);
+                out.push_str(&format!(
+                    "error[{}]: {}\n  --> {file_name}:{line}:{col}\n\n",
+                    d.code.as_str(),
+                    d.message
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn to_codespan(source: &str, d: &Diagnostic) -> CsDiagnostic<()> {
+    let clamp = |s: Span| {
+        let start = clamp_to_char_boundary(source, s.start);
+        let end = clamp_to_char_boundary(source, s.end.max(start));
+        start..end
+    };
+    let mut labels = vec![Label::primary((), clamp(d.span)).with_message(&d.label)];
+    for (span, note) in &d.related {
+        labels.push(Label::secondary((), clamp(*span)).with_message(note));
+    }
+    let mut cs =
+        CsDiagnostic::error().with_code(d.code.as_str()).with_message(&d.message).with_labels(labels);
+    if let Some(help) = &d.help {
+        cs = cs.with_notes(vec![format!("help: {help}")]);
+    }
+    cs
+}

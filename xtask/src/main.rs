@@ -1,0 +1,228 @@
+//! `cargo xtask`: the project's commands. See README.md.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Ordo's commands: spec tools and the test suite")]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Work with lifecycle specs (`specs/*.ordo`).
+    #[command(subcommand)]
+    Spec(SpecCmd),
+    /// Run the whole test suite: formatting, then every test of the workspace.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpecCmd {
+    /// Check specs and report every problem (all of `specs/` by default). Exits 1 on any.
+    Check {
+        /// Spec files or directories of them.
+        paths: Vec<PathBuf>,
+    },
+    /// Print a spec's state diagram.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// Format specs canonically (all of `specs/` by default); comments are kept.
+    Fmt {
+        /// Report files that would change, and exit 1 if any, instead of writing them.
+        #[arg(long)]
+        check: bool,
+        paths: Vec<PathBuf>,
+    },
+    /// Print a spec's lowered IR as JSON, the form the store and codegen consume.
+    Ir { file: PathBuf },
+    /// Regenerate the checked-in docs of the shipped specs (`docs/specs/<name>.md`).
+    Docs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Top::Spec(SpecCmd::Check { paths }) => spec_check(&paths),
+        Top::Spec(SpecCmd::Graph { file, format }) => {
+            let spec = compile_or_report(&file)?;
+            let format = match format {
+                GraphFormat::Mermaid => ordo_spec::graph::Format::Mermaid,
+                GraphFormat::Dot => ordo_spec::graph::Format::Dot,
+            };
+            print!("{}", ordo_spec::graph::render(&spec, format));
+            Ok(ExitCode::SUCCESS)
+        }
+        Top::Spec(SpecCmd::Fmt { check, paths }) => spec_fmt(&paths, check),
+        Top::Spec(SpecCmd::Ir { file }) => {
+            let spec = compile_or_report(&file)?;
+            println!("{}", serde_json::to_string_pretty(&spec)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Top::Spec(SpecCmd::Docs) => spec_docs(),
+        Top::Test { cargo_args } => test(&cargo_args),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Files named on the command line, with directories expanded to their `*.ordo` files
+/// (sorted); `specs/` of the workspace when none are named.
+fn spec_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let defaults = [workspace_root().join("specs")];
+    let paths = if paths.is_empty() { &defaults[..] } else { paths };
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "ordo"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn read(file: &Path) -> Result<Vec<u8>> {
+    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+}
+
+fn report(file: &Path, bytes: &[u8], diags: &[ordo_spec::Diagnostic]) {
+    let text = ordo_spec::source_text(bytes);
+    eprint!("{}", ordo_spec::render(&file.display().to_string(), &text, diags));
+}
+
+fn compile_or_report(file: &Path) -> Result<ordo_spec::ir::Spec> {
+    let bytes = read(file)?;
+    ordo_spec::compile_bytes(&bytes).or_else(|diags| {
+        report(file, &bytes, &diags);
+        bail!("{} has {} error(s)", file.display(), diags.len())
+    })
+}
+
+fn spec_check(paths: &[PathBuf]) -> Result<ExitCode> {
+    let files = spec_files(paths)?;
+    if files.is_empty() {
+        bail!("no spec files found");
+    }
+    let mut errors = 0;
+    for file in &files {
+        let bytes = read(file)?;
+        if let Err(diags) = ordo_spec::compile_bytes(&bytes) {
+            report(file, &bytes, &diags);
+            errors += diags.len();
+        }
+    }
+    let noun = if files.len() == 1 { "spec" } else { "specs" };
+    if errors == 0 {
+        eprintln!("checked {} {noun}: no errors", files.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("checked {} {noun}: {errors} error(s)", files.len());
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn spec_fmt(paths: &[PathBuf], check: bool) -> Result<ExitCode> {
+    let mut failed = false;
+    for file in spec_files(paths)? {
+        let bytes = read(&file)?;
+        let formatted = match ordo_spec::format_bytes(&bytes) {
+            Ok(f) => f,
+            Err(diags) => {
+                report(&file, &bytes, &diags);
+                failed = true;
+                continue;
+            }
+        };
+        if formatted.as_bytes() == bytes.as_slice() {
+            continue;
+        }
+        if check {
+            eprintln!("{} is not formatted", file.display());
+            failed = true;
+        } else {
+            std::fs::write(&file, formatted).with_context(|| format!("writing {}", file.display()))?;
+            eprintln!("formatted {}", file.display());
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn spec_docs() -> Result<ExitCode> {
+    let root = workspace_root();
+    for file in spec_files(&[])? {
+        let name = file.file_stem().and_then(|s| s.to_str()).context("spec file name")?;
+        let source = std::fs::read_to_string(&file)?;
+        let doc = ordo_spec::docs::spec_doc(name, &source).map_err(|diags| {
+            report(&file, source.as_bytes(), &diags);
+            anyhow::anyhow!("{} does not check", file.display())
+        })?;
+        let out = root.join("docs/specs").join(format!("{name}.md"));
+        // Write only on change, so timestamps (and rebuilds) move only when content does.
+        if std::fs::read_to_string(&out).ok().as_deref() != Some(doc.as_str()) {
+            std::fs::create_dir_all(out.parent().context("docs dir")?)?;
+            std::fs::write(&out, doc)?;
+            eprintln!("wrote {}", out.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The README's test command. Everything a change must pass, in one run.
+fn test(extra: &[String]) -> Result<ExitCode> {
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let steps: [(&str, Vec<&str>); 2] = [
+        ("formatting", vec!["fmt", "--all", "--", "--check"]),
+        ("tests", vec!["test", "--workspace", "--all-targets", "--locked"]),
+    ];
+    for (what, args) in steps {
+        eprintln!("== {what}: cargo {}", args.join(" "));
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&root).args(&args);
+        if what == "tests" {
+            cmd.args(extra);
+        }
+        let status = cmd.status().with_context(|| format!("running cargo {}", args.join(" ")))?;
+        if !status.success() {
+            eprintln!("== {what} failed");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    eprintln!("== all passed");
+    Ok(ExitCode::SUCCESS)
+}
