@@ -17,7 +17,7 @@ pub const DIAGNOSTICS_MAX: usize = 100;
 /// Columns every machine table has; a field may not take their names.
 const MACHINE_COLUMNS: &[&str] = &["id", "tenant", "state", "version", "created_at", "updated_at"];
 /// Columns every resource table has.
-const RESOURCE_COLUMNS: &[&str] = &["id", "tenant", "version", "created_at", "updated_at"];
+const RESOURCE_COLUMNS: &[&str] = &["tenant", "version", "created_at", "updated_at"];
 
 pub fn check(spec: &ast::Spec) -> (Option<ir::Spec>, Vec<Diagnostic>) {
     let mut cx = Checker { diags: Vec::new(), resources: HashMap::new() };
@@ -333,7 +333,16 @@ impl Checker {
     fn resource(&mut self, r: &ast::Resource) -> Option<ir::Resource> {
         let mut taken = HashMap::new();
         let key_fields = self.fields(&[&r.key], "field", RESOURCE_COLUMNS, &mut taken);
-        let key = key_fields.into_iter().next();
+        // A key with a bad name has been reported; keep it anyway, so that effects on this
+        // resource are still checked instead of each reporting an unknown resource.
+        let key = key_fields.into_iter().next().or_else(|| {
+            Some(ir::Field {
+                name: r.key.name.name.clone(),
+                ty: lower_type(r.key.ty.base),
+                optional: r.key.ty.optional,
+                checks: Vec::new(),
+            })
+        });
         if let Some(k) = &key
             && (k.optional || !matches!(k.ty, ir::Type::Text | ir::Type::Int))
         {
@@ -624,8 +633,13 @@ impl Checker {
             events.push(ir::Event { name: name.clone(), params, transitions });
         }
 
-        // Reachability and dead ends, only when the states themselves are sound.
-        if let Some(initial) = &initial {
+        // Reachability and dead ends, only when the graph is sound: with an unknown state
+        // in it, every state after the typo would be reported too.
+        let graph_sound = !self
+            .diags
+            .iter()
+            .any(|d| d.code == Code::UnknownState && m.span.range().contains(&d.span.start));
+        if let Some(initial) = initial.as_ref().filter(|_| graph_sound) {
             let mut reached: BTreeSet<&str> = BTreeSet::new();
             let mut queue = VecDeque::from([initial.as_str()]);
             while let Some(s) = queue.pop_front() {
@@ -1084,7 +1098,8 @@ impl Checker {
             return None;
         };
         let key_expr = self.expr(key, scope);
-        if let Some((_, ty)) = &key_expr {
+        let key_declared_well = matches!(r.key.ty, ir::Type::Text | ir::Type::Int) && !r.key.optional;
+        if let Some((_, ty)) = key_expr.as_ref().filter(|_| key_declared_well) {
             let fits = matches!(ty.base, TyBase::Known(_) | TyBase::Number)
                 && unify(ty.base, TyBase::Known(r.key.ty)).is_some()
                 && !ty.optional;

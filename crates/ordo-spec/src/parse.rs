@@ -118,10 +118,17 @@ fn scan(source: &str, mut f: impl FnMut(usize, u8)) {
     while i < bytes.len() {
         match bytes[i] {
             b'"' => {
+                // Quotes count as code; what lies between them does not.
+                f(i, b'"');
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
+                if i < bytes.len() && bytes[i] == b'"' {
+                    f(i, b'"');
+                    i += 1;
+                }
+                continue;
             }
             b'/' if bytes.get(i + 1) == Some(&b'/') => {
                 while i < bytes.len() && bytes[i] != b'\n' {
@@ -212,11 +219,29 @@ fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
     };
-    let found = describe_found(text, at);
-    let end = at + found_len(text, at);
+    // pest reports a missing piece where the next token stands, often the start of the next
+    // line. When nothing expected there could start a new line, the mistake is on the line
+    // before: point at its end, so the user (and recovery) look at the broken line.
+    let continues_previous = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => !positives.iter().any(|r| starts_line(*r)),
+        ErrorVariant::CustomError { .. } => false,
+    };
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let first_on_line = text.get(line_start..at).is_some_and(|s| s.trim().is_empty());
+    let moved = continues_previous && first_on_line && at < text.len() && line_start > 0;
+    let (at, found, end) = if moved {
+        let at = code_end_before(text, line_start);
+        (at, "the end of the line".to_string(), at)
+    } else {
+        (at, describe_found(text, at), at + found_len(text, at))
+    };
     let (message, label) = match &e.variant {
         ErrorVariant::ParsingError { positives, negatives } => {
-            let mut expected: Vec<&str> = positives.iter().map(|r| describe_rule(*r)).collect();
+            let mut expected: Vec<&str> = positives
+                .iter()
+                .filter(|r| !matches!(r, Rule::COMMENT | Rule::WHITESPACE))
+                .map(|r| describe_rule(*r))
+                .collect();
             expected.sort();
             expected.dedup();
             if expected.is_empty() && negatives.contains(&Rule::reserved) {
@@ -237,10 +262,95 @@ fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
         }
     };
     let mut d = Diagnostic::new(Code::Syntax, Span::new(at, end), message).label(label);
-    if let Some(help) = keyword_hint(text, at) {
+    let expects_colon = matches!(&e.variant, ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::colon));
+    let word = &text[at..end];
+    if !moved && RESERVED.contains(&word) {
+        d.message.push_str(", which is a reserved word");
+        d = d.help(format!("`{word}` cannot be a name; the reserved words are {}", RESERVED.join(", ")));
+    } else if let Some(help) = keyword_hint(text, at).filter(|_| expects_colon) {
+        // `stat paid` reads as a field `stat` missing its `:`; the keyword is the likelier fix.
         d = d.help(help);
     }
     d
+}
+
+/// Words that cannot be names (the grammar's `reserved` rule).
+const RESERVED: &[&str] = &[
+    "resource",
+    "machine",
+    "key",
+    "check",
+    "op",
+    "initial",
+    "state",
+    "final",
+    "create",
+    "on",
+    "require",
+    "set",
+    "after",
+    "in",
+    "and",
+    "or",
+    "not",
+    "true",
+    "false",
+    "null",
+    "self",
+    "now",
+    "lock",
+    "isolation",
+];
+
+/// Whether a rule can begin a line: a declaration, member or statement, or a closing brace.
+fn starts_line(rule: Rule) -> bool {
+    matches!(
+        rule,
+        Rule::EOI
+            | Rule::resource
+            | Rule::machine
+            | Rule::kw_resource
+            | Rule::kw_machine
+            | Rule::close_brace
+            | Rule::operation
+            | Rule::kw_op
+            | Rule::field
+            | Rule::field_name
+            | Rule::initial_decl
+            | Rule::state_decl
+            | Rule::final_decl
+            | Rule::create_decl
+            | Rule::event_decl
+            | Rule::timer_decl
+            | Rule::kw_initial
+            | Rule::kw_state
+            | Rule::kw_final
+            | Rule::kw_create
+            | Rule::kw_on
+            | Rule::kw_after
+            | Rule::lock_stmt
+            | Rule::isolation_stmt
+            | Rule::require_stmt
+            | Rule::set_stmt
+            | Rule::effect_stmt
+            | Rule::delta_stmt
+            | Rule::kw_lock
+            | Rule::kw_isolation
+            | Rule::kw_require
+            | Rule::kw_set
+            | Rule::resource_name
+    )
+}
+
+/// The end of the last code (not whitespace, not a comment) before byte `before`.
+fn code_end_before(text: &str, before: usize) -> usize {
+    let mut code_end = 0;
+    scan(&text[..before], |i, b| {
+        if !b.is_ascii_whitespace() {
+            code_end = i + 1;
+        }
+    });
+    code_end
 }
 
 fn join_or(items: &[&str]) -> String {
@@ -267,31 +377,15 @@ fn describe_found(text: &str, at: usize) -> String {
         None => "the end of the file".to_string(),
         Some('\n') | Some('\r') => "the end of the line".to_string(),
         Some(c) if c.is_control() => format!("the control character U+{:04X}", c as u32),
+        Some('"') if !rest[1..].split('\n').next().unwrap_or("").contains('"') => {
+            "a string without its closing quote".to_string()
+        }
         Some(_) => {
             let len = found_len(text, at);
             format!("`{}`", &rest[..len])
         }
     }
 }
-
-const KEYWORDS: &[&str] = &[
-    "resource",
-    "machine",
-    "key",
-    "check",
-    "op",
-    "initial",
-    "state",
-    "final",
-    "create",
-    "on",
-    "require",
-    "set",
-    "after",
-    "in",
-    "lock",
-    "isolation",
-];
 
 /// "did you mean `state`?" when the line starts with a near-miss of a keyword.
 fn keyword_hint(text: &str, at: usize) -> Option<String> {
@@ -301,13 +395,13 @@ fn keyword_hint(text: &str, at: usize) -> Option<String> {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
-    if word.len() < 3 || KEYWORDS.contains(&word.as_str()) {
+    if word.len() < 3 || RESERVED.contains(&word.as_str()) {
         return None;
     }
-    KEYWORDS
+    RESERVED
         .iter()
         .filter(|k| k.len() >= 3)
-        .find(|k| edit_distance(&word, k) <= 2.min(k.len() / 3 + 1))
+        .find(|k| edit_distance(&word, k) <= if k.len() <= 4 { 1 } else { 2 })
         .map(|k| format!("did you mean `{k}`?"))
 }
 
