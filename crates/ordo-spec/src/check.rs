@@ -1022,7 +1022,7 @@ impl Checker {
                 )
                 .label(format!("{} may be null", ty.describe()))
                 .help(format!(
-                    "declare the field `{}?`, or guard with `require ... != null`",
+                    "declare the field `{}?`, or pass a value that cannot be null",
                     type_word(target.ty)
                 )),
             );

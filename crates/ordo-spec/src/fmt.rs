@@ -199,7 +199,7 @@ impl Printer<'_> {
     }
 
     fn body(&mut self, header: &str, start: usize, b: &Block) {
-        if b.stmts.is_empty() && !self.comments.get(self.next).is_some_and(|c| c.span.start < b.span.end) {
+        if b.stmts.is_empty() && self.comments.get(self.next).is_none_or(|c| c.span.start >= b.span.end) {
             self.line(&format!("{header} {{}}"), start, b.span.end);
             return;
         }
