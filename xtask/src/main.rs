@@ -17,7 +17,7 @@ enum Top {
     /// Work with lifecycle specs (`specs/*.ordo`).
     #[command(subcommand)]
     Spec(SpecCmd),
-    /// Run the whole test suite: formatting, then every test of the workspace.
+    /// Run the whole test suite: formatting, lints, then every test of the workspace.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
@@ -122,7 +122,13 @@ fn read(file: &Path) -> Result<Vec<u8>> {
 
 fn report(file: &Path, bytes: &[u8], diags: &[ordo_spec::Diagnostic]) {
     let text = ordo_spec::source_text(bytes);
-    eprint!("{}", ordo_spec::render(&file.display().to_string(), &text, diags));
+    eprint!("{}", ordo_spec::render(&display_path(file), &text, diags));
+}
+
+/// A path as the user would type it: relative to the current directory when under it.
+fn display_path(file: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    file.strip_prefix(&cwd).unwrap_or(file).display().to_string()
 }
 
 fn compile_or_report(file: &Path) -> Result<ordo_spec::ir::Spec> {
@@ -172,11 +178,11 @@ fn spec_fmt(paths: &[PathBuf], check: bool) -> Result<ExitCode> {
             continue;
         }
         if check {
-            eprintln!("{} is not formatted", file.display());
+            eprintln!("{} is not formatted", display_path(&file));
             failed = true;
         } else {
             std::fs::write(&file, formatted).with_context(|| format!("writing {}", file.display()))?;
-            eprintln!("formatted {}", file.display());
+            eprintln!("formatted {}", display_path(&file));
         }
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
@@ -206,8 +212,9 @@ fn spec_docs() -> Result<ExitCode> {
 fn test(extra: &[String]) -> Result<ExitCode> {
     let root = workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let steps: [(&str, Vec<&str>); 2] = [
+    let steps: [(&str, Vec<&str>); 3] = [
         ("formatting", vec!["fmt", "--all", "--", "--check"]),
+        ("lints", vec!["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
         ("tests", vec!["test", "--workspace", "--all-targets", "--locked"]),
     ];
     for (what, args) in steps {

@@ -134,3 +134,24 @@ fn reserved_words_are_refused_as_names() {
         assert!(ordo_spec::compile(&spec(&format!("{word}x"))).is_ok(), "{word}x is a fine name");
     }
 }
+
+/// `docs/spec-language.md` lists every code, and its complete example checks clean.
+#[test]
+fn language_reference_is_complete() {
+    let doc = read(&crate::workspace_root().join("docs/spec-language.md"));
+    for c in Code::ALL {
+        assert!(
+            doc.contains(&format!("| `{}` |", c.as_str())),
+            "docs/spec-language.md does not list {}",
+            c.as_str()
+        );
+    }
+    let example = doc
+        .split("## A complete example")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .expect("the complete example's code block");
+    if let Err(diags) = ordo_spec::compile(example) {
+        panic!("{}", ordo_spec::render("docs/spec-language.md", example, &diags));
+    }
+}
