@@ -17,6 +17,12 @@ enum Top {
     /// Work with lifecycle specs (`specs/*.ordo`).
     #[command(subcommand)]
     Spec(SpecCmd),
+    /// Run the criterion benchmarks (release build) and print their figures.
+    Bench {
+        /// Extra arguments for `cargo bench` (after `--`), e.g. a benchmark name filter.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
     /// Run the whole test suite: formatting, lints, then every test of the workspace.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -87,7 +93,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Top::Spec(SpecCmd::Docs) => spec_docs(),
         Top::Test { cargo_args } => test(&cargo_args),
+        Top::Bench { cargo_args } => {
+            let status = Command::new(cargo())
+                .current_dir(workspace_root())
+                .args(["bench", "--workspace", "--locked", "--"])
+                .args(&cargo_args)
+                .status()
+                .context("running cargo bench")?;
+            Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
     }
+}
+
+/// The cargo that runs us, so that toolchain overrides carry through.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
 
 fn workspace_root() -> PathBuf {
@@ -211,7 +231,7 @@ fn spec_docs() -> Result<ExitCode> {
 /// The README's test command. Everything a change must pass, in one run.
 fn test(extra: &[String]) -> Result<ExitCode> {
     let root = workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let cargo = cargo();
     let steps: [(&str, Vec<&str>); 3] = [
         ("formatting", vec!["fmt", "--all", "--", "--check"]),
         ("lints", vec!["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),

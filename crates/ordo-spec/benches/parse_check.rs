@@ -12,6 +12,9 @@ fn parse_check(c: &mut Criterion) {
     let mut group = c.benchmark_group("compile");
     group.throughput(Throughput::Bytes(big.len() as u64));
     group.sample_size(20);
+    group.bench_function("parse_only_generated_10k_lines", |b| {
+        b.iter(|| ordo_spec::parse(black_box(&big)).expect("valid"))
+    });
     group.bench_function("generated_10k_lines", |b| {
         b.iter(|| ordo_spec::compile(black_box(&big)).expect("valid"))
     });

@@ -23,9 +23,10 @@ pub const NESTING_DEPTH_MAX: usize = 32;
 pub const EXPR_DEPTH_MAX: usize = 256;
 /// Syntax errors reported from one file before the parser gives up recovering.
 pub const SYNTAX_ERRORS_MAX: usize = 16;
-/// pest's budget of parser calls per byte of input; PEG backtracking on hostile input
-/// could otherwise take very long. Normal specs use well under 100 per byte.
-const PEST_CALLS_PER_BYTE_MAX: usize = 4096;
+/// pest's budget of parser calls, per byte of the largest spec (the setting is process-wide,
+/// so it cannot follow each input's size). PEG backtracking on hostile input could otherwise
+/// run for minutes; a valid spec uses far fewer (see `a_ten_thousand_line_spec_checks_clean`).
+const PEST_CALLS_PER_BYTE_MAX: usize = 256;
 
 /// Parses `source` into a syntax tree, or returns every syntax error found.
 pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
@@ -159,7 +160,6 @@ fn recovery_range(text: &str, at: usize) -> Option<std::ops::Range<usize>> {
             }
         }
     });
-    let bytes = text.as_bytes();
     // Inside a member's block (machine or resource is level 1): drop the whole member.
     let anchor = if stack.len() >= 2 { stack[1] } else { at.min(text.len()) };
     let line_start = text[..anchor].rfind('\n').map_or(0, |i| i + 1);
@@ -197,7 +197,6 @@ fn recovery_range(text: &str, at: usize) -> Option<std::ops::Range<usize>> {
             _ => {}
         }
     });
-    let _ = bytes;
     (start < end).then_some(start..end)
 }
 
@@ -541,21 +540,35 @@ fn span_of(pair: &Pair<'_, Rule>) -> Span {
     let s = pair.as_span();
     let (start, mut end) = (s.start(), s.end());
     let input = pair.get_input();
-    let comments: Vec<(usize, usize)> = pair
-        .clone()
-        .into_inner()
-        .flatten()
-        .filter(|p| p.as_rule() == Rule::COMMENT)
-        .map(|p| (p.as_span().start(), p.as_span().end()))
-        .collect();
     loop {
         end = start + input[start..end].trim_end().len();
-        match comments.iter().find(|(_, e)| *e == end) {
-            Some((s, _)) if *s >= start => end = *s,
-            _ => break,
+        // Strings never span lines, and spans never start inside one, so the span's last
+        // line alone tells whether it ends in a comment. (Looking no further back than
+        // `start` keeps this linear on very long lines.)
+        let line_start = input[start..end].rfind('\n').map_or(start, |i| start + i + 1);
+        match comment_start(&input[line_start..end]) {
+            Some(at) => end = line_start + at,
+            None => break,
         }
     }
     Span::new(start, end)
+}
+
+/// Where a `//` comment starts in one line of code, if it has one outside a string.
+fn comment_start(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The children that carry meaning: comments, keywords and punctuation are skipped.

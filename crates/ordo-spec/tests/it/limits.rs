@@ -129,3 +129,18 @@ fn a_ten_thousand_line_spec_checks_clean() {
     let ir = ordo_spec::compile(&spec).expect("the generated spec is valid");
     assert!(ir.machines.len() > 200);
 }
+
+/// The largest valid spec the limits allow parses within pest's call budget.
+#[test]
+fn a_spec_near_the_size_limit_still_compiles() {
+    let mut spec = crate::generated::big_spec(10_000);
+    let unit = spec.clone();
+    while spec.len() + unit.len() < ordo_spec::SPEC_BYTES_MAX {
+        // Rename the units of each copy so that names stay unique.
+        let n = spec.len();
+        spec.push_str(&unit.replace("Stock", &format!("S{n}x")).replace("Flow", &format!("F{n}x")));
+    }
+    assert!(spec.len() > ordo_spec::SPEC_BYTES_MAX * 3 / 4);
+    let ir = ordo_spec::compile(&spec).expect("valid");
+    assert!(ir.machines.len() > 1000);
+}
