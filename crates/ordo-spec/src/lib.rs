@@ -15,7 +15,9 @@ mod parse;
 
 pub use check::{DIAGNOSTICS_MAX, NAME_BYTES_MAX, TIMER_MS_MAX};
 pub use diag::{Code, Diagnostic, render};
-pub use parse::{EXPR_DEPTH_MAX, NESTING_DEPTH_MAX, SPEC_BYTES_MAX, SYNTAX_ERRORS_MAX, parse};
+pub use parse::{
+    EXPR_DEPTH_MAX, NESTING_DEPTH_MAX, RESERVED_WORDS, SPEC_BYTES_MAX, SYNTAX_ERRORS_MAX, parse,
+};
 
 use std::borrow::Cow;
 

@@ -263,9 +263,10 @@ fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
     let mut d = Diagnostic::new(Code::Syntax, Span::new(at, end), message).label(label);
     let expects_colon = matches!(&e.variant, ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::colon));
     let word = &text[at..end];
-    if !moved && RESERVED.contains(&word) {
+    if !moved && RESERVED_WORDS.contains(&word) {
         d.message.push_str(", which is a reserved word");
-        d = d.help(format!("`{word}` cannot be a name; the reserved words are {}", RESERVED.join(", ")));
+        d = d
+            .help(format!("`{word}` cannot be a name; the reserved words are {}", RESERVED_WORDS.join(", ")));
     } else if let Some(help) = keyword_hint(text, at).filter(|_| expects_colon) {
         // `stat paid` reads as a field `stat` missing its `:`; the keyword is the likelier fix.
         d = d.help(help);
@@ -273,8 +274,8 @@ fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
     d
 }
 
-/// Words that cannot be names (the grammar's `reserved` rule).
-const RESERVED: &[&str] = &[
+/// Words that cannot be names: the grammar's `reserved` rule, as the diagnostics quote it.
+pub const RESERVED_WORDS: &[&str] = &[
     "resource",
     "machine",
     "key",
@@ -394,10 +395,10 @@ fn keyword_hint(text: &str, at: usize) -> Option<String> {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
-    if word.len() < 3 || RESERVED.contains(&word.as_str()) {
+    if word.len() < 3 || RESERVED_WORDS.contains(&word.as_str()) {
         return None;
     }
-    RESERVED
+    RESERVED_WORDS
         .iter()
         .filter(|k| k.len() >= 3)
         .find(|k| edit_distance(&word, k) <= if k.len() <= 4 { 1 } else { 2 })
