@@ -1,0 +1,803 @@
+//! The transaction executor: one database transaction per command, holding the machine row,
+//! the resource effects (in one fixed lock order), the journal row, the outbox row, the
+//! timers and the idempotency record, or none of them.
+
+use crate::plan::{self, Plans, Source, Sql, SqlType, TransitionPlan};
+use crate::schema;
+use crate::value::{self, Env, EvalError, Val};
+use crate::{Action, Command, Executed, Outcome, Record, Rejection, StoreConfig, StoreError};
+use chrono::{DateTime, Utc};
+use ordo_spec::ir::{self, Type};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, QueryResult,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+};
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// How a step of a command ended when it did not apply.
+pub(crate) enum Stop {
+    /// Decided by the lifecycle: stored as the command's outcome.
+    Reject(Rejection),
+    /// Transient (serialization failure, deadlock, lost race): the command is tried again.
+    Retry,
+    Fail(StoreError),
+}
+
+impl From<DbErr> for Stop {
+    fn from(e: DbErr) -> Stop {
+        classify(e)
+    }
+}
+
+impl From<Rejection> for Stop {
+    fn from(r: Rejection) -> Stop {
+        Stop::Reject(r)
+    }
+}
+
+/// The SQLSTATE (PostgreSQL) or result code (SQLite) of a database error, if it has one.
+fn db_code(e: &DbErr) -> Option<String> {
+    let rt = match e {
+        DbErr::Exec(rt) | DbErr::Query(rt) | DbErr::Conn(rt) => rt,
+        _ => return None,
+    };
+    match rt {
+        sea_orm::RuntimeErr::SqlxError(e) => e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// Sorts a database error into retry (serialization failure, deadlock, SQLite busy),
+/// busy (lock not available under NOWAIT), unavailable (connection) or internal.
+pub(crate) fn classify(e: DbErr) -> Stop {
+    match db_code(&e).as_deref() {
+        Some("40001" | "40P01") => return Stop::Retry,
+        // SQLITE_BUSY and its extended codes: another writer holds the database.
+        Some("5" | "261" | "517" | "773") => return Stop::Retry,
+        Some("55P03") => return Stop::Fail(StoreError::Busy { reason: "the row is locked (nowait)".to_string() }),
+        _ => {}
+    }
+    Stop::Fail(StoreError::from(e))
+}
+
+/// Values a statement's slots are bound from.
+#[derive(Default)]
+struct Bind<'a> {
+    tenant: &'a str,
+    id: Option<Uuid>,
+    key: Option<&'a Val>,
+    now: Option<DateTime<Utc>>,
+    version: Option<i64>,
+    params: Option<&'a BTreeMap<String, Val>>,
+    values: BTreeMap<&'static str, Val>,
+    fields: Option<&'a BTreeMap<String, Val>>,
+}
+
+impl Bind<'_> {
+    fn statement(&self, backend: DbBackend, sql: &Sql) -> Statement {
+        let values: Vec<sea_orm::Value> = sql
+            .slots
+            .iter()
+            .map(|slot| {
+                let v = match &slot.source {
+                    Source::Tenant => Val::Text(self.tenant.to_string()),
+                    Source::Id => return sea_orm::Value::Uuid(self.id),
+                    Source::Key => self.key.cloned().unwrap_or(Val::Null),
+                    Source::Now => self.now.map_or(Val::Null, Val::Time),
+                    Source::Version => self.version.map_or(Val::Null, Val::Int),
+                    Source::Param(p) => self.params.and_then(|ps| ps.get(p)).cloned().unwrap_or(Val::Null),
+                    Source::Value(name) => self
+                        .values
+                        .get(name.as_str())
+                        .or_else(|| self.fields.and_then(|f| f.get(name)))
+                        .cloned()
+                        .unwrap_or(Val::Null),
+                    Source::Const(c) => c.clone(),
+                };
+                match slot.ty {
+                    SqlType::Uuid => match v {
+                        Val::Text(s) => sea_orm::Value::Uuid(Uuid::parse_str(&s).ok()),
+                        _ => sea_orm::Value::Uuid(None),
+                    },
+                    SqlType::Of(t) => v.to_sql(t),
+                }
+            })
+            .collect();
+        Statement::from_sql_and_values(backend, &sql.sql, values)
+    }
+}
+
+pub(crate) struct Executor {
+    pub db: DatabaseConnection,
+    pub spec: Arc<ir::Spec>,
+    pub plans: Arc<Plans>,
+    pub config: StoreConfig,
+}
+
+impl Executor {
+    fn backend(&self) -> DbBackend {
+        self.plans.backend
+    }
+
+    /// The isolation level a command runs at: its body's, the strictest when an event has
+    /// several transitions (which one applies is known only inside the transaction).
+    fn isolation(&self, action: &Action) -> ir::Isolation {
+        let bodies: Vec<&ir::Body> = match action {
+            Action::Create { machine, .. } => self.spec.machine(machine).map(|m| vec![&m.create.body]).unwrap_or_default(),
+            Action::Fire { machine, event, .. } => self
+                .spec
+                .machine(machine)
+                .and_then(|m| m.event(event))
+                .map(|e| e.transitions.iter().map(|t| &t.body).collect())
+                .unwrap_or_default(),
+            Action::Operate { resource, operation, .. } => self
+                .spec
+                .resource(resource)
+                .and_then(|r| r.operations.iter().find(|o| o.name == *operation))
+                .map(|o| vec![&o.body])
+                .unwrap_or_default(),
+        };
+        let rank = |i: ir::Isolation| match i {
+            ir::Isolation::ReadCommitted => 0,
+            ir::Isolation::RepeatableRead => 1,
+            ir::Isolation::Serializable => 2,
+        };
+        bodies.iter().map(|b| b.isolation).max_by_key(|i| rank(*i)).unwrap_or(ir::Isolation::ReadCommitted)
+    }
+
+    async fn begin(&self, isolation: ir::Isolation) -> Result<DatabaseTransaction, Stop> {
+        let options = match self.backend() {
+            // SQLite has one writer: take the write lock at BEGIN, so that two transactions
+            // never both read and then fail to upgrade (the "database is locked" deadlock).
+            DbBackend::Sqlite => TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            },
+            _ => TransactionOptions {
+                isolation_level: Some(match isolation {
+                    ir::Isolation::ReadCommitted => IsolationLevel::ReadCommitted,
+                    ir::Isolation::RepeatableRead => IsolationLevel::RepeatableRead,
+                    ir::Isolation::Serializable => IsolationLevel::Serializable,
+                }),
+                ..TransactionOptions::default()
+            },
+        };
+        Ok(self.db.begin_with_options(options).await?)
+    }
+
+    /// Runs a command, retrying transient failures with jittered backoff up to
+    /// `config.retries_max` times, then answering `Busy`.
+    pub async fn execute(&self, cmd: &Command) -> Result<Executed, StoreError> {
+        self.check_target(&cmd.action)?;
+        let isolation = self.isolation(&cmd.action);
+        let mut attempt = 0u32;
+        loop {
+            match self.attempt(cmd, isolation).await {
+                Ok(done) => return Ok(done),
+                Err(Stop::Retry) if attempt < self.config.retries_max => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt, self.config.retry_backoff_ms_max)).await;
+                }
+                Err(Stop::Retry) => {
+                    return Err(StoreError::Busy {
+                        reason: format!("still conflicting after {} retries", self.config.retries_max),
+                    });
+                }
+                Err(Stop::Fail(e)) => return Err(e),
+                Err(Stop::Reject(r)) => return Ok(Executed { outcome: Outcome::Rejected { rejection: r }, replayed: false }),
+            }
+        }
+    }
+
+    fn check_target(&self, action: &Action) -> Result<(), StoreError> {
+        let unknown = |what: String| Err(StoreError::UnknownTarget(what));
+        match action {
+            Action::Create { machine, .. } => {
+                if self.spec.machine(machine).is_none() {
+                    return unknown(format!("machine `{machine}`"));
+                }
+            }
+            Action::Fire { machine, event, .. } => match self.spec.machine(machine) {
+                None => return unknown(format!("machine `{machine}`")),
+                Some(m) if m.event(event).is_none() => return unknown(format!("event `{event}` of `{machine}`")),
+                Some(_) => {}
+            },
+            Action::Operate { resource, operation, .. } => match self.spec.resource(resource) {
+                None => return unknown(format!("resource `{resource}`")),
+                Some(r) if !r.operations.iter().any(|o| o.name == *operation) => {
+                    return unknown(format!("operation `{operation}` of `{resource}`"));
+                }
+                Some(_) => {}
+            },
+        }
+        Ok(())
+    }
+
+    async fn attempt(&self, cmd: &Command, isolation: ir::Isolation) -> Result<Executed, Stop> {
+        let txn = self.begin(isolation).await?;
+        let now = Utc::now();
+        if let Some(idem) = &cmd.idempotency
+            && let Some(found) = self.stored(&txn, &cmd.tenant, &idem.key, now).await?
+        {
+            txn.rollback().await?;
+            return Ok(replay(found, &idem.fingerprint));
+        }
+        // The command's own writes run in a savepoint, so that a rejection undoes them while
+        // the idempotency record of that rejection still commits.
+        let inner = txn.begin().await?;
+        let outcome = match self.apply(&inner, cmd, now).await {
+            Ok(record) => {
+                inner.commit().await?;
+                Outcome::Applied { instance: record }
+            }
+            Err(Stop::Reject(r)) => {
+                inner.rollback().await?;
+                Outcome::Rejected { rejection: r }
+            }
+            Err(other) => return Err(other),
+        };
+        if let Some(idem) = &cmd.idempotency {
+            let mut b = Bind { tenant: &cmd.tenant, now: Some(now), ..Bind::default() };
+            b.values.insert("tenant", Val::Text(cmd.tenant.clone()));
+            b.values.insert("key", Val::Text(idem.key.clone()));
+            b.values.insert("fingerprint", Val::Text(idem.fingerprint.clone()));
+            b.values.insert("outcome", Val::Text(serde_json::to_string(&outcome).unwrap_or_default()));
+            b.values.insert("created_at", Val::Time(now));
+            let ttl = chrono::Duration::milliseconds(i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX));
+            b.values.insert("expires_at", Val::Time(now + ttl));
+            let stmt = b.statement(self.backend(), &self.plans.system.idempotency_put);
+            if let Err(e) = txn.execute_raw(stmt).await {
+                if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
+                    // Another request with this key committed first: ours never happened,
+                    // and the caller gets the stored outcome.
+                    txn.rollback().await?;
+                    let found = self.stored(&self.db, &cmd.tenant, &idem.key, now).await?;
+                    return match found {
+                        Some(found) => Ok(replay(found, &idem.fingerprint)),
+                        None => Err(Stop::Retry),
+                    };
+                }
+                return Err(classify(e));
+            }
+        }
+        txn.commit().await?;
+        Ok(Executed { outcome, replayed: false })
+    }
+
+    async fn stored<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        tenant: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(String, Outcome)>, Stop> {
+        let mut b = Bind { tenant, now: Some(now), ..Bind::default() };
+        b.values.insert("key", Val::Text(key.to_string()));
+        let row = conn.query_one_raw(b.statement(self.backend(), &self.plans.system.idempotency_get)).await?;
+        let Some(row) = row else { return Ok(None) };
+        let fingerprint: String = row.try_get("", "fingerprint")?;
+        let outcome: String = row.try_get("", "outcome")?;
+        let outcome = serde_json::from_str(&outcome)
+            .map_err(|e| Stop::Fail(StoreError::Internal(format!("stored outcome does not parse: {e}"))))?;
+        Ok(Some((fingerprint, outcome)))
+    }
+
+    async fn apply(&self, conn: &DatabaseTransaction, cmd: &Command, now: DateTime<Utc>) -> Result<Record, Stop> {
+        match &cmd.action {
+            Action::Create { machine, input } => self.create(conn, cmd, machine, input, now).await,
+            Action::Fire { machine, id, event, params, if_match } => {
+                self.fire(conn, cmd, machine, *id, event, params, *if_match, now).await
+            }
+            Action::Operate { resource, key, operation, params } => {
+                self.operate(conn, cmd, resource, key, operation, params, now).await
+            }
+        }
+    }
+
+    async fn create(
+        &self,
+        conn: &DatabaseTransaction,
+        cmd: &Command,
+        machine: &str,
+        input: &Map<String, Json>,
+        now: DateTime<Utc>,
+    ) -> Result<Record, Stop> {
+        let m = self.machine(machine)?;
+        let plan = &self.plans.machines[machine];
+        let create = &m.create;
+        let known: Vec<&ir::Field> = m.fields.iter().chain(&create.params).collect();
+        reject_unknown(input, &known, &m.name)?;
+        let mut fields = read_values(&m.fields, input)?;
+        let params = read_values(&create.params, input)?;
+        let env = Env { fields: &fields, params: &params, now };
+        guards(&create.body.guards, &env)?;
+        let mut assigned = Vec::new();
+        for s in &create.body.sets {
+            let v = value::eval(&s.value, &env).map_err(overflow(&s.field))?;
+            assigned.push((s.field.clone(), v));
+        }
+        for (field, v) in assigned {
+            if let Some(f) = m.field(&field) {
+                value::check(f, &v).map_err(|reason| Rejection::CheckFailed { field: field.clone(), reason })?;
+            }
+            fields.insert(field, v);
+        }
+        let id = Uuid::now_v7();
+        let b = Bind { tenant: &cmd.tenant, id: Some(id), now: Some(now), fields: Some(&fields), ..Bind::default() };
+        let row = conn
+            .query_one_raw(b.statement(self.backend(), &plan.insert))
+            .await?
+            .ok_or_else(|| Stop::Fail(StoreError::Internal("INSERT returned no row".to_string())))?;
+        let record = machine_record(m, &row)?;
+        let env = Env { fields: &fields, params: &params, now };
+        self.effects(conn, &cmd.tenant, &create.body.effects, &env).await?;
+        let entity = id.to_string();
+        let input_json = Json::Object(input.clone());
+        self.journal(conn, cmd, &m.name, &entity, 1, &create.name, None, Some(&m.initial), &input_json, now).await?;
+        self.arm_timers(conn, &cmd.tenant, m, &entity, &m.initial, now).await?;
+        Ok(record)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fire(
+        &self,
+        conn: &DatabaseTransaction,
+        cmd: &Command,
+        machine: &str,
+        id: Uuid,
+        event: &str,
+        params: &Map<String, Json>,
+        if_match: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<Record, Stop> {
+        let m = self.machine(machine)?;
+        let e = m.event(event).ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("event `{event}`"))))?;
+        let plans = &self.plans.machines[machine];
+        let transitions = &plans.events[event];
+        reject_unknown(params, &e.params.iter().collect::<Vec<_>>(), event)?;
+        let params = read_values(&e.params, params)?;
+        let b = Bind {
+            tenant: &cmd.tenant,
+            id: Some(id),
+            now: Some(now),
+            version: if_match,
+            params: Some(&params),
+            ..Bind::default()
+        };
+        let pessimistic = e.transitions.iter().find(|t| t.body.lock != ir::Lock::Optimistic).map(|t| t.body.lock);
+
+        // Which transition can apply: with one source, try it at once (one statement);
+        // otherwise read the state first (locking the row in pessimistic mode).
+        let (applied, chosen): (Option<QueryResult>, Option<&TransitionPlan>) = if transitions.len() == 1
+            && pessimistic.is_none()
+        {
+            let t = &transitions[0];
+            (self.run_update(conn, &b, t, if_match).await?, Some(t))
+        } else {
+            let select = match pessimistic {
+                Some(mode) => plan::lock_variant(&plans.lock, mode, self.backend()),
+                None => plans.select.clone(),
+            };
+            let current = conn.query_one_raw(b.statement(self.backend(), &select)).await?;
+            let Some(current) = current else {
+                if pessimistic == Some(ir::Lock::PessimisticSkipLocked) {
+                    // Absent under SKIP LOCKED may mean locked: look without the lock.
+                    if conn.query_one_raw(b.statement(self.backend(), &plans.select)).await?.is_some() {
+                        return Err(Stop::Fail(StoreError::Busy { reason: "the row is locked (skip locked)".to_string() }));
+                    }
+                }
+                return Err(Rejection::NotFound.into());
+            };
+            let state: String = current.try_get("", "state")?;
+            let version: i64 = current.try_get("", "version")?;
+            if let Some(expected) = if_match
+                && expected != version
+            {
+                return Err(Rejection::StaleVersion { current: version }.into());
+            }
+            match transitions.iter().find(|t| t.from == state) {
+                None => return Err(wrong_state(m, state).into()),
+                Some(t) => (self.run_update(conn, &b, t, if_match).await?, Some(t)),
+            }
+        };
+        let (Some(row), Some(t)) = (applied, chosen) else {
+            return Err(self.explain(conn, &b, m, transitions, if_match).await);
+        };
+        let record = machine_record(m, &row)?;
+        let fields = record_values(m, &row)?;
+        let transition = e
+            .transition_from(&t.from)
+            .ok_or_else(|| Stop::Fail(StoreError::Internal("transition vanished".to_string())))?;
+        let env = Env { fields: &fields, params: &params, now };
+        self.effects(conn, &cmd.tenant, &transition.body.effects, &env).await?;
+        let entity = id.to_string();
+        let params_json = Json::Object(params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect());
+        self.journal(conn, cmd, &m.name, &entity, record.version, event, Some(&t.from), Some(&t.to), &params_json, now)
+            .await?;
+        if m.timers_in(&t.from).next().is_some() {
+            let mut cancel = Bind { tenant: &cmd.tenant, ..Bind::default() };
+            cancel.values.insert("machine", Val::Text(m.name.clone()));
+            cancel.values.insert("entity", Val::Text(entity.clone()));
+            cancel.values.insert("state", Val::Text(t.from.clone()));
+            conn.execute_raw(cancel.statement(self.backend(), &self.plans.system.timer_cancel)).await?;
+        }
+        self.arm_timers(conn, &cmd.tenant, m, &entity, &t.to, now).await?;
+        Ok(record)
+    }
+
+    async fn run_update(
+        &self,
+        conn: &DatabaseTransaction,
+        b: &Bind<'_>,
+        t: &TransitionPlan,
+        if_match: Option<i64>,
+    ) -> Result<Option<QueryResult>, Stop> {
+        let sql = if if_match.is_some() { &t.update_if_match } else { &t.update };
+        Ok(conn.query_one_raw(b.statement(self.backend(), sql)).await?)
+    }
+
+    /// After an update that changed nothing: one read that says why. Finding nothing wrong
+    /// means another transaction moved the row in between: the command is tried again.
+    async fn explain(
+        &self,
+        conn: &DatabaseTransaction,
+        b: &Bind<'_>,
+        m: &ir::Machine,
+        transitions: &[TransitionPlan],
+        if_match: Option<i64>,
+    ) -> Stop {
+        let plans = &self.plans.machines[&m.name];
+        let current = match conn.query_one_raw(b.statement(self.backend(), &plans.select)).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Rejection::NotFound.into(),
+            Err(e) => return classify(e),
+        };
+        let (state, version): (String, i64) = match (current.try_get("", "state"), current.try_get("", "version")) {
+            (Ok(s), Ok(v)) => (s, v),
+            (Err(e), _) | (_, Err(e)) => return classify(e),
+        };
+        if let Some(expected) = if_match
+            && expected != version
+        {
+            return Rejection::StaleVersion { current: version }.into();
+        }
+        let Some(t) = transitions.iter().find(|t| t.from == state) else {
+            return wrong_state(m, state).into();
+        };
+        match conn.query_one_raw(b.statement(self.backend(), &t.explain)).await {
+            Ok(Some(row)) => why(&row, &t.guard_names, &t.check_fields).map_or(Stop::Retry, Stop::Reject),
+            Ok(None) => Rejection::NotFound.into(),
+            Err(e) => classify(e),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn operate(
+        &self,
+        conn: &DatabaseTransaction,
+        cmd: &Command,
+        resource: &str,
+        key: &Json,
+        operation: &str,
+        params: &Map<String, Json>,
+        now: DateTime<Utc>,
+    ) -> Result<Record, Stop> {
+        let r = self
+            .spec
+            .resource(resource)
+            .ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("resource `{resource}`"))))?;
+        let op = r
+            .operations
+            .iter()
+            .find(|o| o.name == operation)
+            .ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("operation `{operation}`"))))?;
+        let plans = &self.plans.resources[resource];
+        let op_plan = &plans.operations[operation];
+        let key = value::from_json(&r.key, Some(key))
+            .map_err(|e| Rejection::InvalidInput { field: e.field, reason: e.reason })?;
+        reject_unknown(params, &op.params.iter().collect::<Vec<_>>(), operation)?;
+        let params = read_values(&op.params, params)?;
+        let b = Bind { tenant: &cmd.tenant, key: Some(&key), now: Some(now), params: Some(&params), ..Bind::default() };
+        if let Some(ensure) = &plans.ensure {
+            conn.execute_raw(b.statement(self.backend(), ensure)).await?;
+        }
+        let Some(row) = conn.query_one_raw(b.statement(self.backend(), &op_plan.update)).await? else {
+            let explained = conn.query_one_raw(b.statement(self.backend(), &op_plan.explain)).await?;
+            return Err(match explained {
+                None => Rejection::NotFound.into(),
+                Some(row) => match why(&row, &op_plan.guard_names, &op_plan.check_fields) {
+                    Some(Rejection::CheckFailed { field, .. }) => Rejection::ResourceCheck {
+                        resource: r.name.clone(),
+                        key: key.to_key_text(),
+                        field,
+                    }
+                    .into(),
+                    Some(other) => other.into(),
+                    None => Stop::Retry,
+                },
+            });
+        };
+        let record = resource_record(r, &row)?;
+        let mut journal_params = Map::new();
+        journal_params.insert(r.key.name.clone(), key.to_json());
+        for (k, v) in &params {
+            journal_params.insert(k.clone(), v.to_json());
+        }
+        let entity = key.to_key_text();
+        self.journal(conn, cmd, &r.name, &entity, record.version, operation, None, None, &Json::Object(journal_params), now)
+            .await?;
+        Ok(record)
+    }
+
+    /// Applies resource effects in one fixed order (table, then key), so that no two
+    /// transactions wait for each other's rows in a cycle.
+    async fn effects(
+        &self,
+        conn: &DatabaseTransaction,
+        tenant: &str,
+        effects: &[ir::Effect],
+        env: &Env<'_>,
+    ) -> Result<(), Stop> {
+        let mut planned = Vec::with_capacity(effects.len());
+        for e in effects {
+            let key = value::eval(&e.key, env).map_err(overflow(&e.field))?;
+            let amount = value::eval(&e.amount, env).map_err(overflow(&e.field))?;
+            let r = self
+                .spec
+                .resource(&e.resource)
+                .ok_or_else(|| Stop::Fail(StoreError::Internal(format!("no resource {}", e.resource))))?;
+            planned.push((r.table.clone(), key.to_key_text(), key, e, amount));
+        }
+        planned.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        for (_, key_text, key, e, amount) in planned {
+            let plans = &self.plans.resources[&e.resource];
+            let sql = &plans.effects[&(e.field.clone(), e.op)];
+            let mut b = Bind { tenant, key: Some(&key), now: Some(env.now), ..Bind::default() };
+            b.values.insert("amount", amount);
+            let rejection = || Rejection::ResourceCheck { resource: e.resource.clone(), key: key_text.clone(), field: e.field.clone() };
+            if conn.query_one_raw(b.statement(self.backend(), sql)).await?.is_some() {
+                continue;
+            }
+            // No row changed: either the row is missing (it starts from zeros) or the
+            // change would break the field's check.
+            let Some(ensure) = &plans.ensure else { return Err(rejection().into()) };
+            let created = conn.execute_raw(b.statement(self.backend(), ensure)).await?.rows_affected();
+            if created == 0 || conn.query_one_raw(b.statement(self.backend(), sql)).await?.is_none() {
+                return Err(rejection().into());
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn journal(
+        &self,
+        conn: &DatabaseTransaction,
+        cmd: &Command,
+        machine: &str,
+        entity: &str,
+        version: i64,
+        event: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        params: &Json,
+        now: DateTime<Utc>,
+    ) -> Result<(), Stop> {
+        let mut b = Bind { tenant: &cmd.tenant, now: Some(now), ..Bind::default() };
+        let journal_id = Uuid::now_v7().to_string();
+        let text = |s: &str| Val::Text(s.to_string());
+        b.values.insert("id", text(&journal_id));
+        b.values.insert("tenant", text(&cmd.tenant));
+        b.values.insert("machine", text(machine));
+        b.values.insert("entity", text(entity));
+        b.values.insert("version", Val::Int(version));
+        b.values.insert("event", text(event));
+        b.values.insert("from_state", from.map_or(Val::Null, text));
+        b.values.insert("to_state", to.map_or(Val::Null, text));
+        b.values.insert("params", Val::Text(params.to_string()));
+        b.values.insert("idempotency_key", cmd.idempotency.as_ref().map_or(Val::Null, |i| text(&i.key)));
+        b.values.insert("created_at", Val::Time(now));
+        conn.execute_raw(b.statement(self.backend(), &self.plans.system.journal)).await?;
+
+        let payload = serde_json::json!({
+            "id": journal_id,
+            "tenant": cmd.tenant,
+            "machine": machine,
+            "entity": entity,
+            "version": version,
+            "event": event,
+            "from": from,
+            "to": to,
+            "params": params,
+            "at": Val::Time(now).to_json(),
+        });
+        b.values.insert("id", text(&Uuid::now_v7().to_string()));
+        b.values.insert("payload", Val::Text(payload.to_string()));
+        conn.execute_raw(b.statement(self.backend(), &self.plans.system.outbox)).await?;
+        Ok(())
+    }
+
+    async fn arm_timers(
+        &self,
+        conn: &DatabaseTransaction,
+        tenant: &str,
+        m: &ir::Machine,
+        entity: &str,
+        state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), Stop> {
+        for t in m.timers_in(state) {
+            let due = now + chrono::Duration::milliseconds(i64::try_from(t.after_ms).unwrap_or(i64::MAX));
+            let mut b = Bind { tenant, now: Some(now), ..Bind::default() };
+            b.values.insert("id", Val::Text(Uuid::now_v7().to_string()));
+            b.values.insert("tenant", Val::Text(tenant.to_string()));
+            b.values.insert("machine", Val::Text(m.name.clone()));
+            b.values.insert("entity", Val::Text(entity.to_string()));
+            b.values.insert("state", Val::Text(state.to_string()));
+            b.values.insert("event", Val::Text(t.event.clone()));
+            b.values.insert("due_at", Val::Time(due));
+            b.values.insert("created_at", Val::Time(now));
+            conn.execute_raw(b.statement(self.backend(), &self.plans.system.timer_arm)).await?;
+        }
+        Ok(())
+    }
+
+    fn machine(&self, name: &str) -> Result<&ir::Machine, Stop> {
+        self.spec.machine(name).ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("machine `{name}`"))))
+    }
+
+    pub async fn instance(&self, tenant: &str, machine: &str, id: Uuid) -> Result<Option<Record>, StoreError> {
+        let m = self.spec.machine(machine).ok_or_else(|| StoreError::UnknownTarget(format!("machine `{machine}`")))?;
+        let b = Bind { tenant, id: Some(id), ..Bind::default() };
+        let row = self.db.query_one_raw(b.statement(self.backend(), &self.plans.machines[machine].select)).await?;
+        row.map(|r| machine_record(m, &r).map_err(stop_to_error)).transpose()
+    }
+
+    pub async fn resource_row(&self, tenant: &str, resource: &str, key: &Json) -> Result<Option<Record>, StoreError> {
+        let r = self.spec.resource(resource).ok_or_else(|| StoreError::UnknownTarget(format!("resource `{resource}`")))?;
+        let key = value::from_json(&r.key, Some(key)).map_err(|e| StoreError::Invalid(format!("{}: {}", e.field, e.reason)))?;
+        let b = Bind { tenant, key: Some(&key), ..Bind::default() };
+        let row = self.db.query_one_raw(b.statement(self.backend(), &self.plans.resources[resource].select)).await?;
+        row.map(|r2| resource_record(r, &r2).map_err(stop_to_error)).transpose()
+    }
+}
+
+fn stop_to_error(s: Stop) -> StoreError {
+    match s {
+        Stop::Fail(e) => e,
+        Stop::Retry => StoreError::Busy { reason: "conflict".to_string() },
+        Stop::Reject(r) => StoreError::Internal(format!("unexpected rejection {r:?}")),
+    }
+}
+
+/// Jittered exponential backoff: up to 2^attempt ms, capped.
+fn backoff(attempt: u32, cap_ms: u64) -> std::time::Duration {
+    let ceiling = (1u64 << attempt.min(16)).min(cap_ms).max(1);
+    std::time::Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
+}
+
+fn replay((fingerprint, outcome): (String, Outcome), expected: &str) -> Executed {
+    if fingerprint == expected {
+        Executed { outcome, replayed: true }
+    } else {
+        Executed { outcome: Outcome::Rejected { rejection: Rejection::KeyReused }, replayed: false }
+    }
+}
+
+fn overflow(field: &str) -> impl Fn(EvalError) -> Stop + '_ {
+    move |_| Stop::Reject(Rejection::InvalidInput { field: field.to_string(), reason: "overflows 64 bits".to_string() })
+}
+
+fn wrong_state(m: &ir::Machine, state: String) -> Rejection {
+    let allowed = m.events_from(&state).map(|e| e.name.clone()).collect();
+    Rejection::WrongState { state, allowed }
+}
+
+fn reject_unknown(input: &Map<String, Json>, known: &[&ir::Field], of: &str) -> Result<(), Stop> {
+    match input.keys().find(|k| !known.iter().any(|f| f.name == **k)) {
+        Some(k) => Err(Rejection::InvalidInput { field: k.clone(), reason: format!("is not a field of `{of}`") }.into()),
+        None => Ok(()),
+    }
+}
+
+fn read_values(fields: &[ir::Field], input: &Map<String, Json>) -> Result<BTreeMap<String, Val>, Stop> {
+    let mut out = BTreeMap::new();
+    for f in fields {
+        let v = value::from_json(f, input.get(&f.name))
+            .map_err(|e| Rejection::InvalidInput { field: e.field, reason: e.reason })?;
+        out.insert(f.name.clone(), v);
+    }
+    Ok(out)
+}
+
+fn guards(guards: &[ir::Guard], env: &Env<'_>) -> Result<(), Stop> {
+    for g in guards {
+        let v = value::eval(&g.expr, env).map_err(overflow(&g.name))?;
+        if !value::holds(&v) {
+            return Err(Rejection::GuardFailed { guard: g.name.clone(), condition: g.text.clone() }.into());
+        }
+    }
+    Ok(())
+}
+
+/// The first false guard or check in an explain row (a NULL counts as false).
+fn why(row: &QueryResult, guard_names: &[(String, String)], check_fields: &[String]) -> Option<Rejection> {
+    let truth = |col: String| row.try_get::<Option<bool>>("", &col).ok().flatten().unwrap_or(false);
+    for (i, (name, text)) in guard_names.iter().enumerate() {
+        if !truth(format!("ordo_guard_{i}")) {
+            return Some(Rejection::GuardFailed { guard: name.clone(), condition: text.clone() });
+        }
+    }
+    for (i, field) in check_fields.iter().enumerate() {
+        if !truth(format!("ordo_check_{i}")) {
+            return Some(Rejection::CheckFailed { field: field.clone(), reason: "the new value breaks its check".to_string() });
+        }
+    }
+    None
+}
+
+fn get_val(row: &QueryResult, col: &str, ty: Type) -> Result<Val, DbErr> {
+    Ok(match ty {
+        Type::Int | Type::Money => row.try_get::<Option<i64>>("", col)?.map_or(Val::Null, Val::Int),
+        Type::Text => row.try_get::<Option<String>>("", col)?.map_or(Val::Null, Val::Text),
+        Type::Bool => row.try_get::<Option<bool>>("", col)?.map_or(Val::Null, Val::Bool),
+        Type::Timestamp => row.try_get::<Option<DateTime<Utc>>>("", col)?.map_or(Val::Null, Val::Time),
+    })
+}
+
+fn record_values(m: &ir::Machine, row: &QueryResult) -> Result<BTreeMap<String, Val>, Stop> {
+    let mut out = BTreeMap::new();
+    for f in &m.fields {
+        out.insert(f.name.clone(), get_val(row, &f.name, f.ty)?);
+    }
+    Ok(out)
+}
+
+fn machine_record(m: &ir::Machine, row: &QueryResult) -> Result<Record, Stop> {
+    let id: Uuid = row.try_get("", "id")?;
+    let fields = record_values(m, row)?.into_iter().map(|(k, v)| (k, v.to_json())).collect();
+    Ok(Record {
+        kind: crate::RecordKind::Machine,
+        name: m.name.clone(),
+        id: id.to_string(),
+        state: Some(row.try_get("", "state")?),
+        version: row.try_get("", "version")?,
+        fields,
+        created_at: row.try_get("", "created_at")?,
+        updated_at: row.try_get("", "updated_at")?,
+    })
+}
+
+fn resource_record(r: &ir::Resource, row: &QueryResult) -> Result<Record, Stop> {
+    let key = get_val(row, &r.key.name, r.key.ty)?;
+    let mut fields = Map::new();
+    fields.insert(r.key.name.clone(), key.to_json());
+    for f in &r.fields {
+        fields.insert(f.name.clone(), get_val(row, &f.name, f.ty)?.to_json());
+    }
+    Ok(Record {
+        kind: crate::RecordKind::Resource,
+        name: r.name.clone(),
+        id: key.to_key_text(),
+        state: None,
+        version: row.try_get("", "version")?,
+        fields,
+        created_at: row.try_get("", "created_at")?,
+        updated_at: row.try_get("", "updated_at")?,
+    })
+}
+
+/// Whether the tables of `spec_name` were created from this very spec.
+pub(crate) async fn verify_schema(db: &DatabaseConnection, spec_name: &str, spec: &ir::Spec) -> Result<(), StoreError> {
+    let expected = schema::fingerprint(spec);
+    match schema::recorded_fingerprint(db, spec_name).await {
+        Ok(Some(found)) if found == expected => Ok(()),
+        Ok(Some(found)) => Err(StoreError::Drift { spec: spec_name.to_string(), expected, found }),
+        Ok(None) | Err(_) => Err(StoreError::Migration(format!(
+            "the tables of `{spec_name}` do not exist: run `cargo xtask migrate up`"
+        ))),
+    }
+}

@@ -1,0 +1,289 @@
+//! Ordo's store: tables and SQL plans from the IR, and the executor that runs every
+//! command in one transaction on PostgreSQL or SQLite.
+//!
+//! The front door is [`Store::open`] (connect, optionally migrate, compile the plans) and
+//! [`Store::execute`]. Only this crate writes SQL; it knows nothing of HTTP.
+
+mod exec;
+pub mod plan;
+pub mod schema;
+pub mod value;
+
+use ordo_spec::ir;
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm_migration::MigratorTraitSelf;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Connections in the pool, by default.
+pub const POOL_SIZE_DEFAULT: u32 = 16;
+/// How long a command waits for a pooled connection before `Unavailable`, by default.
+pub const ACQUIRE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// How long an idle pooled connection is kept, by default.
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+/// Retries of a command after a serialization failure, deadlock or busy database.
+pub const RETRIES_MAX_DEFAULT: u32 = 10;
+/// The ceiling of one backoff between retries, in milliseconds.
+pub const RETRY_BACKOFF_MS_MAX_DEFAULT: u64 = 200;
+/// How long an idempotency record answers replays: 24 hours.
+pub const IDEMPOTENCY_TTL_MS_DEFAULT: u64 = 24 * 3_600_000;
+/// How long SQLite waits for the write lock before reporting busy (then retried).
+pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `postgres://...` or `sqlite://file.db?mode=rwc` (or `sqlite::memory:`).
+    pub url: String,
+    pub pool_size: u32,
+    pub acquire_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub retries_max: u32,
+    pub retry_backoff_ms_max: u64,
+    pub idempotency_ttl_ms: u64,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> StoreConfig {
+        StoreConfig {
+            url: url.into(),
+            pool_size: POOL_SIZE_DEFAULT,
+            acquire_timeout_ms: ACQUIRE_TIMEOUT_MS_DEFAULT,
+            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            retries_max: RETRIES_MAX_DEFAULT,
+            retry_backoff_ms_max: RETRY_BACKOFF_MS_MAX_DEFAULT,
+            idempotency_ttl_ms: IDEMPOTENCY_TTL_MS_DEFAULT,
+        }
+    }
+}
+
+/// A state-changing request, for one tenant.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub tenant: String,
+    /// When given, the outcome is recorded under (tenant, key) in the same transaction,
+    /// and a later command with the same key gets that outcome back instead of applying.
+    pub idempotency: Option<IdempotencyKey>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// What the request was (method, route, canonical body), so that a key reused for
+    /// another request is refused rather than replayed.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Create an instance of a machine: its fields and the create's parameters.
+    Create { machine: String, input: Map<String, Json> },
+    /// Fire an event on an instance; `if_match` is the version the caller last saw.
+    Fire { machine: String, id: Uuid, event: String, params: Map<String, Json>, if_match: Option<i64> },
+    /// Run an operation on a resource row.
+    Operate { resource: String, key: Json, operation: String, params: Map<String, Json> },
+}
+
+/// What a command did: the outcome, and whether it is a replay of an earlier one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed {
+    pub outcome: Outcome,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Applied { instance: Record },
+    Rejected { rejection: Rejection },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Machine,
+    Resource,
+}
+
+/// A machine instance or a resource row, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub kind: RecordKind,
+    /// The machine's or resource's name.
+    pub name: String,
+    /// The instance's id, or the resource row's key as text.
+    pub id: String,
+    pub state: Option<String>,
+    pub version: i64,
+    pub fields: Map<String, Json>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Why the lifecycle refused a command. Every rejection changes nothing but the
+/// idempotency record that remembers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rejection", rename_all = "snake_case")]
+pub enum Rejection {
+    NotFound,
+    /// A field or parameter is missing, of the wrong type, unknown, or breaks its check.
+    InvalidInput { field: String, reason: String },
+    /// The event has no transition from the current state.
+    WrongState { state: String, allowed: Vec<String> },
+    GuardFailed { guard: String, condition: String },
+    /// `If-Match` named another version than the current one.
+    StaleVersion { current: i64 },
+    /// A `set` would break the field's check.
+    CheckFailed { field: String, reason: String },
+    /// A change to a resource row would break its check (or the row cannot start from zeros).
+    ResourceCheck { resource: String, key: String, field: String },
+    /// The idempotency key was used before for a different request.
+    KeyReused,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Transient contention that outlasted the retries, or a lock not available (NOWAIT).
+    #[error("busy: {reason}")]
+    Busy { reason: String },
+    /// The database cannot be reached (down, pool exhausted, connection lost).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("unknown {0}")]
+    UnknownTarget(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("the tables of `{spec}` were created from another version of the spec (fingerprint {found}, now {expected}): migrate them")]
+    Drift { spec: String, expected: String, found: String },
+    #[error("migration: {0}")]
+    Migration(String),
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(e: DbErr) -> StoreError {
+        match &e {
+            DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e.to_string()),
+            DbErr::Conn(_) => StoreError::Unavailable(e.to_string()),
+            DbErr::Exec(sea_orm::RuntimeErr::SqlxError(s)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(s))
+                if matches!(
+                    **s,
+                    sea_orm::sqlx::Error::Io(_)
+                        | sea_orm::sqlx::Error::PoolTimedOut
+                        | sea_orm::sqlx::Error::PoolClosed
+                        | sea_orm::sqlx::Error::WorkerCrashed
+                        | sea_orm::sqlx::Error::Protocol(_)
+                ) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// What `cargo xtask migrate` can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrateAction {
+    Up,
+    Down,
+    Fresh,
+    Status,
+}
+
+pub async fn connect(config: &StoreConfig) -> Result<DatabaseConnection, StoreError> {
+    let mut options = ConnectOptions::new(config.url.clone());
+    let in_memory = config.url.contains(":memory:") || config.url.contains("mode=memory");
+    options
+        // An in-memory SQLite database lives and dies with its one connection.
+        .max_connections(if in_memory { 1 } else { config.pool_size })
+        .min_connections(if in_memory { 1 } else { 0 })
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        .idle_timeout(Duration::from_millis(config.idle_timeout_ms))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            o.busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))
+                .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .foreign_keys(true)
+        });
+    Database::connect(options).await.map_err(StoreError::from)
+}
+
+/// Runs migrations of `spec` (named `spec_name`) and reports each one's status after.
+pub async fn migrate(
+    db: &DatabaseConnection,
+    spec_name: &str,
+    spec: &ir::Spec,
+    action: MigrateAction,
+) -> Result<Vec<(String, bool)>, StoreError> {
+    let migrator = schema::Migrator::new(spec_name, Arc::new(spec.clone()));
+    let result = match action {
+        MigrateAction::Up => migrator.up(db, None).await,
+        MigrateAction::Down => migrator.down(db, None).await,
+        MigrateAction::Fresh => migrator.fresh(db).await,
+        MigrateAction::Status => Ok(()),
+    };
+    result.map_err(|e| StoreError::Migration(e.to_string()))?;
+    let statuses = migrator.get_migration_with_status(db).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+    Ok(statuses
+        .iter()
+        .map(|m| (m.name().to_string(), m.status() == sea_orm_migration::MigrationStatus::Applied))
+        .collect())
+}
+
+/// A spec's compiled plans over a connection pool: the executor.
+pub struct Store {
+    exec: exec::Executor,
+}
+
+impl Store {
+    /// Connects, migrates when asked, checks that the tables match the spec, and compiles
+    /// every plan once.
+    pub async fn open(config: StoreConfig, spec_name: &str, spec: ir::Spec, migrate_up: bool) -> Result<Store, StoreError> {
+        let db = connect(&config).await?;
+        if migrate_up {
+            migrate(&db, spec_name, &spec, MigrateAction::Up).await?;
+        }
+        exec::verify_schema(&db, spec_name, &spec).await?;
+        let plans = plan::compile(&spec, db.get_database_backend())?;
+        Ok(Store { exec: exec::Executor { db, spec: Arc::new(spec), plans: Arc::new(plans), config } })
+    }
+
+    pub fn spec(&self) -> &ir::Spec {
+        &self.exec.spec
+    }
+
+    pub fn plans(&self) -> &plan::Plans {
+        &self.exec.plans
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.exec.plans.backend
+    }
+
+    /// The pool, for reads the executor does not offer (audits, tests).
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.exec.db
+    }
+
+    /// Runs one command in one transaction. Rejections are `Ok` outcomes; `Err` is for
+    /// what the lifecycle did not decide (busy, unavailable, unknown names).
+    pub async fn execute(&self, cmd: &Command) -> Result<Executed, StoreError> {
+        self.exec.execute(cmd).await
+    }
+
+    pub async fn instance(&self, tenant: &str, machine: &str, id: Uuid) -> Result<Option<Record>, StoreError> {
+        self.exec.instance(tenant, machine, id).await
+    }
+
+    pub async fn resource(&self, tenant: &str, resource: &str, key: &Json) -> Result<Option<Record>, StoreError> {
+        self.exec.resource_row(tenant, resource, key).await
+    }
+}

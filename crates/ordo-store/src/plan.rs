@@ -1,0 +1,683 @@
+//! The SQL of every command, compiled once at start-up per backend (sea-query through
+//! sea-orm): each statement's text plus the list of values to bind, in placeholder order.
+//!
+//! Statements are built with a unique marker value in every bind position; building them
+//! with the backend's builder then tells, placeholder by placeholder, which value goes where.
+
+use crate::schema::{self, IDEMPOTENCY, JOURNAL, OUTBOX, TIMERS};
+use crate::value::Val;
+use ordo_spec::ir::{self, BinOp, CmpOp, Type};
+use sea_orm::DbBackend;
+use sea_orm::sea_query::{
+    Alias, Expr, ExprTrait, LockType, OnConflict, Query, ReturningClause,
+    SelectStatement,
+};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where one bound value comes from when the statement runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Tenant,
+    /// The machine instance's id.
+    Id,
+    /// The resource row's key.
+    Key,
+    Now,
+    /// The `If-Match` version the caller expects.
+    Version,
+    Param(String),
+    /// A value computed before the statement (create inputs, effect amounts, journal data).
+    Value(String),
+    Const(Val),
+}
+
+/// The SQL type a value is bound as (a NULL needs one too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlType {
+    Of(Type),
+    Uuid,
+}
+
+impl From<Type> for SqlType {
+    fn from(t: Type) -> SqlType {
+        SqlType::Of(t)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub source: Source,
+    pub ty: SqlType,
+}
+
+/// One compiled statement.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    pub sql: String,
+    pub slots: Vec<Slot>,
+}
+
+impl fmt::Display for Sql {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{};", self.sql)?;
+        for (i, s) in self.slots.iter().enumerate() {
+            let what = match &s.source {
+                Source::Tenant => "tenant".to_string(),
+                Source::Id => "id".to_string(),
+                Source::Key => "key".to_string(),
+                Source::Now => "now".to_string(),
+                Source::Version => "expected version".to_string(),
+                Source::Param(p) => format!("param {p}"),
+                Source::Value(v) => format!("value {v}"),
+                Source::Const(c) => format!("constant {}", c.to_json()),
+            };
+            write!(f, "\n  -- ${}: {what}", i + 1)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("compiling the SQL of {what}: {reason}")]
+pub struct PlanError {
+    what: String,
+    reason: String,
+}
+
+/// Collects the slots of a statement under construction.
+#[derive(Default)]
+struct Slots {
+    slots: Vec<Slot>,
+}
+
+const MARKER: &str = "\u{1}ordo-slot:";
+
+impl Slots {
+    fn bind(&mut self, source: Source, ty: impl Into<SqlType>) -> Expr {
+        let i = self.slots.len();
+        self.slots.push(Slot { source, ty: ty.into() });
+        Expr::val(format!("{MARKER}{i}"))
+    }
+
+    fn value(&mut self, source: Source, ty: impl Into<SqlType>) -> sea_orm::Value {
+        let i = self.slots.len();
+        self.slots.push(Slot { source, ty: ty.into() });
+        sea_orm::Value::String(Some(format!("{MARKER}{i}")))
+    }
+
+    /// Builds `stmt` for `backend` and orders the slots as its placeholders are.
+    fn finish<S: sea_orm::StatementBuilder>(self, backend: DbBackend, stmt: &S, what: &str) -> Result<Sql, PlanError> {
+        let built = backend.build(stmt);
+        let values = built.values.map(|v| v.0).unwrap_or_default();
+        let mut slots = Vec::with_capacity(values.len());
+        for v in values {
+            let index = match &v {
+                sea_orm::Value::String(Some(s)) => s.strip_prefix(MARKER).and_then(|i| i.parse::<usize>().ok()),
+                _ => None,
+            };
+            let slot = index.and_then(|i| self.slots.get(i)).ok_or_else(|| PlanError {
+                what: what.to_string(),
+                reason: format!("a value the plan does not know: {v:?}"),
+            })?;
+            slots.push(slot.clone());
+        }
+        Ok(Sql { sql: built.sql, slots })
+    }
+}
+
+fn a(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+fn const_ty(v: &ir::Value, hint: Type) -> Type {
+    match v {
+        ir::Value::Text(_) => Type::Text,
+        ir::Value::Int(_) => if hint == Type::Money { Type::Money } else { Type::Int },
+        ir::Value::Bool(_) => Type::Bool,
+        ir::Value::Null => hint,
+    }
+}
+
+/// What names mean in an expression compiled to SQL.
+struct Names<'a> {
+    /// Fields are columns of the statement's one table.
+    fields: &'a [ir::Field],
+    params: &'a [ir::Field],
+}
+
+impl Names<'_> {
+    fn field_ty(&self, name: &str) -> Type {
+        self.fields.iter().find(|f| f.name == name).map_or(Type::Text, |f| f.ty)
+    }
+    fn param_ty(&self, name: &str) -> Type {
+        self.params.iter().find(|f| f.name == name).map_or(Type::Text, |f| f.ty)
+    }
+
+    /// The type an expression has, for typing the NULLs and constants bound next to it.
+    fn ty(&self, e: &ir::Expr) -> Type {
+        match e {
+            ir::Expr::Value(v) => const_ty(v, Type::Int),
+            ir::Expr::Field(f) => self.field_ty(f),
+            ir::Expr::Param(p) => self.param_ty(p),
+            ir::Expr::Now => Type::Timestamp,
+            ir::Expr::Not(_) => Type::Bool,
+            ir::Expr::Neg(x) => self.ty(x),
+            ir::Expr::Binary { op, lhs, rhs } => match op {
+                BinOp::And | BinOp::Or | BinOp::Cmp(_) => Type::Bool,
+                _ => match (self.ty(lhs), self.ty(rhs)) {
+                    (Type::Money, _) | (_, Type::Money) => Type::Money,
+                    (t, _) => t,
+                },
+            },
+        }
+    }
+
+    /// Compiles an IR expression to SQL over the table's columns and bound parameters.
+    fn expr(&self, e: &ir::Expr, hint: Type, slots: &mut Slots) -> Expr {
+        match e {
+            ir::Expr::Value(v) => slots.bind(Source::Const(Val::from_ir(v)), const_ty(v, hint)),
+            ir::Expr::Field(f) => Expr::col(a(f)),
+            ir::Expr::Param(p) => slots.bind(Source::Param(p.clone()), self.param_ty(p)),
+            ir::Expr::Now => slots.bind(Source::Now, Type::Timestamp),
+            ir::Expr::Not(x) => self.expr(x, Type::Bool, slots).not(),
+            ir::Expr::Neg(x) => {
+                let ty = self.ty(x);
+                slots.bind(Source::Const(Val::Int(0)), ty).sub(self.expr(x, ty, slots))
+            }
+            ir::Expr::Binary { op, lhs, rhs } => {
+                let is_null = |x: &ir::Expr| matches!(x, ir::Expr::Value(ir::Value::Null));
+                if let BinOp::Cmp(c @ (CmpOp::Eq | CmpOp::Ne)) = op
+                    && (is_null(lhs) || is_null(rhs))
+                {
+                    let other = if is_null(lhs) { rhs } else { lhs };
+                    let x = self.expr(other, self.ty(other), slots);
+                    return if *c == CmpOp::Eq { x.is_null() } else { x.is_not_null() };
+                }
+                let ty = match (self.ty(lhs), self.ty(rhs)) {
+                    (Type::Money, _) | (_, Type::Money) => Type::Money,
+                    (t, _) => t,
+                };
+                let l = self.expr(lhs, ty, slots);
+                let r = self.expr(rhs, ty, slots);
+                match op {
+                    BinOp::And => l.and(r),
+                    BinOp::Or => l.or(r),
+                    BinOp::Cmp(c) => schema::cmp(l, *c, r),
+                    BinOp::Add => l.add(r),
+                    BinOp::Sub => l.sub(r),
+                    BinOp::Mul => l.mul(r),
+                }
+            }
+        }
+    }
+}
+
+/// `WHERE tenant = $ AND <key> = $`.
+fn row_filter(slots: &mut Slots, key_col: &str, key_src: Source, key_ty: impl Into<SqlType>) -> Expr {
+    Expr::col(a("tenant")).eq(slots.bind(Source::Tenant, Type::Text)).and(Expr::col(a(key_col)).eq(slots.bind(key_src, key_ty)))
+}
+
+/// The checks of every field that `sets` changes, as conditions on the new values.
+fn set_checks(names: &Names<'_>, sets: &[(String, ir::Expr)], slots: &mut Slots) -> Vec<(String, Expr)> {
+    let mut out = Vec::new();
+    for (field, value) in sets {
+        let Some(f) = names.fields.iter().find(|f| f.name == *field) else { continue };
+        let v = names.expr(value, f.ty, slots);
+        if let Some(cond) = schema::check_expr(v.clone(), &f.checks) {
+            // A null value passes, as the CHECK constraint lets it.
+            out.push((field.clone(), if f.optional { v.is_null().or(cond) } else { cond }));
+        }
+    }
+    out
+}
+
+/// The plans of one machine.
+#[derive(Debug)]
+pub struct MachinePlan {
+    pub insert: Sql,
+    pub select: Sql,
+    /// `SELECT ... FOR UPDATE` (PostgreSQL); on SQLite the transaction is already exclusive.
+    pub lock: Sql,
+    pub events: BTreeMap<String, Vec<TransitionPlan>>,
+}
+
+#[derive(Debug)]
+/// One transition from one source state (an event declared `a, b -> c` has two).
+pub struct TransitionPlan {
+    pub from: String,
+    pub to: String,
+    /// The conditional UPDATE without and with the `If-Match` version.
+    pub update: Sql,
+    pub update_if_match: Sql,
+    /// One read that says which guard or check stopped the update.
+    pub explain: Sql,
+    pub guard_names: Vec<(String, String)>,
+    pub check_fields: Vec<String>,
+}
+
+/// The plans of one resource.
+#[derive(Debug)]
+pub struct ResourcePlan {
+    pub select: Sql,
+    /// Creates the row from zeros when it is missing; `None` when a zero row would break a
+    /// check (then a missing row is a rejection).
+    pub ensure: Option<Sql>,
+    /// `field += $amount` with the field's checks in the WHERE clause, per field and sign.
+    pub effects: BTreeMap<(String, ir::DeltaOp), Sql>,
+    pub operations: BTreeMap<String, OperationPlan>,
+}
+
+#[derive(Debug)]
+pub struct OperationPlan {
+    pub update: Sql,
+    pub explain: Sql,
+    pub guard_names: Vec<(String, String)>,
+    pub check_fields: Vec<String>,
+}
+
+/// Statements on Ordo's own tables, the same for every spec.
+#[derive(Debug)]
+pub struct SystemPlan {
+    pub journal: Sql,
+    pub outbox: Sql,
+    pub idempotency_get: Sql,
+    pub idempotency_put: Sql,
+    pub timer_arm: Sql,
+    pub timer_cancel: Sql,
+}
+
+#[derive(Debug)]
+pub struct Plans {
+    pub backend: DbBackend,
+    pub machines: BTreeMap<String, MachinePlan>,
+    pub resources: BTreeMap<String, ResourcePlan>,
+    pub system: SystemPlan,
+}
+
+/// The columns of a machine's table, in order.
+pub fn machine_columns(m: &ir::Machine) -> Vec<String> {
+    let mut cols = vec!["id".to_string(), "tenant".to_string(), "state".to_string(), "version".to_string()];
+    cols.extend(m.fields.iter().map(|f| f.name.clone()));
+    cols.extend(["created_at".to_string(), "updated_at".to_string()]);
+    cols
+}
+
+/// The columns of a resource's table, in order.
+pub fn resource_columns(r: &ir::Resource) -> Vec<String> {
+    let mut cols = vec![r.key.name.clone()];
+    cols.extend(r.fields.iter().map(|f| f.name.clone()));
+    cols.extend(["version".to_string(), "created_at".to_string(), "updated_at".to_string()]);
+    cols
+}
+
+fn returning(cols: &[String]) -> ReturningClause {
+    Query::returning().columns(cols.iter().map(|c| a(c)))
+}
+
+pub fn compile(spec: &ir::Spec, backend: DbBackend) -> Result<Plans, PlanError> {
+    let mut machines = BTreeMap::new();
+    for m in &spec.machines {
+        machines.insert(m.name.clone(), machine_plan(m, backend)?);
+    }
+    let mut resources = BTreeMap::new();
+    for r in &spec.resources {
+        resources.insert(r.name.clone(), resource_plan(r, backend)?);
+    }
+    Ok(Plans { backend, machines, resources, system: system_plan(backend)? })
+}
+
+fn machine_plan(m: &ir::Machine, backend: DbBackend) -> Result<MachinePlan, PlanError> {
+    let cols = machine_columns(m);
+    let what = |s: &str| format!("{} {s}", m.name);
+
+    let mut slots = Slots::default();
+    let mut values = vec![
+        slots.value(Source::Id, SqlType::Uuid),
+        slots.value(Source::Tenant, Type::Text),
+        slots.value(Source::Const(Val::Text(m.initial.clone())), Type::Text),
+        slots.value(Source::Const(Val::Int(1)), Type::Int),
+    ];
+    for f in &m.fields {
+        values.push(slots.value(Source::Value(f.name.clone()), f.ty));
+    }
+    values.push(slots.value(Source::Now, Type::Timestamp));
+    values.push(slots.value(Source::Now, Type::Timestamp));
+    let insert = Query::insert()
+        .into_table(a(&m.table))
+        .columns(cols.iter().map(|c| a(c)))
+        .values(values.into_iter().map(Expr::val))
+        .map_err(|e| PlanError { what: what("create"), reason: e.to_string() })?
+        .returning(returning(&cols))
+        .to_owned();
+    let insert = slots.finish(backend, &insert, &what("create"))?;
+
+    let select_stmt = |lock: bool| -> Result<Sql, PlanError> {
+        let mut slots = Slots::default();
+        let mut q: SelectStatement = Query::select();
+        q.columns(cols.iter().map(|c| a(c))).from(a(&m.table)).and_where(row_filter(&mut slots, "id", Source::Id, SqlType::Uuid));
+        if lock && backend == DbBackend::Postgres {
+            q.lock(LockType::Update);
+        }
+        slots.finish(backend, &q, &what("select"))
+    };
+
+    let mut events = BTreeMap::new();
+    for e in &m.events {
+        let mut plans = Vec::new();
+        for t in &e.transitions {
+            for from in &t.from {
+                plans.push(transition_plan(m, e, t, from, &cols, backend)?);
+            }
+        }
+        events.insert(e.name.clone(), plans);
+    }
+    Ok(MachinePlan { insert, select: select_stmt(false)?, lock: select_stmt(true)?, events })
+}
+
+/// `SELECT ... FOR UPDATE NOWAIT | SKIP LOCKED` for a lock mode, from the plain lock.
+pub fn lock_variant(lock: &Sql, mode: ir::Lock, backend: DbBackend) -> Sql {
+    if backend != DbBackend::Postgres {
+        return lock.clone();
+    }
+    let suffix = match mode {
+        ir::Lock::PessimisticNowait => " NOWAIT",
+        ir::Lock::PessimisticSkipLocked => " SKIP LOCKED",
+        _ => "",
+    };
+    Sql { sql: format!("{}{suffix}", lock.sql), slots: lock.slots.clone() }
+}
+
+fn transition_plan(
+    m: &ir::Machine,
+    e: &ir::Event,
+    t: &ir::Transition,
+    from: &str,
+    cols: &[String],
+    backend: DbBackend,
+) -> Result<TransitionPlan, PlanError> {
+    let names = Names { fields: &m.fields, params: &e.params };
+    let what = format!("{}.{} from {from}", m.name, e.name);
+    let sets: Vec<(String, ir::Expr)> = t.body.sets.iter().map(|s| (s.field.clone(), s.value.clone())).collect();
+
+    let update = |if_match: bool| -> Result<Sql, PlanError> {
+        let mut slots = Slots::default();
+        let mut q = Query::update();
+        q.table(a(&m.table))
+            .value(a("state"), slots.bind(Source::Const(Val::Text(t.to.clone())), Type::Text))
+            .value(a("version"), Expr::col(a("version")).add(slots.bind(Source::Const(Val::Int(1)), Type::Int)))
+            .value(a("updated_at"), slots.bind(Source::Now, Type::Timestamp));
+        for (field, value) in &sets {
+            q.value(a(field), names.expr(value, names.field_ty(field), &mut slots));
+        }
+        let state = slots.bind(Source::Const(Val::Text(from.to_string())), Type::Text);
+        let mut cond = row_filter(&mut slots, "id", Source::Id, SqlType::Uuid).and(Expr::col(a("state")).eq(state));
+        if if_match {
+            cond = cond.and(Expr::col(a("version")).eq(slots.bind(Source::Version, Type::Int)));
+        }
+        for g in &t.body.guards {
+            cond = cond.and(names.expr(&g.expr, Type::Bool, &mut slots));
+        }
+        for (_, c) in set_checks(&names, &sets, &mut slots) {
+            cond = cond.and(c);
+        }
+        q.cond_where(cond).returning(returning(cols));
+        slots.finish(backend, &q, &what)
+    };
+
+    let mut slots = Slots::default();
+    let mut q = Query::select();
+    q.columns([a("state"), a("version")]).from(a(&m.table));
+    let mut guard_names = Vec::new();
+    for (i, g) in t.body.guards.iter().enumerate() {
+        q.expr_as(names.expr(&g.expr, Type::Bool, &mut slots), a(&format!("ordo_guard_{i}")));
+        guard_names.push((g.name.clone(), g.text.clone()));
+    }
+    let mut check_fields = Vec::new();
+    for (i, (field, c)) in set_checks(&names, &sets, &mut slots).into_iter().enumerate() {
+        q.expr_as(c, a(&format!("ordo_check_{i}")));
+        check_fields.push(field);
+    }
+    q.and_where(row_filter(&mut slots, "id", Source::Id, SqlType::Uuid));
+    let explain = slots.finish(backend, &q, &what)?;
+
+    Ok(TransitionPlan {
+        from: from.to_string(),
+        to: t.to.clone(),
+        update: update(false)?,
+        update_if_match: update(true)?,
+        explain,
+        guard_names,
+        check_fields,
+    })
+}
+
+/// The value a field of a new resource row starts from.
+pub fn zero(f: &ir::Field) -> Val {
+    if f.optional {
+        return Val::Null;
+    }
+    match f.ty {
+        Type::Int | Type::Money => Val::Int(0),
+        Type::Text => Val::Text(String::new()),
+        Type::Bool => Val::Bool(false),
+        Type::Timestamp => Val::Time(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
+    }
+}
+
+fn resource_plan(r: &ir::Resource, backend: DbBackend) -> Result<ResourcePlan, PlanError> {
+    let cols = resource_columns(r);
+    let mut row: Vec<ir::Field> = vec![r.key.clone()];
+    row.extend(r.fields.iter().cloned());
+    let key_ty = r.key.ty;
+
+    let mut slots = Slots::default();
+    let mut q = Query::select();
+    q.columns(cols.iter().map(|c| a(c))).from(a(&r.table)).and_where(row_filter(&mut slots, &r.key.name, Source::Key, key_ty));
+    let select = slots.finish(backend, &q, &r.name)?;
+
+    let zero_is_valid = r.fields.iter().all(|f| crate::value::check(f, &zero(f)).is_ok());
+    let ensure = if zero_is_valid {
+        let mut slots = Slots::default();
+        let mut values = vec![slots.value(Source::Tenant, Type::Text), slots.value(Source::Key, key_ty)];
+        for f in &r.fields {
+            values.push(slots.value(Source::Const(zero(f)), f.ty));
+        }
+        values.push(slots.value(Source::Const(Val::Int(0)), Type::Int));
+        values.push(slots.value(Source::Now, Type::Timestamp));
+        values.push(slots.value(Source::Now, Type::Timestamp));
+        let mut all = vec![a("tenant")];
+        all.extend(cols.iter().map(|c| a(c)));
+        let q = Query::insert()
+            .into_table(a(&r.table))
+            .columns(all)
+            .values(values.into_iter().map(Expr::val))
+            .map_err(|e| PlanError { what: r.name.clone(), reason: e.to_string() })?
+            .on_conflict(OnConflict::columns([a("tenant"), a(&r.key.name)]).do_nothing().to_owned())
+            .to_owned();
+        Some(slots.finish(backend, &q, &r.name)?)
+    } else {
+        None
+    };
+
+    let mut effects = BTreeMap::new();
+    for f in r.fields.iter().filter(|f| matches!(f.ty, Type::Int | Type::Money) && !f.optional) {
+        for op in [ir::DeltaOp::Add, ir::DeltaOp::Sub] {
+            let mut slots = Slots::default();
+            let new_value = |slots: &mut Slots| {
+                let amount = slots.bind(Source::Value("amount".to_string()), f.ty);
+                match op {
+                    ir::DeltaOp::Add => Expr::col(a(&f.name)).add(amount),
+                    ir::DeltaOp::Sub => Expr::col(a(&f.name)).sub(amount),
+                }
+            };
+            let mut q = Query::update();
+            q.table(a(&r.table))
+                .value(a(&f.name), new_value(&mut slots))
+                .value(a("version"), Expr::col(a("version")).add(slots.bind(Source::Const(Val::Int(1)), Type::Int)))
+                .value(a("updated_at"), slots.bind(Source::Now, Type::Timestamp));
+            let mut cond = row_filter(&mut slots, &r.key.name, Source::Key, key_ty);
+            let checked = new_value(&mut slots);
+            if let Some(c) = schema::check_expr(checked, &f.checks) {
+                cond = cond.and(c);
+            }
+            q.cond_where(cond).returning(returning(&["version".to_string()]));
+            effects.insert((f.name.clone(), op), slots.finish(backend, &q, &format!("{}.{}", r.name, f.name))?);
+        }
+    }
+
+    let mut operations = BTreeMap::new();
+    for op in &r.operations {
+        operations.insert(op.name.clone(), operation_plan(r, op, &row, &cols, backend)?);
+    }
+    Ok(ResourcePlan { select, ensure, effects, operations })
+}
+
+fn operation_plan(
+    r: &ir::Resource,
+    op: &ir::Operation,
+    row: &[ir::Field],
+    cols: &[String],
+    backend: DbBackend,
+) -> Result<OperationPlan, PlanError> {
+    let names = Names { fields: row, params: &op.params };
+    let what = format!("{}.{}", r.name, op.name);
+    // Deltas are sets of `field ± amount`, so they share the checks of the new values.
+    let mut sets: Vec<(String, ir::Expr)> = op.body.sets.iter().map(|s| (s.field.clone(), s.value.clone())).collect();
+    for d in &op.body.deltas {
+        let op = match d.op {
+            ir::DeltaOp::Add => BinOp::Add,
+            ir::DeltaOp::Sub => BinOp::Sub,
+        };
+        let value = ir::Expr::Binary {
+            op,
+            lhs: Box::new(ir::Expr::Field(d.field.clone())),
+            rhs: Box::new(d.amount.clone()),
+        };
+        sets.push((d.field.clone(), value));
+    }
+
+    let mut slots = Slots::default();
+    let mut q = Query::update();
+    q.table(a(&r.table));
+    for (field, value) in &sets {
+        q.value(a(field), names.expr(value, names.field_ty(field), &mut slots));
+    }
+    q.value(a("version"), Expr::col(a("version")).add(slots.bind(Source::Const(Val::Int(1)), Type::Int)))
+        .value(a("updated_at"), slots.bind(Source::Now, Type::Timestamp));
+    let mut cond = row_filter(&mut slots, &r.key.name, Source::Key, r.key.ty);
+    for g in &op.body.guards {
+        cond = cond.and(names.expr(&g.expr, Type::Bool, &mut slots));
+    }
+    for (_, c) in set_checks(&names, &sets, &mut slots) {
+        cond = cond.and(c);
+    }
+    q.cond_where(cond).returning(returning(cols));
+    let update = slots.finish(backend, &q, &what)?;
+
+    let mut slots = Slots::default();
+    let mut q = Query::select();
+    q.column(a("version")).from(a(&r.table));
+    let mut guard_names = Vec::new();
+    for (i, g) in op.body.guards.iter().enumerate() {
+        q.expr_as(names.expr(&g.expr, Type::Bool, &mut slots), a(&format!("ordo_guard_{i}")));
+        guard_names.push((g.name.clone(), g.text.clone()));
+    }
+    let mut check_fields = Vec::new();
+    for (i, (field, c)) in set_checks(&names, &sets, &mut slots).into_iter().enumerate() {
+        q.expr_as(c, a(&format!("ordo_check_{i}")));
+        check_fields.push(field);
+    }
+    q.and_where(row_filter(&mut slots, &r.key.name, Source::Key, r.key.ty));
+    let explain = slots.finish(backend, &q, &what)?;
+    Ok(OperationPlan { update, explain, guard_names, check_fields })
+}
+
+fn system_plan(backend: DbBackend) -> Result<SystemPlan, PlanError> {
+    let insert = |table: &str, cols: &[(&str, SqlType)]| -> Result<Sql, PlanError> {
+        let mut slots = Slots::default();
+        let values: Vec<Expr> =
+            cols.iter().map(|(c, ty)| Expr::val(slots.value(Source::Value((*c).to_string()), *ty))).collect();
+        let q = Query::insert()
+            .into_table(a(table))
+            .columns(cols.iter().map(|(c, _)| a(c)))
+            .values(values)
+            .map_err(|e| PlanError { what: table.to_string(), reason: e.to_string() })?
+            .to_owned();
+        slots.finish(backend, &q, table)
+    };
+    let (uuid, text, int, time) = (SqlType::Uuid, SqlType::Of(Type::Text), SqlType::Of(Type::Int), SqlType::Of(Type::Timestamp));
+    let journal = insert(
+        JOURNAL,
+        &[
+            ("id", uuid),
+            ("tenant", text),
+            ("machine", text),
+            ("entity", text),
+            ("version", int),
+            ("event", text),
+            ("from_state", text),
+            ("to_state", text),
+            ("params", text),
+            ("idempotency_key", text),
+            ("created_at", time),
+        ],
+    )?;
+    let outbox = insert(
+        OUTBOX,
+        &[
+            ("id", uuid),
+            ("tenant", text),
+            ("machine", text),
+            ("entity", text),
+            ("version", int),
+            ("event", text),
+            ("payload", text),
+            ("created_at", time),
+        ],
+    )?;
+    let idempotency_put = insert(
+        IDEMPOTENCY,
+        &[
+            ("tenant", text),
+            ("key", text),
+            ("fingerprint", text),
+            ("outcome", text),
+            ("created_at", time),
+            ("expires_at", time),
+        ],
+    )?;
+    let timer_arm = insert(
+        TIMERS,
+        &[
+            ("id", uuid),
+            ("tenant", text),
+            ("machine", text),
+            ("entity", text),
+            ("state", text),
+            ("event", text),
+            ("due_at", time),
+            ("created_at", time),
+        ],
+    )?;
+
+    let mut slots = Slots::default();
+    let mut q = Query::select();
+    q.columns([a("fingerprint"), a("outcome")])
+        .from(a(IDEMPOTENCY))
+        .and_where(Expr::col(a("tenant")).eq(slots.bind(Source::Tenant, text)))
+        .and_where(Expr::col(a("key")).eq(slots.bind(Source::Value("key".to_string()), text)))
+        .and_where(Expr::col(a("expires_at")).gt(slots.bind(Source::Now, time)));
+    let idempotency_get = slots.finish(backend, &q, IDEMPOTENCY)?;
+
+    let mut slots = Slots::default();
+    let q = Query::delete()
+        .from_table(a(TIMERS))
+        .and_where(Expr::col(a("tenant")).eq(slots.bind(Source::Tenant, text)))
+        .and_where(Expr::col(a("machine")).eq(slots.bind(Source::Value("machine".to_string()), text)))
+        .and_where(Expr::col(a("entity")).eq(slots.bind(Source::Value("entity".to_string()), text)))
+        .and_where(Expr::col(a("state")).eq(slots.bind(Source::Value("state".to_string()), text)))
+        .to_owned();
+    let timer_cancel = slots.finish(backend, &q, TIMERS)?;
+    Ok(SystemPlan { journal, outbox, idempotency_get, idempotency_put, timer_arm, timer_cancel })
+}
