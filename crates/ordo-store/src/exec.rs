@@ -45,7 +45,9 @@ fn db_code(e: &DbErr) -> Option<String> {
         _ => return None,
     };
     match rt {
-        sea_orm::RuntimeErr::SqlxError(e) => e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned()),
+        sea_orm::RuntimeErr::SqlxError(e) => {
+            e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned())
+        }
         _ => None,
     }
 }
@@ -57,7 +59,9 @@ pub(crate) fn classify(e: DbErr) -> Stop {
         Some("40001" | "40P01") => return Stop::Retry,
         // SQLITE_BUSY and its extended codes: another writer holds the database.
         Some("5" | "261" | "517" | "773") => return Stop::Retry,
-        Some("55P03") => return Stop::Fail(StoreError::Busy { reason: "the row is locked (nowait)".to_string() }),
+        Some("55P03") => {
+            return Stop::Fail(StoreError::Busy { reason: "the row is locked (nowait)".to_string() });
+        }
         _ => {}
     }
     Stop::Fail(StoreError::from(e))
@@ -126,7 +130,9 @@ impl Executor {
     /// several transitions (which one applies is known only inside the transaction).
     fn isolation(&self, action: &Action) -> ir::Isolation {
         let bodies: Vec<&ir::Body> = match action {
-            Action::Create { machine, .. } => self.spec.machine(machine).map(|m| vec![&m.create.body]).unwrap_or_default(),
+            Action::Create { machine, .. } => {
+                self.spec.machine(machine).map(|m| vec![&m.create.body]).unwrap_or_default()
+            }
             Action::Fire { machine, event, .. } => self
                 .spec
                 .machine(machine)
@@ -187,7 +193,9 @@ impl Executor {
                     });
                 }
                 Err(Stop::Fail(e)) => return Err(e),
-                Err(Stop::Reject(r)) => return Ok(Executed { outcome: Outcome::Rejected { rejection: r }, replayed: false }),
+                Err(Stop::Reject(r)) => {
+                    return Ok(Executed { outcome: Outcome::Rejected { rejection: r }, replayed: false });
+                }
             }
         }
     }
@@ -202,7 +210,9 @@ impl Executor {
             }
             Action::Fire { machine, event, .. } => match self.spec.machine(machine) {
                 None => return unknown(format!("machine `{machine}`")),
-                Some(m) if m.event(event).is_none() => return unknown(format!("event `{event}` of `{machine}`")),
+                Some(m) if m.event(event).is_none() => {
+                    return unknown(format!("event `{event}` of `{machine}`"));
+                }
                 Some(_) => {}
             },
             Action::Operate { resource, operation, .. } => match self.spec.resource(resource) {
@@ -246,7 +256,9 @@ impl Executor {
             b.values.insert("fingerprint", Val::Text(idem.fingerprint.clone()));
             b.values.insert("outcome", Val::Text(serde_json::to_string(&outcome).unwrap_or_default()));
             b.values.insert("created_at", Val::Time(now));
-            let ttl = chrono::Duration::milliseconds(i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX));
+            let ttl = chrono::Duration::milliseconds(
+                i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX),
+            );
             b.values.insert("expires_at", Val::Time(now + ttl));
             let stmt = b.statement(self.backend(), &self.plans.system.idempotency_put);
             if let Err(e) = txn.execute_raw(stmt).await {
@@ -285,7 +297,12 @@ impl Executor {
         Ok(Some((fingerprint, outcome)))
     }
 
-    async fn apply(&self, conn: &DatabaseTransaction, cmd: &Command, now: DateTime<Utc>) -> Result<Record, Stop> {
+    async fn apply(
+        &self,
+        conn: &DatabaseTransaction,
+        cmd: &Command,
+        now: DateTime<Utc>,
+    ) -> Result<Record, Stop> {
         match &cmd.action {
             Action::Create { machine, input } => self.create(conn, cmd, machine, input, now).await,
             Action::Fire { machine, id, event, params, if_match } => {
@@ -321,12 +338,19 @@ impl Executor {
         }
         for (field, v) in assigned {
             if let Some(f) = m.field(&field) {
-                value::check(f, &v).map_err(|reason| Rejection::CheckFailed { field: field.clone(), reason })?;
+                value::check(f, &v)
+                    .map_err(|reason| Rejection::CheckFailed { field: field.clone(), reason })?;
             }
             fields.insert(field, v);
         }
         let id = Uuid::now_v7();
-        let b = Bind { tenant: &cmd.tenant, id: Some(id), now: Some(now), fields: Some(&fields), ..Bind::default() };
+        let b = Bind {
+            tenant: &cmd.tenant,
+            id: Some(id),
+            now: Some(now),
+            fields: Some(&fields),
+            ..Bind::default()
+        };
         let row = conn
             .query_one_raw(b.statement(self.backend(), &plan.insert))
             .await?
@@ -336,7 +360,8 @@ impl Executor {
         self.effects(conn, &cmd.tenant, &create.body.effects, &env).await?;
         let entity = id.to_string();
         let input_json = Json::Object(input.clone());
-        self.journal(conn, cmd, &m.name, &entity, 1, &create.name, None, Some(&m.initial), &input_json, now).await?;
+        self.journal(conn, cmd, &m.name, &entity, 1, &create.name, None, Some(&m.initial), &input_json, now)
+            .await?;
         self.arm_timers(conn, &cmd.tenant, m, &entity, &m.initial, now).await?;
         Ok(record)
     }
@@ -354,7 +379,9 @@ impl Executor {
         now: DateTime<Utc>,
     ) -> Result<Record, Stop> {
         let m = self.machine(machine)?;
-        let e = m.event(event).ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("event `{event}`"))))?;
+        let e = m
+            .event(event)
+            .ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("event `{event}`"))))?;
         let plans = &self.plans.machines[machine];
         let transitions = &plans.events[event];
         reject_unknown(params, &e.params.iter().collect::<Vec<_>>(), event)?;
@@ -367,42 +394,44 @@ impl Executor {
             params: Some(&params),
             ..Bind::default()
         };
-        let pessimistic = e.transitions.iter().find(|t| t.body.lock != ir::Lock::Optimistic).map(|t| t.body.lock);
+        let pessimistic =
+            e.transitions.iter().find(|t| t.body.lock != ir::Lock::Optimistic).map(|t| t.body.lock);
 
         // Which transition can apply: with one source, try it at once (one statement);
         // otherwise read the state first (locking the row in pessimistic mode).
-        let (applied, chosen): (Option<QueryResult>, Option<&TransitionPlan>) = if transitions.len() == 1
-            && pessimistic.is_none()
-        {
-            let t = &transitions[0];
-            (self.run_update(conn, &b, t, if_match).await?, Some(t))
-        } else {
-            let select = match pessimistic {
-                Some(mode) => plan::lock_variant(&plans.lock, mode, self.backend()),
-                None => plans.select.clone(),
-            };
-            let current = conn.query_one_raw(b.statement(self.backend(), &select)).await?;
-            let Some(current) = current else {
-                if pessimistic == Some(ir::Lock::PessimisticSkipLocked) {
-                    // Absent under SKIP LOCKED may mean locked: look without the lock.
-                    if conn.query_one_raw(b.statement(self.backend(), &plans.select)).await?.is_some() {
-                        return Err(Stop::Fail(StoreError::Busy { reason: "the row is locked (skip locked)".to_string() }));
+        let (applied, chosen): (Option<QueryResult>, Option<&TransitionPlan>) =
+            if transitions.len() == 1 && pessimistic.is_none() {
+                let t = &transitions[0];
+                (self.run_update(conn, &b, t, if_match).await?, Some(t))
+            } else {
+                let select = match pessimistic {
+                    Some(mode) => plan::lock_variant(&plans.lock, mode, self.backend()),
+                    None => plans.select.clone(),
+                };
+                let current = conn.query_one_raw(b.statement(self.backend(), &select)).await?;
+                let Some(current) = current else {
+                    if pessimistic == Some(ir::Lock::PessimisticSkipLocked) {
+                        // Absent under SKIP LOCKED may mean locked: look without the lock.
+                        if conn.query_one_raw(b.statement(self.backend(), &plans.select)).await?.is_some() {
+                            return Err(Stop::Fail(StoreError::Busy {
+                                reason: "the row is locked (skip locked)".to_string(),
+                            }));
+                        }
                     }
+                    return Err(Rejection::NotFound.into());
+                };
+                let state: String = current.try_get("", "state")?;
+                let version: i64 = current.try_get("", "version")?;
+                if let Some(expected) = if_match
+                    && expected != version
+                {
+                    return Err(Rejection::StaleVersion { current: version }.into());
                 }
-                return Err(Rejection::NotFound.into());
+                match transitions.iter().find(|t| t.from == state) {
+                    None => return Err(wrong_state(m, state).into()),
+                    Some(t) => (self.run_update(conn, &b, t, if_match).await?, Some(t)),
+                }
             };
-            let state: String = current.try_get("", "state")?;
-            let version: i64 = current.try_get("", "version")?;
-            if let Some(expected) = if_match
-                && expected != version
-            {
-                return Err(Rejection::StaleVersion { current: version }.into());
-            }
-            match transitions.iter().find(|t| t.from == state) {
-                None => return Err(wrong_state(m, state).into()),
-                Some(t) => (self.run_update(conn, &b, t, if_match).await?, Some(t)),
-            }
-        };
         let (Some(row), Some(t)) = (applied, chosen) else {
             return Err(self.explain(conn, &b, m, transitions, if_match).await);
         };
@@ -415,8 +444,19 @@ impl Executor {
         self.effects(conn, &cmd.tenant, &transition.body.effects, &env).await?;
         let entity = id.to_string();
         let params_json = Json::Object(params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect());
-        self.journal(conn, cmd, &m.name, &entity, record.version, event, Some(&t.from), Some(&t.to), &params_json, now)
-            .await?;
+        self.journal(
+            conn,
+            cmd,
+            &m.name,
+            &entity,
+            record.version,
+            event,
+            Some(&t.from),
+            Some(&t.to),
+            &params_json,
+            now,
+        )
+        .await?;
         if m.timers_in(&t.from).next().is_some() {
             let mut cancel = Bind { tenant: &cmd.tenant, ..Bind::default() };
             cancel.values.insert("machine", Val::Text(m.name.clone()));
@@ -455,10 +495,11 @@ impl Executor {
             Ok(None) => return Rejection::NotFound.into(),
             Err(e) => return classify(e),
         };
-        let (state, version): (String, i64) = match (current.try_get("", "state"), current.try_get("", "version")) {
-            (Ok(s), Ok(v)) => (s, v),
-            (Err(e), _) | (_, Err(e)) => return classify(e),
-        };
+        let (state, version): (String, i64) =
+            match (current.try_get("", "state"), current.try_get("", "version")) {
+                (Ok(s), Ok(v)) => (s, v),
+                (Err(e), _) | (_, Err(e)) => return classify(e),
+            };
         if let Some(expected) = if_match
             && expected != version
         {
@@ -500,7 +541,13 @@ impl Executor {
             .map_err(|e| Rejection::InvalidInput { field: e.field, reason: e.reason })?;
         reject_unknown(params, &op.params.iter().collect::<Vec<_>>(), operation)?;
         let params = read_values(&op.params, params)?;
-        let b = Bind { tenant: &cmd.tenant, key: Some(&key), now: Some(now), params: Some(&params), ..Bind::default() };
+        let b = Bind {
+            tenant: &cmd.tenant,
+            key: Some(&key),
+            now: Some(now),
+            params: Some(&params),
+            ..Bind::default()
+        };
         if let Some(ensure) = &plans.ensure {
             conn.execute_raw(b.statement(self.backend(), ensure)).await?;
         }
@@ -509,12 +556,10 @@ impl Executor {
             return Err(match explained {
                 None => Rejection::NotFound.into(),
                 Some(row) => match why(&row, &op_plan.guard_names, &op_plan.check_fields) {
-                    Some(Rejection::CheckFailed { field, .. }) => Rejection::ResourceCheck {
-                        resource: r.name.clone(),
-                        key: key.to_key_text(),
-                        field,
+                    Some(Rejection::CheckFailed { field, .. }) => {
+                        Rejection::ResourceCheck { resource: r.name.clone(), key: key.to_key_text(), field }
+                            .into()
                     }
-                    .into(),
                     Some(other) => other.into(),
                     None => Stop::Retry,
                 },
@@ -527,8 +572,19 @@ impl Executor {
             journal_params.insert(k.clone(), v.to_json());
         }
         let entity = key.to_key_text();
-        self.journal(conn, cmd, &r.name, &entity, record.version, operation, None, None, &Json::Object(journal_params), now)
-            .await?;
+        self.journal(
+            conn,
+            cmd,
+            &r.name,
+            &entity,
+            record.version,
+            operation,
+            None,
+            None,
+            &Json::Object(journal_params),
+            now,
+        )
+        .await?;
         Ok(record)
     }
 
@@ -557,7 +613,11 @@ impl Executor {
             let sql = &plans.effects[&(e.field.clone(), e.op)];
             let mut b = Bind { tenant, key: Some(&key), now: Some(env.now), ..Bind::default() };
             b.values.insert("amount", amount);
-            let rejection = || Rejection::ResourceCheck { resource: e.resource.clone(), key: key_text.clone(), field: e.field.clone() };
+            let rejection = || Rejection::ResourceCheck {
+                resource: e.resource.clone(),
+                key: key_text.clone(),
+                field: e.field.clone(),
+            };
             if conn.query_one_raw(b.statement(self.backend(), sql)).await?.is_some() {
                 continue;
             }
@@ -646,21 +706,44 @@ impl Executor {
     }
 
     fn machine(&self, name: &str) -> Result<&ir::Machine, Stop> {
-        self.spec.machine(name).ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("machine `{name}`"))))
+        self.spec
+            .machine(name)
+            .ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("machine `{name}`"))))
     }
 
-    pub async fn instance(&self, tenant: &str, machine: &str, id: Uuid) -> Result<Option<Record>, StoreError> {
-        let m = self.spec.machine(machine).ok_or_else(|| StoreError::UnknownTarget(format!("machine `{machine}`")))?;
+    pub async fn instance(
+        &self,
+        tenant: &str,
+        machine: &str,
+        id: Uuid,
+    ) -> Result<Option<Record>, StoreError> {
+        let m = self
+            .spec
+            .machine(machine)
+            .ok_or_else(|| StoreError::UnknownTarget(format!("machine `{machine}`")))?;
         let b = Bind { tenant, id: Some(id), ..Bind::default() };
-        let row = self.db.query_one_raw(b.statement(self.backend(), &self.plans.machines[machine].select)).await?;
+        let row =
+            self.db.query_one_raw(b.statement(self.backend(), &self.plans.machines[machine].select)).await?;
         row.map(|r| machine_record(m, &r).map_err(stop_to_error)).transpose()
     }
 
-    pub async fn resource_row(&self, tenant: &str, resource: &str, key: &Json) -> Result<Option<Record>, StoreError> {
-        let r = self.spec.resource(resource).ok_or_else(|| StoreError::UnknownTarget(format!("resource `{resource}`")))?;
-        let key = value::from_json(&r.key, Some(key)).map_err(|e| StoreError::Invalid(format!("{}: {}", e.field, e.reason)))?;
+    pub async fn resource_row(
+        &self,
+        tenant: &str,
+        resource: &str,
+        key: &Json,
+    ) -> Result<Option<Record>, StoreError> {
+        let r = self
+            .spec
+            .resource(resource)
+            .ok_or_else(|| StoreError::UnknownTarget(format!("resource `{resource}`")))?;
+        let key = value::from_json(&r.key, Some(key))
+            .map_err(|e| StoreError::Invalid(format!("{}: {}", e.field, e.reason)))?;
         let b = Bind { tenant, key: Some(&key), ..Bind::default() };
-        let row = self.db.query_one_raw(b.statement(self.backend(), &self.plans.resources[resource].select)).await?;
+        let row = self
+            .db
+            .query_one_raw(b.statement(self.backend(), &self.plans.resources[resource].select))
+            .await?;
         row.map(|r2| resource_record(r, &r2).map_err(stop_to_error)).transpose()
     }
 }
@@ -688,7 +771,12 @@ fn replay((fingerprint, outcome): (String, Outcome), expected: &str) -> Executed
 }
 
 fn overflow(field: &str) -> impl Fn(EvalError) -> Stop + '_ {
-    move |_| Stop::Reject(Rejection::InvalidInput { field: field.to_string(), reason: "overflows 64 bits".to_string() })
+    move |_| {
+        Stop::Reject(Rejection::InvalidInput {
+            field: field.to_string(),
+            reason: "overflows 64 bits".to_string(),
+        })
+    }
 }
 
 fn wrong_state(m: &ir::Machine, state: String) -> Rejection {
@@ -698,7 +786,10 @@ fn wrong_state(m: &ir::Machine, state: String) -> Rejection {
 
 fn reject_unknown(input: &Map<String, Json>, known: &[&ir::Field], of: &str) -> Result<(), Stop> {
     match input.keys().find(|k| !known.iter().any(|f| f.name == **k)) {
-        Some(k) => Err(Rejection::InvalidInput { field: k.clone(), reason: format!("is not a field of `{of}`") }.into()),
+        Some(k) => {
+            Err(Rejection::InvalidInput { field: k.clone(), reason: format!("is not a field of `{of}`") }
+                .into())
+        }
         None => Ok(()),
     }
 }
@@ -733,7 +824,10 @@ fn why(row: &QueryResult, guard_names: &[(String, String)], check_fields: &[Stri
     }
     for (i, field) in check_fields.iter().enumerate() {
         if !truth(format!("ordo_check_{i}")) {
-            return Some(Rejection::CheckFailed { field: field.clone(), reason: "the new value breaks its check".to_string() });
+            return Some(Rejection::CheckFailed {
+                field: field.clone(),
+                reason: "the new value breaks its check".to_string(),
+            });
         }
     }
     None
@@ -791,7 +885,11 @@ fn resource_record(r: &ir::Resource, row: &QueryResult) -> Result<Record, Stop> 
 }
 
 /// Whether the tables of `spec_name` were created from this very spec.
-pub(crate) async fn verify_schema(db: &DatabaseConnection, spec_name: &str, spec: &ir::Spec) -> Result<(), StoreError> {
+pub(crate) async fn verify_schema(
+    db: &DatabaseConnection,
+    spec_name: &str,
+    spec: &ir::Spec,
+) -> Result<(), StoreError> {
     let expected = schema::fingerprint(spec);
     match schema::recorded_fingerprint(db, spec_name).await {
         Ok(Some(found)) if found == expected => Ok(()),

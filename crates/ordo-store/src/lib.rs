@@ -130,16 +130,34 @@ pub struct Record {
 pub enum Rejection {
     NotFound,
     /// A field or parameter is missing, of the wrong type, unknown, or breaks its check.
-    InvalidInput { field: String, reason: String },
+    InvalidInput {
+        field: String,
+        reason: String,
+    },
     /// The event has no transition from the current state.
-    WrongState { state: String, allowed: Vec<String> },
-    GuardFailed { guard: String, condition: String },
+    WrongState {
+        state: String,
+        allowed: Vec<String>,
+    },
+    GuardFailed {
+        guard: String,
+        condition: String,
+    },
     /// `If-Match` named another version than the current one.
-    StaleVersion { current: i64 },
+    StaleVersion {
+        current: i64,
+    },
     /// A `set` would break the field's check.
-    CheckFailed { field: String, reason: String },
+    CheckFailed {
+        field: String,
+        reason: String,
+    },
     /// A change to a resource row would break its check (or the row cannot start from zeros).
-    ResourceCheck { resource: String, key: String, field: String },
+    ResourceCheck {
+        resource: String,
+        key: String,
+        field: String,
+    },
     /// The idempotency key was used before for a different request.
     KeyReused,
 }
@@ -156,7 +174,9 @@ pub enum StoreError {
     UnknownTarget(String),
     #[error("invalid request: {0}")]
     Invalid(String),
-    #[error("the tables of `{spec}` were created from another version of the spec (fingerprint {found}, now {expected}): migrate them")]
+    #[error(
+        "the tables of `{spec}` were created from another version of the spec (fingerprint {found}, now {expected}): migrate them"
+    )]
     Drift { spec: String, expected: String, found: String },
     #[error("migration: {0}")]
     Migration(String),
@@ -171,7 +191,8 @@ impl From<DbErr> for StoreError {
         match &e {
             DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e.to_string()),
             DbErr::Conn(_) => StoreError::Unavailable(e.to_string()),
-            DbErr::Exec(sea_orm::RuntimeErr::SqlxError(s)) | DbErr::Query(sea_orm::RuntimeErr::SqlxError(s))
+            DbErr::Exec(sea_orm::RuntimeErr::SqlxError(s))
+            | DbErr::Query(sea_orm::RuntimeErr::SqlxError(s))
                 if matches!(
                     **s,
                     sea_orm::sqlx::Error::Io(_)
@@ -231,7 +252,8 @@ pub async fn migrate(
         MigrateAction::Status => Ok(()),
     };
     result.map_err(|e| StoreError::Migration(e.to_string()))?;
-    let statuses = migrator.get_migration_with_status(db).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+    let statuses =
+        migrator.get_migration_with_status(db).await.map_err(|e| StoreError::Migration(e.to_string()))?;
     Ok(statuses
         .iter()
         .map(|m| (m.name().to_string(), m.status() == sea_orm_migration::MigrationStatus::Applied))
@@ -246,7 +268,12 @@ pub struct Store {
 impl Store {
     /// Connects, migrates when asked, checks that the tables match the spec, and compiles
     /// every plan once.
-    pub async fn open(config: StoreConfig, spec_name: &str, spec: ir::Spec, migrate_up: bool) -> Result<Store, StoreError> {
+    pub async fn open(
+        config: StoreConfig,
+        spec_name: &str,
+        spec: ir::Spec,
+        migrate_up: bool,
+    ) -> Result<Store, StoreError> {
         let db = connect(&config).await?;
         if migrate_up {
             migrate(&db, spec_name, &spec, MigrateAction::Up).await?;
@@ -279,11 +306,21 @@ impl Store {
         self.exec.execute(cmd).await
     }
 
-    pub async fn instance(&self, tenant: &str, machine: &str, id: Uuid) -> Result<Option<Record>, StoreError> {
+    pub async fn instance(
+        &self,
+        tenant: &str,
+        machine: &str,
+        id: Uuid,
+    ) -> Result<Option<Record>, StoreError> {
         self.exec.instance(tenant, machine, id).await
     }
 
-    pub async fn resource(&self, tenant: &str, resource: &str, key: &Json) -> Result<Option<Record>, StoreError> {
+    pub async fn resource(
+        &self,
+        tenant: &str,
+        resource: &str,
+        key: &Json,
+    ) -> Result<Option<Record>, StoreError> {
         self.exec.resource_row(tenant, resource, key).await
     }
 }

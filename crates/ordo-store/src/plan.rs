@@ -9,8 +9,7 @@ use crate::value::Val;
 use ordo_spec::ir::{self, BinOp, CmpOp, Type};
 use sea_orm::DbBackend;
 use sea_orm::sea_query::{
-    Alias, Expr, ExprTrait, LockType, OnConflict, Query, ReturningClause,
-    SelectStatement,
+    Alias, Expr, ExprTrait, LockType, OnConflict, Query, ReturningClause, SelectStatement,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -107,13 +106,20 @@ impl Slots {
     }
 
     /// Builds `stmt` for `backend` and orders the slots as its placeholders are.
-    fn finish<S: sea_orm::StatementBuilder>(self, backend: DbBackend, stmt: &S, what: &str) -> Result<Sql, PlanError> {
+    fn finish<S: sea_orm::StatementBuilder>(
+        self,
+        backend: DbBackend,
+        stmt: &S,
+        what: &str,
+    ) -> Result<Sql, PlanError> {
         let built = backend.build(stmt);
         let values = built.values.map(|v| v.0).unwrap_or_default();
         let mut slots = Vec::with_capacity(values.len());
         for v in values {
             let index = match &v {
-                sea_orm::Value::String(Some(s)) => s.strip_prefix(MARKER).and_then(|i| i.parse::<usize>().ok()),
+                sea_orm::Value::String(Some(s)) => {
+                    s.strip_prefix(MARKER).and_then(|i| i.parse::<usize>().ok())
+                }
                 _ => None,
             };
             let slot = index.and_then(|i| self.slots.get(i)).ok_or_else(|| PlanError {
@@ -133,7 +139,13 @@ fn a(name: &str) -> Alias {
 fn const_ty(v: &ir::Value, hint: Type) -> Type {
     match v {
         ir::Value::Text(_) => Type::Text,
-        ir::Value::Int(_) => if hint == Type::Money { Type::Money } else { Type::Int },
+        ir::Value::Int(_) => {
+            if hint == Type::Money {
+                Type::Money
+            } else {
+                Type::Int
+            }
+        }
         ir::Value::Bool(_) => Type::Bool,
         ir::Value::Null => hint,
     }
@@ -215,7 +227,9 @@ impl Names<'_> {
 
 /// `WHERE tenant = $ AND <key> = $`.
 fn row_filter(slots: &mut Slots, key_col: &str, key_src: Source, key_ty: impl Into<SqlType>) -> Expr {
-    Expr::col(a("tenant")).eq(slots.bind(Source::Tenant, Type::Text)).and(Expr::col(a(key_col)).eq(slots.bind(key_src, key_ty)))
+    Expr::col(a("tenant"))
+        .eq(slots.bind(Source::Tenant, Type::Text))
+        .and(Expr::col(a(key_col)).eq(slots.bind(key_src, key_ty)))
 }
 
 /// The checks of every field that `sets` changes, as conditions on the new values.
@@ -224,7 +238,10 @@ fn set_checks(names: &Names<'_>, sets: &[(String, ir::Expr)], slots: &mut Slots)
     for (field, value) in sets {
         let Some(f) = names.fields.iter().find(|f| f.name == *field) else { continue };
         let v = names.expr(value, f.ty, slots);
-        if let Some(cond) = schema::check_expr(v.clone(), &f.checks) {
+        let ty = f.ty;
+        let cond =
+            schema::check_expr(v.clone(), &f.checks, &mut |c| slots.bind(Source::Const(Val::from_ir(c)), ty));
+        if let Some(cond) = cond {
             // A null value passes, as the CHECK constraint lets it.
             out.push((field.clone(), if f.optional { v.is_null().or(cond) } else { cond }));
         }
@@ -355,7 +372,12 @@ fn machine_plan(m: &ir::Machine, backend: DbBackend) -> Result<MachinePlan, Plan
     let select_stmt = |lock: bool| -> Result<Sql, PlanError> {
         let mut slots = Slots::default();
         let mut q: SelectStatement = Query::select();
-        q.columns(cols.iter().map(|c| a(c))).from(a(&m.table)).and_where(row_filter(&mut slots, "id", Source::Id, SqlType::Uuid));
+        q.columns(cols.iter().map(|c| a(c))).from(a(&m.table)).and_where(row_filter(
+            &mut slots,
+            "id",
+            Source::Id,
+            SqlType::Uuid,
+        ));
         if lock && backend == DbBackend::Postgres {
             q.lock(LockType::Update);
         }
@@ -398,20 +420,25 @@ fn transition_plan(
 ) -> Result<TransitionPlan, PlanError> {
     let names = Names { fields: &m.fields, params: &e.params };
     let what = format!("{}.{} from {from}", m.name, e.name);
-    let sets: Vec<(String, ir::Expr)> = t.body.sets.iter().map(|s| (s.field.clone(), s.value.clone())).collect();
+    let sets: Vec<(String, ir::Expr)> =
+        t.body.sets.iter().map(|s| (s.field.clone(), s.value.clone())).collect();
 
     let update = |if_match: bool| -> Result<Sql, PlanError> {
         let mut slots = Slots::default();
         let mut q = Query::update();
         q.table(a(&m.table))
             .value(a("state"), slots.bind(Source::Const(Val::Text(t.to.clone())), Type::Text))
-            .value(a("version"), Expr::col(a("version")).add(slots.bind(Source::Const(Val::Int(1)), Type::Int)))
+            .value(
+                a("version"),
+                Expr::col(a("version")).add(slots.bind(Source::Const(Val::Int(1)), Type::Int)),
+            )
             .value(a("updated_at"), slots.bind(Source::Now, Type::Timestamp));
         for (field, value) in &sets {
             q.value(a(field), names.expr(value, names.field_ty(field), &mut slots));
         }
         let state = slots.bind(Source::Const(Val::Text(from.to_string())), Type::Text);
-        let mut cond = row_filter(&mut slots, "id", Source::Id, SqlType::Uuid).and(Expr::col(a("state")).eq(state));
+        let mut cond =
+            row_filter(&mut slots, "id", Source::Id, SqlType::Uuid).and(Expr::col(a("state")).eq(state));
         if if_match {
             cond = cond.and(Expr::col(a("version")).eq(slots.bind(Source::Version, Type::Int)));
         }
@@ -473,7 +500,12 @@ fn resource_plan(r: &ir::Resource, backend: DbBackend) -> Result<ResourcePlan, P
 
     let mut slots = Slots::default();
     let mut q = Query::select();
-    q.columns(cols.iter().map(|c| a(c))).from(a(&r.table)).and_where(row_filter(&mut slots, &r.key.name, Source::Key, key_ty));
+    q.columns(cols.iter().map(|c| a(c))).from(a(&r.table)).and_where(row_filter(
+        &mut slots,
+        &r.key.name,
+        Source::Key,
+        key_ty,
+    ));
     let select = slots.finish(backend, &q, &r.name)?;
 
     let zero_is_valid = r.fields.iter().all(|f| crate::value::check(f, &zero(f)).is_ok());
@@ -514,15 +546,22 @@ fn resource_plan(r: &ir::Resource, backend: DbBackend) -> Result<ResourcePlan, P
             let mut q = Query::update();
             q.table(a(&r.table))
                 .value(a(&f.name), new_value(&mut slots))
-                .value(a("version"), Expr::col(a("version")).add(slots.bind(Source::Const(Val::Int(1)), Type::Int)))
+                .value(
+                    a("version"),
+                    Expr::col(a("version")).add(slots.bind(Source::Const(Val::Int(1)), Type::Int)),
+                )
                 .value(a("updated_at"), slots.bind(Source::Now, Type::Timestamp));
             let mut cond = row_filter(&mut slots, &r.key.name, Source::Key, key_ty);
             let checked = new_value(&mut slots);
-            if let Some(c) = schema::check_expr(checked, &f.checks) {
+            let ty = f.ty;
+            if let Some(c) = schema::check_expr(checked, &f.checks, &mut |c| {
+                slots.bind(Source::Const(Val::from_ir(c)), ty)
+            }) {
                 cond = cond.and(c);
             }
             q.cond_where(cond).returning(returning(&["version".to_string()]));
-            effects.insert((f.name.clone(), op), slots.finish(backend, &q, &format!("{}.{}", r.name, f.name))?);
+            effects
+                .insert((f.name.clone(), op), slots.finish(backend, &q, &format!("{}.{}", r.name, f.name))?);
         }
     }
 
@@ -543,7 +582,8 @@ fn operation_plan(
     let names = Names { fields: row, params: &op.params };
     let what = format!("{}.{}", r.name, op.name);
     // Deltas are sets of `field ± amount`, so they share the checks of the new values.
-    let mut sets: Vec<(String, ir::Expr)> = op.body.sets.iter().map(|s| (s.field.clone(), s.value.clone())).collect();
+    let mut sets: Vec<(String, ir::Expr)> =
+        op.body.sets.iter().map(|s| (s.field.clone(), s.value.clone())).collect();
     for d in &op.body.deltas {
         let op = match d.op {
             ir::DeltaOp::Add => BinOp::Add,
@@ -606,7 +646,8 @@ fn system_plan(backend: DbBackend) -> Result<SystemPlan, PlanError> {
             .to_owned();
         slots.finish(backend, &q, table)
     };
-    let (uuid, text, int, time) = (SqlType::Uuid, SqlType::Of(Type::Text), SqlType::Of(Type::Int), SqlType::Of(Type::Timestamp));
+    let (uuid, text, int, time) =
+        (SqlType::Uuid, SqlType::Of(Type::Text), SqlType::Of(Type::Int), SqlType::Of(Type::Timestamp));
     let journal = insert(
         JOURNAL,
         &[

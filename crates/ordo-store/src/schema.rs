@@ -96,9 +96,13 @@ impl MigrationTrait for SystemTables {
             .await?;
         manager
             .create_index(
-                index("ordo_transitions_entity_version", JOURNAL, &["tenant", "machine", "entity", "version"])
-                    .unique()
-                    .to_owned(),
+                index(
+                    "ordo_transitions_entity_version",
+                    JOURNAL,
+                    &["tenant", "machine", "entity", "version"],
+                )
+                .unique()
+                .to_owned(),
             )
             .await?;
         manager
@@ -200,7 +204,11 @@ impl MigrationTrait for SpecTables {
             ])
             .to_owned();
         manager.get_connection().execute(&insert).await.map(|_| ()).map_err(|e| {
-            DbErr::Migration(format!("recording the schema of `{}` ({}): {e}", self.spec_name, backend_name(backend)))
+            DbErr::Migration(format!(
+                "recording the schema of `{}` ({}): {e}",
+                self.spec_name,
+                backend_name(backend)
+            ))
         })
     }
 
@@ -271,26 +279,30 @@ fn field_column(f: &ir::Field) -> ColumnDef {
     } else {
         c.not_null();
     }
-    if let Some(cond) = check_expr(Expr::col(Alias::new(&f.name)), &f.checks) {
+    if let Some(cond) = check_expr(Expr::col(Alias::new(&f.name)), &f.checks, &mut inline) {
         c.check(cond);
     }
     c
 }
 
 /// The field's checks applied to `value`, joined by `and`; `None` without checks.
-pub fn check_expr(value: Expr, checks: &[ir::Check]) -> Option<Expr> {
-    checks
-        .iter()
-        .map(|c| {
-            let lit: sea_orm::Value = match &c.value {
-                ir::Value::Int(i) => (*i).into(),
-                ir::Value::Text(s) => s.clone().into(),
-                ir::Value::Bool(b) => (*b).into(),
-                ir::Value::Null => sea_orm::Value::String(None),
-            };
-            cmp(value.clone(), c.op, Expr::val(lit))
-        })
-        .reduce(|a, b| a.and(b))
+/// `literal` makes each constant: inline in DDL, a bound value in a statement.
+pub fn check_expr(
+    value: Expr,
+    checks: &[ir::Check],
+    literal: &mut dyn FnMut(&ir::Value) -> Expr,
+) -> Option<Expr> {
+    checks.iter().map(|c| cmp(value.clone(), c.op, literal(&c.value))).reduce(|a, b| a.and(b))
+}
+
+/// A constant as an inline SQL literal, for DDL.
+pub fn inline(v: &ir::Value) -> Expr {
+    Expr::val(match v {
+        ir::Value::Int(i) => sea_orm::Value::from(*i),
+        ir::Value::Text(s) => sea_orm::Value::from(s.clone()),
+        ir::Value::Bool(b) => sea_orm::Value::from(*b),
+        ir::Value::Null => sea_orm::Value::String(None),
+    })
 }
 
 pub fn cmp(a: Expr, op: CmpOp, b: Expr) -> Expr {
@@ -316,18 +328,25 @@ pub fn fingerprint(spec: &ir::Spec) -> String {
         machines: spec
             .machines
             .iter()
-            .map(|m| (m.table.as_str(), m.fields.as_slice(), m.states.iter().map(|s| s.name.as_str()).collect()))
+            .map(|m| {
+                (m.table.as_str(), m.fields.as_slice(), m.states.iter().map(|s| s.name.as_str()).collect())
+            })
             .collect(),
         resources: spec.resources.iter().map(|r| (r.table.as_str(), &r.key, r.fields.as_slice())).collect(),
     };
     let bytes = serde_json::to_vec(&shape).unwrap_or_default();
     // FNV-1a: stable across builds and platforms, which `DefaultHasher` is not.
-    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    let hash = bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
     format!("{hash:016x}")
 }
 
 /// The fingerprint recorded when the spec's tables were created, if they were.
-pub async fn recorded_fingerprint<C: ConnectionTrait>(db: &C, spec_name: &str) -> Result<Option<String>, DbErr> {
+pub async fn recorded_fingerprint<C: ConnectionTrait>(
+    db: &C,
+    spec_name: &str,
+) -> Result<Option<String>, DbErr> {
     let select = sea_orm::sea_query::Query::select()
         .column(Alias::new("fingerprint"))
         .from(Alias::new(SCHEMAS))

@@ -1,0 +1,131 @@
+//! Test support shared by the crates' integration tests: every test gets its own
+//! PostgreSQL database, SQLite file and Redis key prefix, so tests run in parallel and
+//! never see each other. `cargo xtask test` finds or starts the servers and sets
+//! `ORDO_TEST_PG_URL` and `ORDO_TEST_REDIS_URL`; without them the local defaults are tried.
+
+#![allow(clippy::unwrap_used)] // test support: a failure here is a failed test.
+
+use sea_orm::{ConnectionTrait, Database};
+use std::path::PathBuf;
+
+/// The server-level URL tests create their databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("ORDO_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// The Redis server tests use, each under its own key prefix.
+pub fn redis_url() -> String {
+    std::env::var("ORDO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+/// A fresh Redis key prefix, unique to the calling test.
+pub fn redis_prefix() -> String {
+    format!("ordo-test:{}:", uuid::Uuid::now_v7().simple())
+}
+
+/// The backends every store test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists for one test and is removed when dropped.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Postgres { admin: String, name: String },
+    Sqlite { path: PathBuf },
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Postgres => TestDb::postgres().await,
+            Backend::Sqlite => TestDb::sqlite(),
+        }
+    }
+
+    /// A new database on the test PostgreSQL server.
+    pub async fn postgres() -> TestDb {
+        let admin = pg_admin_url();
+        let name = format!("ordo_t_{}", uuid::Uuid::now_v7().simple());
+        let conn = Database::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {admin} ({e}); run the suite with `cargo xtask test`, which starts one")
+        });
+        conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        let _ = conn.close().await;
+        let url = with_database(&admin, &name);
+        TestDb { url, backend: Backend::Postgres, cleanup: Cleanup::Postgres { admin, name } }
+    }
+
+    /// A new SQLite file in the temp directory.
+    pub fn sqlite() -> TestDb {
+        let path = std::env::temp_dir().join(format!("ordo-test-{}.db", uuid::Uuid::now_v7().simple()));
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        TestDb { url, backend: Backend::Sqlite, cleanup: Cleanup::Sqlite { path } }
+    }
+}
+
+/// `url` with its database name replaced by `name` (query parameters kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let query = if query.is_empty() { String::new() } else { format!("?{query}") };
+    format!("{}/{name}{query}", &base[..path_start])
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match &self.cleanup {
+            Cleanup::Sqlite { path } => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = path.clone().into_os_string();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+            Cleanup::Postgres { admin, name } => {
+                // Drop may run inside a runtime; do the async cleanup on a thread of its own.
+                let (admin, name) = (admin.clone(), name.clone());
+                let _ = std::thread::spawn(move || {
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                        return;
+                    };
+                    rt.block_on(async move {
+                        if let Ok(conn) = Database::connect(&admin).await {
+                            let _ = conn
+                                .execute_unprepared(&format!(
+                                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                                ))
+                                .await;
+                            let _ = conn.close().await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_names_replace_the_path() {
+        for (url, want) in [
+            ("postgres://postgres@127.0.0.1:5432/postgres", "postgres://postgres@127.0.0.1:5432/x"),
+            ("postgres://u:p@h:1/db?sslmode=disable", "postgres://u:p@h:1/x?sslmode=disable"),
+            ("postgres://h", "postgres://h/x"),
+            ("postgres://h/?host=/tmp", "postgres://h/x?host=/tmp"),
+        ] {
+            assert_eq!(super::with_database(url, "x"), want);
+        }
+    }
+}
