@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod services;
+
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Ordo's commands: spec tools and the test suite")]
 struct Cli {
@@ -228,10 +230,13 @@ fn spec_docs() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The README's test command. Everything a change must pass, in one run.
+/// The README's test command. Everything a change must pass, in one run, against real
+/// PostgreSQL and Redis (found or started by `services`) as well as SQLite.
 fn test(extra: &[String]) -> Result<ExitCode> {
     let root = workspace_root();
     let cargo = cargo();
+    let services = services::ensure()?;
+    eprintln!("== PostgreSQL: {}  Redis: {}", services.pg_url, services.redis_url);
     let steps: [(&str, Vec<&str>); 3] = [
         ("formatting", vec!["fmt", "--all", "--", "--check"]),
         ("lints", vec!["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
@@ -240,7 +245,10 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     for (what, args) in steps {
         eprintln!("== {what}: cargo {}", args.join(" "));
         let mut cmd = Command::new(&cargo);
-        cmd.current_dir(&root).args(&args);
+        cmd.current_dir(&root)
+            .args(&args)
+            .env("ORDO_TEST_PG_URL", &services.pg_url)
+            .env("ORDO_TEST_REDIS_URL", &services.redis_url);
         if what == "tests" {
             cmd.args(extra);
         }
