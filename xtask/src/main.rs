@@ -19,6 +19,16 @@ enum Top {
     /// Work with lifecycle specs (`specs/*.ordo`).
     #[command(subcommand)]
     Spec(SpecCmd),
+    /// Apply, roll back, recreate or list the database migrations of the specs.
+    Migrate {
+        #[arg(value_enum)]
+        action: MigrateCmd,
+        /// The database; default `DATABASE_URL`, else the embedded `sqlite://ordo.db`.
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://ordo.db?mode=rwc")]
+        database_url: String,
+        /// The specs the database serves (files or directories; all of `specs/` by default).
+        specs: Vec<PathBuf>,
+    },
     /// Run the criterion benchmarks (release build) and print their figures.
     Bench {
         /// Extra arguments for `cargo bench` (after `--`), e.g. a benchmark name filter.
@@ -53,10 +63,30 @@ enum SpecCmd {
         check: bool,
         paths: Vec<PathBuf>,
     },
+    /// Print the SQL of every command of a spec, as the store runs it.
+    Plan {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Backend::Postgres)]
+        backend: Backend,
+    },
     /// Print a spec's lowered IR as JSON, the form the store and codegen consume.
     Ir { file: PathBuf },
     /// Regenerate the checked-in docs of the shipped specs (`docs/specs/<name>.md`).
     Docs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MigrateCmd {
+    Up,
+    Down,
+    Status,
+    Fresh,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    Postgres,
+    Sqlite,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,6 +124,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Top::Spec(SpecCmd::Docs) => spec_docs(),
+        Top::Spec(SpecCmd::Plan { file, backend }) => {
+            let spec = compile_or_report(&file)?;
+            let backend = match backend {
+                Backend::Postgres => ordo_store::sea_orm::DbBackend::Postgres,
+                Backend::Sqlite => ordo_store::sea_orm::DbBackend::Sqlite,
+            };
+            print!("{}", ordo_store::plan::render(&spec_name(&file)?, &spec, backend)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Top::Migrate { action, database_url, specs } => migrate(action, &database_url, &specs),
         Top::Test { cargo_args } => test(&cargo_args),
         Top::Bench { cargo_args } => {
             let status = Command::new(cargo())
@@ -210,22 +250,56 @@ fn spec_fmt(paths: &[PathBuf], check: bool) -> Result<ExitCode> {
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
+/// A spec's name: its file name without `.ordo`.
+fn spec_name(file: &Path) -> Result<String> {
+    Ok(file.file_stem().and_then(|s| s.to_str()).context("spec file name")?.to_string())
+}
+
+/// Writes `contents` to `path` only when they differ, so timestamps move only on change.
+fn write_if_changed(path: &Path, contents: &str) -> Result<()> {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(contents) {
+        std::fs::create_dir_all(path.parent().context("parent dir")?)?;
+        std::fs::write(path, contents)?;
+        eprintln!("wrote {}", display_path(path));
+    }
+    Ok(())
+}
+
 fn spec_docs() -> Result<ExitCode> {
     let root = workspace_root();
     for file in spec_files(&[])? {
-        let name = file.file_stem().and_then(|s| s.to_str()).context("spec file name")?;
+        let name = spec_name(&file)?;
         let source = std::fs::read_to_string(&file)?;
-        let doc = ordo_spec::docs::spec_doc(name, &source).map_err(|diags| {
+        let doc = ordo_spec::docs::spec_doc(&name, &source).map_err(|diags| {
             report(&file, source.as_bytes(), &diags);
             anyhow::anyhow!("{} does not check", file.display())
         })?;
-        let out = root.join("docs/specs").join(format!("{name}.md"));
-        // Write only on change, so timestamps (and rebuilds) move only when content does.
-        if std::fs::read_to_string(&out).ok().as_deref() != Some(doc.as_str()) {
-            std::fs::create_dir_all(out.parent().context("docs dir")?)?;
-            std::fs::write(&out, doc)?;
-            eprintln!("wrote {}", out.display());
-        }
+        write_if_changed(&root.join("docs/specs").join(format!("{name}.md")), &doc)?;
+        let spec = compile_or_report(&file)?;
+        let sql = ordo_store::plan::render(&name, &spec, ordo_store::sea_orm::DbBackend::Postgres)?;
+        write_if_changed(&root.join("docs/specs").join(format!("{name}.sql")), &sql)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate(action: MigrateCmd, url: &str, paths: &[PathBuf]) -> Result<ExitCode> {
+    let mut specs = Vec::new();
+    for file in spec_files(paths)? {
+        specs.push((spec_name(&file)?, compile_or_report(&file)?));
+    }
+    let action = match action {
+        MigrateCmd::Up => ordo_store::MigrateAction::Up,
+        MigrateCmd::Down => ordo_store::MigrateAction::Down,
+        MigrateCmd::Status => ordo_store::MigrateAction::Status,
+        MigrateCmd::Fresh => ordo_store::MigrateAction::Fresh,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let statuses = runtime.block_on(async {
+        let db = ordo_store::connect(&ordo_store::StoreConfig::new(url)).await?;
+        ordo_store::migrate(&db, &specs, action).await
+    })?;
+    for (name, applied) in statuses {
+        println!("{} {name}", if applied { "applied" } else { "pending" });
     }
     Ok(ExitCode::SUCCESS)
 }

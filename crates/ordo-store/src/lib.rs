@@ -6,6 +6,7 @@
 
 mod exec;
 pub mod plan;
+pub use sea_orm;
 pub mod schema;
 pub mod value;
 
@@ -237,14 +238,16 @@ pub async fn connect(config: &StoreConfig) -> Result<DatabaseConnection, StoreEr
     Database::connect(options).await.map_err(StoreError::from)
 }
 
-/// Runs migrations of `spec` (named `spec_name`) and reports each one's status after.
+/// Runs the migrations of every spec the database serves (name and IR, in a stable
+/// order) and reports each migration's name and whether it is applied afterwards.
 pub async fn migrate(
     db: &DatabaseConnection,
-    spec_name: &str,
-    spec: &ir::Spec,
+    specs: &[(String, ir::Spec)],
     action: MigrateAction,
 ) -> Result<Vec<(String, bool)>, StoreError> {
-    let migrator = schema::Migrator::new(spec_name, Arc::new(spec.clone()));
+    let migrator = schema::Migrator::new(
+        specs.iter().map(|(name, spec)| (name.clone(), Arc::new(spec.clone()))).collect(),
+    );
     let result = match action {
         MigrateAction::Up => migrator.up(db, None).await,
         MigrateAction::Down => migrator.down(db, None).await,
@@ -266,8 +269,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects, migrates when asked, checks that the tables match the spec, and compiles
-    /// every plan once.
+    /// Connects, migrates when asked (a database of this one spec; one that serves several
+    /// is migrated with [`migrate`] naming them all), checks that the tables match the spec,
+    /// and compiles every plan once.
     pub async fn open(
         config: StoreConfig,
         spec_name: &str,
@@ -276,7 +280,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let db = connect(&config).await?;
         if migrate_up {
-            migrate(&db, spec_name, &spec, MigrateAction::Up).await?;
+            migrate(&db, &[(spec_name.to_string(), spec.clone())], MigrateAction::Up).await?;
         }
         exec::verify_schema(&db, spec_name, &spec).await?;
         let plans = plan::compile(&spec, db.get_database_backend())?;

@@ -18,28 +18,30 @@ pub const IDEMPOTENCY: &str = "ordo_idempotency";
 pub const TIMERS: &str = "ordo_timers";
 pub const SCHEMAS: &str = "ordo_schemas";
 
-/// The migrations of one spec, in order. Run with `MigratorTraitSelf::up`/`down`/`fresh`.
+/// The migrations of the specs one database serves, in order: Ordo's system tables, then
+/// each spec's tables. All specs of a database go through one migrator, since they share
+/// its migration history. Run with `MigratorTraitSelf::up`/`down`/`fresh`.
 pub struct Migrator {
-    spec_name: String,
-    spec: Arc<ir::Spec>,
+    specs: Vec<(String, Arc<ir::Spec>)>,
 }
 
 impl Migrator {
-    pub fn new(spec_name: &str, spec: Arc<ir::Spec>) -> Migrator {
-        Migrator { spec_name: spec_name.to_string(), spec }
+    pub fn new(specs: Vec<(String, Arc<ir::Spec>)>) -> Migrator {
+        Migrator { specs }
     }
 }
 
 impl MigratorTraitSelf for Migrator {
     fn migrations(&self) -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(SystemTables),
-            Box::new(SpecTables {
-                name: format!("m0002_spec_{}", self.spec_name),
-                spec_name: self.spec_name.clone(),
-                spec: self.spec.clone(),
-            }),
-        ]
+        let mut all: Vec<Box<dyn MigrationTrait>> = vec![Box::new(SystemTables)];
+        for (name, spec) in &self.specs {
+            all.push(Box::new(SpecTables {
+                name: format!("m0002_spec_{name}"),
+                spec_name: name.clone(),
+                spec: spec.clone(),
+            }));
+        }
+        all
     }
 }
 

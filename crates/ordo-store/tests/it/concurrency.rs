@@ -139,13 +139,13 @@ on_both!(
 );
 
 on_both!(random_transfers_conserve_money, |backend| async move {
-    const WALLETS: usize = 20;
+    const ACCOUNTS: usize = 20;
     const START: i64 = 10_000;
     let spec = ordo_spec::compile(&spec_source("transfer")).unwrap();
     let (store, _db) = open_ir(backend, "transfer", spec).await;
     let store = Arc::new(store);
-    for w in 0..WALLETS {
-        run(&store, &operate("Wallet", &format!("w{w}"), "deposit", json!({"amount": START}))).await;
+    for w in 0..ACCOUNTS {
+        run(&store, &operate("Account", &format!("w{w}"), "deposit", json!({"amount": START}))).await;
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let tasks: Vec<_> = (0..32u64)
@@ -155,8 +155,8 @@ on_both!(random_transfers_conserve_money, |backend| async move {
                 let mut rng = fastrand::Rng::with_seed(seed);
                 let mut done = 0u32;
                 while std::time::Instant::now() < deadline {
-                    let payer = rng.usize(..WALLETS);
-                    let payee = (payer + rng.usize(1..WALLETS)) % WALLETS;
+                    let payer = rng.usize(..ACCOUNTS);
+                    let payee = (payer + rng.usize(1..ACCOUNTS)) % ACCOUNTS;
                     let input = json!({"payer": format!("w{payer}"), "payee": format!("w{payee}"), "amount": rng.i64(1..=3000)});
                     // Every command must come back decided: a deadlock or serialization
                     // failure is retried inside the store and never reaches the caller.
@@ -184,7 +184,7 @@ on_both!(random_transfers_conserve_money, |backend| async move {
     use sea_orm::ConnectionTrait;
     let db = store.connection();
     let q = |sql: &str| sea_orm::Statement::from_string(store.backend(), sql.to_string());
-    let balances = db.query_all_raw(q("SELECT account, balance FROM wallets")).await.unwrap();
+    let balances = db.query_all_raw(q("SELECT id, balance FROM accounts")).await.unwrap();
     let mut total = 0i64;
     for row in &balances {
         let balance: i64 = row.try_get("", "balance").unwrap();
@@ -193,7 +193,7 @@ on_both!(random_transfers_conserve_money, |backend| async move {
     }
     let held = db.query_all_raw(q("SELECT amount FROM transfers WHERE state = 'pending'")).await.unwrap();
     let held: i64 = held.iter().map(|r| r.try_get::<i64>("", "amount").unwrap()).sum();
-    assert_eq!(total + held, START * WALLETS as i64, "money is conserved");
+    assert_eq!(total + held, START * ACCOUNTS as i64, "money is conserved");
 
     // Replaying each transfer's journal gives its stored state and version.
     let rows = db

@@ -5,6 +5,7 @@
 mod basics;
 mod concurrency;
 mod illegal;
+mod plans;
 
 use ordo_store::{Action, Command, Executed, IdempotencyKey, Outcome, Record, Rejection, Store, StoreConfig};
 use ordo_testkit::{Backend, TestDb};
