@@ -129,3 +129,81 @@ mod tests {
         }
     }
 }
+
+/// A TCP proxy for fault injection: forwards to `target` until told to cut every open
+/// connection or to refuse new ones. Tests point a client at `addr` instead of the server.
+pub struct FaultProxy {
+    pub addr: std::net::SocketAddr,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(target: std::net::SocketAddr) -> FaultProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let accept = {
+            let (down, conns) = (down.clone(), conns.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if down.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(task.abort_handle());
+                }
+            })
+        };
+        FaultProxy { addr, down, conns, accept }
+    }
+
+    /// Closes every open connection at once, as a crashed server or a cut cable would.
+    pub fn cut_all(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// While down, new connections are closed as soon as they arrive.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            self.cut_all();
+        }
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    pub fn url_via(&self, url: &str) -> String {
+        let scheme_end = url.find("://").map_or(0, |i| i + 3);
+        let rest = &url[scheme_end..];
+        let host_end = rest.find('/').unwrap_or(rest.len());
+        let authority = &rest[..host_end];
+        let userinfo = authority.rfind('@').map_or(String::new(), |i| authority[..=i].to_string());
+        format!("{}{userinfo}{}{}", &url[..scheme_end], self.addr, &rest[host_end..])
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut_all();
+    }
+}
+
+/// The socket address of a `postgres://` or `redis://` URL.
+pub fn socket_of(url: &str) -> std::net::SocketAddr {
+    use std::net::ToSocketAddrs;
+    let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let hostport = authority.rsplit('@').next().unwrap();
+    hostport.to_socket_addrs().unwrap().next().unwrap()
+}

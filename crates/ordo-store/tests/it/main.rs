@@ -4,6 +4,7 @@
 
 mod basics;
 mod concurrency;
+mod faults;
 mod illegal;
 mod plans;
 
