@@ -115,21 +115,6 @@ impl Drop for TestDb {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_names_replace_the_path() {
-        for (url, want) in [
-            ("postgres://postgres@127.0.0.1:5432/postgres", "postgres://postgres@127.0.0.1:5432/x"),
-            ("postgres://u:p@h:1/db?sslmode=disable", "postgres://u:p@h:1/x?sslmode=disable"),
-            ("postgres://h", "postgres://h/x"),
-            ("postgres://h/?host=/tmp", "postgres://h/x?host=/tmp"),
-        ] {
-            assert_eq!(super::with_database(url, "x"), want);
-        }
-    }
-}
-
 /// A TCP proxy for fault injection: forwards to `target` until told to cut every open
 /// connection or to refuse new ones. Tests point a client at `addr` instead of the server.
 pub struct FaultProxy {
@@ -206,4 +191,19 @@ pub fn socket_of(url: &str) -> std::net::SocketAddr {
     let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
     let hostport = authority.rsplit('@').next().unwrap();
     hostport.to_socket_addrs().unwrap().next().unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_names_replace_the_path() {
+        for (url, want) in [
+            ("postgres://postgres@127.0.0.1:5432/postgres", "postgres://postgres@127.0.0.1:5432/x"),
+            ("postgres://u:p@h:1/db?sslmode=disable", "postgres://u:p@h:1/x?sslmode=disable"),
+            ("postgres://h", "postgres://h/x"),
+            ("postgres://h/?host=/tmp", "postgres://h/x?host=/tmp"),
+        ] {
+            assert_eq!(super::with_database(url, "x"), want);
+        }
+    }
 }
