@@ -174,14 +174,26 @@ impl Executor {
         Ok(self.db.begin_with_options(options).await?)
     }
 
-    /// Runs a command, retrying transient failures with jittered backoff up to
-    /// `config.retries_max` times, then answering `Busy`.
-    pub async fn execute(&self, cmd: &Command) -> Result<Executed, StoreError> {
-        self.check_target(&cmd.action)?;
-        let isolation = self.isolation(&cmd.action);
+    /// Runs commands in one transaction, each with its own outcome, retrying transient
+    /// failures of the whole transaction with jittered backoff up to `config.retries_max`
+    /// times, then answering `Busy`. One command is a batch of one.
+    pub async fn execute_batch(&self, cmds: &[Command]) -> Result<Vec<Executed>, StoreError> {
+        for cmd in cmds {
+            self.check_target(&cmd.action)?;
+        }
+        let rank = |i: ir::Isolation| match i {
+            ir::Isolation::ReadCommitted => 0,
+            ir::Isolation::RepeatableRead => 1,
+            ir::Isolation::Serializable => 2,
+        };
+        let isolation = cmds
+            .iter()
+            .map(|c| self.isolation(&c.action))
+            .max_by_key(|i| rank(*i))
+            .unwrap_or(ir::Isolation::ReadCommitted);
         let mut attempt = 0u32;
         loop {
-            match self.attempt(cmd, isolation).await {
+            match self.attempt(cmds, isolation).await {
                 Ok(done) => return Ok(done),
                 Err(Stop::Retry) if attempt < self.config.retries_max => {
                     attempt += 1;
@@ -193,8 +205,9 @@ impl Executor {
                     });
                 }
                 Err(Stop::Fail(e)) => return Err(e),
+                // Rejections are outcomes, decided inside `decide`; none reaches here.
                 Err(Stop::Reject(r)) => {
-                    return Ok(Executed { outcome: Outcome::Rejected { rejection: r }, replayed: false });
+                    return Err(StoreError::Internal(format!("unexpected rejection {r:?}")));
                 }
             }
         }
@@ -226,57 +239,81 @@ impl Executor {
         Ok(())
     }
 
-    async fn attempt(&self, cmd: &Command, isolation: ir::Isolation) -> Result<Executed, Stop> {
+    async fn attempt(&self, cmds: &[Command], isolation: ir::Isolation) -> Result<Vec<Executed>, Stop> {
         let txn = self.begin(isolation).await?;
         let now = Utc::now();
-        if let Some(idem) = &cmd.idempotency
-            && let Some(found) = self.stored(&txn, &cmd.tenant, &idem.key, now).await?
-        {
-            txn.rollback().await?;
+        let mut done = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            done.push(self.one(&txn, cmd, now).await?);
+        }
+        txn.commit().await?;
+        Ok(done)
+    }
+
+    /// One command inside the transaction. With an idempotency key, a savepoint holds both
+    /// its writes and its record, so that losing the race for the key undoes exactly this
+    /// command and the caller gets the winner's outcome.
+    async fn one(
+        &self,
+        txn: &DatabaseTransaction,
+        cmd: &Command,
+        now: DateTime<Utc>,
+    ) -> Result<Executed, Stop> {
+        let Some(idem) = &cmd.idempotency else {
+            return Ok(Executed { outcome: self.decide(txn, cmd, now).await?, replayed: false });
+        };
+        if let Some(found) = self.stored(txn, &cmd.tenant, &idem.key, now).await? {
             return Ok(replay(found, &idem.fingerprint));
         }
-        // The command's own writes run in a savepoint, so that a rejection undoes them while
-        // the idempotency record of that rejection still commits.
-        let inner = txn.begin().await?;
-        let outcome = match self.apply(&inner, cmd, now).await {
+        let keyed = txn.begin().await?;
+        let outcome = self.decide(&keyed, cmd, now).await?;
+        let mut b = Bind { tenant: &cmd.tenant, now: Some(now), ..Bind::default() };
+        b.values.insert("tenant", Val::Text(cmd.tenant.clone()));
+        b.values.insert("key", Val::Text(idem.key.clone()));
+        b.values.insert("fingerprint", Val::Text(idem.fingerprint.clone()));
+        b.values.insert("outcome", Val::Text(serde_json::to_string(&outcome).unwrap_or_default()));
+        b.values.insert("created_at", Val::Time(now));
+        let ttl =
+            chrono::Duration::milliseconds(i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX));
+        b.values.insert("expires_at", Val::Time(now + ttl));
+        match keyed.execute_raw(b.statement(self.backend(), &self.plans.system.idempotency_put)).await {
+            Ok(_) => {
+                keyed.commit().await?;
+                Ok(Executed { outcome, replayed: false })
+            }
+            Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
+                // Another request with this key committed first: ours never happened. Under
+                // a snapshot isolation level the winner may not be visible yet: start over.
+                keyed.rollback().await?;
+                match self.stored(txn, &cmd.tenant, &idem.key, now).await? {
+                    Some(found) => Ok(replay(found, &idem.fingerprint)),
+                    None => Err(Stop::Retry),
+                }
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Applies a command in a savepoint: its writes stay when it applies and are undone
+    /// when the lifecycle rejects it.
+    async fn decide(
+        &self,
+        conn: &DatabaseTransaction,
+        cmd: &Command,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, Stop> {
+        let inner = conn.begin().await?;
+        match self.apply(&inner, cmd, now).await {
             Ok(record) => {
                 inner.commit().await?;
-                Outcome::Applied { instance: record }
+                Ok(Outcome::Applied { instance: record })
             }
             Err(Stop::Reject(r)) => {
                 inner.rollback().await?;
-                Outcome::Rejected { rejection: r }
+                Ok(Outcome::Rejected { rejection: r })
             }
-            Err(other) => return Err(other),
-        };
-        if let Some(idem) = &cmd.idempotency {
-            let mut b = Bind { tenant: &cmd.tenant, now: Some(now), ..Bind::default() };
-            b.values.insert("tenant", Val::Text(cmd.tenant.clone()));
-            b.values.insert("key", Val::Text(idem.key.clone()));
-            b.values.insert("fingerprint", Val::Text(idem.fingerprint.clone()));
-            b.values.insert("outcome", Val::Text(serde_json::to_string(&outcome).unwrap_or_default()));
-            b.values.insert("created_at", Val::Time(now));
-            let ttl = chrono::Duration::milliseconds(
-                i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX),
-            );
-            b.values.insert("expires_at", Val::Time(now + ttl));
-            let stmt = b.statement(self.backend(), &self.plans.system.idempotency_put);
-            if let Err(e) = txn.execute_raw(stmt).await {
-                if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) {
-                    // Another request with this key committed first: ours never happened,
-                    // and the caller gets the stored outcome.
-                    txn.rollback().await?;
-                    let found = self.stored(&self.db, &cmd.tenant, &idem.key, now).await?;
-                    return match found {
-                        Some(found) => Ok(replay(found, &idem.fingerprint)),
-                        None => Err(Stop::Retry),
-                    };
-                }
-                return Err(classify(e));
-            }
+            Err(other) => Err(other),
         }
-        txn.commit().await?;
-        Ok(Executed { outcome, replayed: false })
     }
 
     async fn stored<C: ConnectionTrait>(

@@ -169,3 +169,27 @@ on_both!(same_idempotency_key_applies_once, |backend| async move {
     t2.tenant = "t2".to_string();
     assert!(!run(&store, &t2).await.replayed);
 });
+
+on_both!(a_batch_gives_each_command_its_outcome, |backend| async move {
+    let (store, _db) = stocked(backend).await;
+    let first = with_key(create("Order", order(2, 100)), "b-1", "fp");
+    let batch = vec![
+        first.clone(),
+        create("Order", order(0, 100)),
+        create("Order", order(50, 100)),
+        first,
+        operate("Wallet", "acct-1", "withdraw", json!({"amount": 1})),
+    ];
+    let done = store.execute_batch(&batch).await.unwrap();
+    assert_eq!(done.len(), 5);
+    let o = applied(&done[0]).clone();
+    assert!(matches!(rejected(&done[1]), Rejection::InvalidInput { .. }));
+    assert!(matches!(rejected(&done[2]), Rejection::ResourceCheck { .. }));
+    assert!(done[3].replayed, "the same key later in the batch replays");
+    assert_eq!(applied(&done[3]), &o);
+    assert_eq!(applied(&done[4]).fields["balance"], json!(4999));
+    // Only what applied was written, and only once.
+    assert_eq!(count(&store, "orders", "1 = 1").await, 1);
+    let stock = store.resource("t1", "Inventory", &json!("sku-1")).await.unwrap().unwrap();
+    assert_eq!(stock.fields["available"], json!(8));
+});
