@@ -162,12 +162,14 @@ impl Executor {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..TransactionOptions::default()
             },
+            // Read committed is PostgreSQL's default: saying so would cost a round trip
+            // (`SET TRANSACTION`) on every command for nothing.
             _ => TransactionOptions {
-                isolation_level: Some(match isolation {
-                    ir::Isolation::ReadCommitted => IsolationLevel::ReadCommitted,
-                    ir::Isolation::RepeatableRead => IsolationLevel::RepeatableRead,
-                    ir::Isolation::Serializable => IsolationLevel::Serializable,
-                }),
+                isolation_level: match isolation {
+                    ir::Isolation::ReadCommitted => None,
+                    ir::Isolation::RepeatableRead => Some(IsolationLevel::RepeatableRead),
+                    ir::Isolation::Serializable => Some(IsolationLevel::Serializable),
+                },
                 ..TransactionOptions::default()
             },
         };
