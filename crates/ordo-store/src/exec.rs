@@ -587,10 +587,15 @@ impl Executor {
             params: Some(&params),
             ..Bind::default()
         };
-        if let Some(ensure) = &plans.ensure {
-            conn.execute_raw(b.statement(self.backend(), ensure)).await?;
+        let mut updated = conn.query_one_raw(b.statement(self.backend(), &op_plan.update)).await?;
+        if updated.is_none()
+            && let Some(ensure) = &plans.ensure
+            && conn.execute_raw(b.statement(self.backend(), ensure)).await?.rows_affected() == 1
+        {
+            // The row did not exist: it starts from zeros, and the operation applies to that.
+            updated = conn.query_one_raw(b.statement(self.backend(), &op_plan.update)).await?;
         }
-        let Some(row) = conn.query_one_raw(b.statement(self.backend(), &op_plan.update)).await? else {
+        let Some(row) = updated else {
             let explained = conn.query_one_raw(b.statement(self.backend(), &op_plan.explain)).await?;
             return Err(match explained {
                 None => Rejection::NotFound.into(),

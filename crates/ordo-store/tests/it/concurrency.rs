@@ -290,3 +290,64 @@ on_both!(optimistic_and_pessimistic_agree, |backend| async move {
         assert_eq!(a, b, "seed {seed}");
     }
 });
+
+on_both!(concurrent_retries_with_one_key_apply_once, |backend| async move {
+    let (store, _db) = open_ir(backend, "order", order_spec()).await;
+    let store = Arc::new(store);
+    run(&store, &operate("Inventory", "sku", "restock", json!({"quantity": 1000}))).await;
+    // Fifty copies of one request, in flight together: the database's unique index on
+    // (tenant, key) lets one apply; every other gets that outcome back.
+    let c = with_key(
+        create("Order", json!({"sku": "sku", "quantity": 3, "account": "a", "amount": 1})),
+        "retry-key",
+        "fp",
+    );
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (store, c) = (store.clone(), c.clone());
+            tokio::spawn(async move { run(&store, &c).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    assert_eq!(outcomes.iter().filter(|e| !e.replayed).count(), 1, "one applied, the rest replayed");
+    assert!(outcomes.iter().all(|e| e.outcome == outcomes[0].outcome), "all saw the same outcome");
+    assert_eq!(count(&store, "orders", "1 = 1").await, 1);
+    let stock = store.resource("t1", "Inventory", &json!("sku")).await.unwrap().unwrap();
+    assert_eq!(stock.fields["available"], json!(997), "the stock was taken once");
+});
+
+/// `lock pessimistic nowait` and `skip locked` answer at once when another transaction
+/// holds the row, instead of waiting (PostgreSQL; SQLite has no row locks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nowait_and_skip_locked_do_not_wait() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    for mode in [ir::Lock::PessimisticNowait, ir::Lock::PessimisticSkipLocked] {
+        let mut spec = order_spec();
+        let m = spec.machines.iter_mut().find(|m| m.name == "Order").unwrap();
+        for t in &mut m.events.iter_mut().find(|e| e.name == "pay").unwrap().transitions {
+            t.body.lock = mode;
+        }
+        let (store, _db) = open_ir(ordo_testkit::Backend::Postgres, "order", spec).await;
+        run(&store, &operate("Inventory", "sku", "restock", json!({"quantity": 5}))).await;
+        run(&store, &operate("Wallet", "a", "deposit", json!({"amount": 100}))).await;
+        let o = applied(
+            &run(&store, &create("Order", json!({"sku": "sku", "quantity": 1, "account": "a", "amount": 5})))
+                .await,
+        )
+        .clone();
+        let holder = store.connection().begin().await.unwrap();
+        holder
+            .execute_unprepared(&format!("SELECT id FROM orders WHERE id = '{}' FOR UPDATE", o.id))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let r = store.execute(&fire("Order", &o.id, "pay", json!({}))).await;
+        assert!(matches!(r, Err(ordo_store::StoreError::Busy { .. })), "{mode:?}: {r:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{mode:?} answered at once");
+        holder.rollback().await.unwrap();
+        applied(&run(&store, &fire("Order", &o.id, "pay", json!({}))).await);
+    }
+}
