@@ -12,45 +12,19 @@
 
 use ordo_spec::ir;
 use ordo_store::plan::{Source, Sql, SqlType};
-use ordo_store::{Action, Command, Outcome, Store, StoreConfig};
+use ordo_store::{Outcome, Store, StoreConfig};
 use sea_orm::ConnectionTrait;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const ORDER: &str = include_str!("../../../specs/order.ordo");
+mod common;
+use common::{ORDER, fire, operate, place};
+
 /// Clients/tasks at most; each has its own SKU and account so that only the hot-SKU run contends.
 const TASKS_MAX: usize = 32;
-
-fn obj(v: Json) -> Map<String, Json> {
-    match v {
-        Json::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-fn command(action: Action) -> Command {
-    Command { tenant: "t1".to_string(), idempotency: None, action }
-}
-
-fn place(sku: &str, account: &str) -> Command {
-    command(Action::Create {
-        machine: "Order".to_string(),
-        input: obj(json!({"sku": sku, "quantity": 1, "account": account, "amount": 10})),
-    })
-}
-
-fn fire(id: &str, event: &str, params: Json) -> Command {
-    command(Action::Fire {
-        machine: "Order".to_string(),
-        id: id.parse().unwrap(),
-        event: event.to_string(),
-        params: obj(params),
-        if_match: None,
-    })
-}
 
 /// Transitions per second through the executor: each task places, pays, ships and
 /// delivers orders until the time is up (or only places, on one SKU, when `hot`).
@@ -254,26 +228,13 @@ fn main() {
         for i in 0..TASKS_MAX {
             let restock = json!({"quantity": 1_000_000_000});
             let deposit = json!({"amount": 1_000_000_000_000i64});
-            for (r, key, op, params) in [
-                ("Inventory", format!("sku-{i}"), "restock", restock),
-                ("Wallet", format!("acct-{i}"), "deposit", deposit),
-            ] {
-                let c = command(Action::Operate {
-                    resource: r.to_string(),
-                    key: json!(key),
-                    operation: op.to_string(),
-                    params: obj(params),
-                });
-                store.execute(&c).await.unwrap();
-            }
+            store.execute(&operate("Inventory", &format!("sku-{i}"), "restock", restock)).await.unwrap();
+            store.execute(&operate("Wallet", &format!("acct-{i}"), "deposit", deposit)).await.unwrap();
         }
-        let c = command(Action::Operate {
-            resource: "Inventory".to_string(),
-            key: json!("hot"),
-            operation: "restock".to_string(),
-            params: obj(json!({"quantity": 1_000_000_000})),
-        });
-        store.execute(&c).await.unwrap();
+        store
+            .execute(&operate("Inventory", "hot", "restock", json!({"quantity": 1_000_000_000})))
+            .await
+            .unwrap();
 
         let pgbench_bin = pgbench_binary();
         println!("order workload on PostgreSQL, {secs} s per measurement (transitions/s)");

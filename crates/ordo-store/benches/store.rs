@@ -2,38 +2,12 @@
 //! on an in-memory SQLite database (the embedded default, without the disk).
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use ordo_store::{Action, Command, Store, StoreConfig};
-use serde_json::{Map, Value as Json, json};
+use ordo_store::{Store, StoreConfig};
+use serde_json::json;
 use std::hint::black_box;
 
-const ORDER: &str = include_str!("../../../specs/order.ordo");
-
-fn obj(v: Json) -> Map<String, Json> {
-    match v {
-        Json::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
-fn command(action: Action) -> Command {
-    Command { tenant: "t1".to_string(), idempotency: None, action }
-}
-
-fn place() -> Command {
-    command(Action::Create {
-        machine: "Order".to_string(),
-        input: obj(json!({"sku": "sku", "quantity": 1, "account": "acct", "amount": 10})),
-    })
-}
-
-fn operate(resource: &str, key: &str, operation: &str, params: Json) -> Command {
-    command(Action::Operate {
-        resource: resource.to_string(),
-        key: json!(key),
-        operation: operation.to_string(),
-        params: obj(params),
-    })
-}
+mod common;
+use common::{ORDER, operate, place};
 
 fn benches(c: &mut Criterion) {
     let spec = ordo_spec::compile(ORDER).expect("order.ordo checks");
@@ -61,7 +35,7 @@ fn benches(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("sqlite_memory");
     group.bench_function("place", |b| {
-        b.iter(|| rt.block_on(store.execute(black_box(&place()))).expect("place"))
+        b.iter(|| rt.block_on(store.execute(black_box(&place("sku", "acct")))).expect("place"))
     });
     group.bench_function("deposit", |b| {
         let deposit = operate("Wallet", "acct", "deposit", json!({"amount": 1}));
@@ -70,15 +44,9 @@ fn benches(c: &mut Criterion) {
     group.bench_function("pay", |b| {
         b.iter_batched(
             || {
-                let placed = rt.block_on(store.execute(&place())).expect("place");
+                let placed = rt.block_on(store.execute(&place("sku", "acct"))).expect("place");
                 let ordo_store::Outcome::Applied { instance } = placed.outcome else { panic!("placed") };
-                command(Action::Fire {
-                    machine: "Order".to_string(),
-                    id: instance.id.parse().expect("uuid"),
-                    event: "pay".to_string(),
-                    params: Map::new(),
-                    if_match: None,
-                })
+                common::fire(&instance.id, "pay", json!({}))
             },
             |pay| rt.block_on(store.execute(&pay)).expect("pay"),
             BatchSize::SmallInput,

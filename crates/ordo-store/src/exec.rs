@@ -547,8 +547,8 @@ impl Executor {
         let Some(t) = transitions.iter().find(|t| t.from == state) else {
             return wrong_state(m, state).into();
         };
-        match conn.query_one_raw(b.statement(self.backend(), &t.explain)).await {
-            Ok(Some(row)) => why(&row, &t.guard_names, &t.check_fields).map_or(Stop::Retry, Stop::Reject),
+        match conn.query_one_raw(b.statement(self.backend(), &t.explain.sql)).await {
+            Ok(Some(row)) => why(&row, &t.explain).map_or(Stop::Retry, Stop::Reject),
             Ok(None) => Rejection::NotFound.into(),
             Err(e) => classify(e),
         }
@@ -596,10 +596,10 @@ impl Executor {
             updated = conn.query_one_raw(b.statement(self.backend(), &op_plan.update)).await?;
         }
         let Some(row) = updated else {
-            let explained = conn.query_one_raw(b.statement(self.backend(), &op_plan.explain)).await?;
+            let explained = conn.query_one_raw(b.statement(self.backend(), &op_plan.explain.sql)).await?;
             return Err(match explained {
                 None => Rejection::NotFound.into(),
-                Some(row) => match why(&row, &op_plan.guard_names, &op_plan.check_fields) {
+                Some(row) => match why(&row, &op_plan.explain) {
                     Some(Rejection::CheckFailed { field, .. }) => {
                         Rejection::ResourceCheck { resource: r.name.clone(), key: key.to_key_text(), field }
                             .into()
@@ -859,14 +859,14 @@ fn guards(guards: &[ir::Guard], env: &Env<'_>) -> Result<(), Stop> {
 }
 
 /// The first false guard or check in an explain row (a NULL counts as false).
-fn why(row: &QueryResult, guard_names: &[(String, String)], check_fields: &[String]) -> Option<Rejection> {
+fn why(row: &QueryResult, explain: &plan::Explain) -> Option<Rejection> {
     let truth = |col: String| row.try_get::<Option<bool>>("", &col).ok().flatten().unwrap_or(false);
-    for (i, (name, text)) in guard_names.iter().enumerate() {
+    for (i, (name, text)) in explain.guards.iter().enumerate() {
         if !truth(format!("ordo_guard_{i}")) {
             return Some(Rejection::GuardFailed { guard: name.clone(), condition: text.clone() });
         }
     }
-    for (i, field) in check_fields.iter().enumerate() {
+    for (i, field) in explain.checks.iter().enumerate() {
         if !truth(format!("ordo_check_{i}")) {
             return Some(Rejection::CheckFailed {
                 field: field.clone(),

@@ -267,10 +267,18 @@ pub struct TransitionPlan {
     /// The conditional UPDATE without and with the `If-Match` version.
     pub update: Sql,
     pub update_if_match: Sql,
-    /// One read that says which guard or check stopped the update.
-    pub explain: Sql,
-    pub guard_names: Vec<(String, String)>,
-    pub check_fields: Vec<String>,
+    pub explain: Explain,
+}
+
+/// One read that evaluates each guard, and each check of the values a body would store,
+/// to say which of them stopped a conditional update.
+#[derive(Debug)]
+pub struct Explain {
+    pub sql: Sql,
+    /// Guard names and texts, in the order of the `ordo_guard_<i>` columns.
+    pub guards: Vec<(String, String)>,
+    /// Fields, in the order of the `ordo_check_<i>` columns.
+    pub checks: Vec<String>,
 }
 
 /// The plans of one resource.
@@ -288,9 +296,7 @@ pub struct ResourcePlan {
 #[derive(Debug)]
 pub struct OperationPlan {
     pub update: Sql,
-    pub explain: Sql,
-    pub guard_names: Vec<(String, String)>,
-    pub check_fields: Vec<String>,
+    pub explain: Explain,
 }
 
 /// Statements on Ordo's own tables, the same for every spec.
@@ -410,6 +416,61 @@ pub fn lock_variant(lock: &Sql, mode: ir::Lock, backend: DbBackend) -> Sql {
     Sql { sql: format!("{}{suffix}", lock.sql), slots: lock.slots.clone() }
 }
 
+/// The row a conditional statement addresses: `WHERE tenant = $ AND <key_col> = $`.
+struct Row<'a> {
+    table: &'a str,
+    key_col: &'a str,
+    key_src: Source,
+    key_ty: SqlType,
+}
+
+impl Row<'_> {
+    fn filter(&self, slots: &mut Slots) -> Expr {
+        row_filter(slots, self.key_col, self.key_src.clone(), self.key_ty)
+    }
+}
+
+/// What a body's conditional UPDATE requires besides its row: every guard, and the checks
+/// of every value it stores.
+fn body_conditions(
+    names: &Names<'_>,
+    guards: &[ir::Guard],
+    sets: &[(String, ir::Expr)],
+    slots: &mut Slots,
+) -> Vec<Expr> {
+    let mut out: Vec<Expr> = guards.iter().map(|g| names.expr(&g.expr, Type::Bool, slots)).collect();
+    out.extend(set_checks(names, sets, slots).into_iter().map(|(_, c)| c));
+    out
+}
+
+fn explain_plan(
+    names: &Names<'_>,
+    row: &Row<'_>,
+    columns: &[&str],
+    guards: &[ir::Guard],
+    sets: &[(String, ir::Expr)],
+    backend: DbBackend,
+    what: &str,
+) -> Result<Explain, PlanError> {
+    let mut slots = Slots::default();
+    let mut q = Query::select();
+    q.columns(columns.iter().map(|c| a(c))).from(a(row.table));
+    for (i, g) in guards.iter().enumerate() {
+        q.expr_as(names.expr(&g.expr, Type::Bool, &mut slots), a(&format!("ordo_guard_{i}")));
+    }
+    let mut checks = Vec::new();
+    for (i, (field, c)) in set_checks(names, sets, &mut slots).into_iter().enumerate() {
+        q.expr_as(c, a(&format!("ordo_check_{i}")));
+        checks.push(field);
+    }
+    q.and_where(row.filter(&mut slots));
+    Ok(Explain {
+        sql: slots.finish(backend, &q, what)?,
+        guards: guards.iter().map(|g| (g.name.clone(), g.text.clone())).collect(),
+        checks,
+    })
+}
+
 fn transition_plan(
     m: &ir::Machine,
     e: &ir::Event,
@@ -419,6 +480,7 @@ fn transition_plan(
     backend: DbBackend,
 ) -> Result<TransitionPlan, PlanError> {
     let names = Names { fields: &m.fields, params: &e.params };
+    let row = Row { table: &m.table, key_col: "id", key_src: Source::Id, key_ty: SqlType::Uuid };
     let what = format!("{}.{} from {from}", m.name, e.name);
     let sets: Vec<(String, ir::Expr)> =
         t.body.sets.iter().map(|s| (s.field.clone(), s.value.clone())).collect();
@@ -437,45 +499,23 @@ fn transition_plan(
             q.value(a(field), names.expr(value, names.field_ty(field), &mut slots));
         }
         let state = slots.bind(Source::Const(Val::Text(from.to_string())), Type::Text);
-        let mut cond =
-            row_filter(&mut slots, "id", Source::Id, SqlType::Uuid).and(Expr::col(a("state")).eq(state));
+        let mut cond = row.filter(&mut slots).and(Expr::col(a("state")).eq(state));
         if if_match {
             cond = cond.and(Expr::col(a("version")).eq(slots.bind(Source::Version, Type::Int)));
         }
-        for g in &t.body.guards {
-            cond = cond.and(names.expr(&g.expr, Type::Bool, &mut slots));
-        }
-        for (_, c) in set_checks(&names, &sets, &mut slots) {
+        for c in body_conditions(&names, &t.body.guards, &sets, &mut slots) {
             cond = cond.and(c);
         }
         q.cond_where(cond).returning(returning(cols));
         slots.finish(backend, &q, &what)
     };
 
-    let mut slots = Slots::default();
-    let mut q = Query::select();
-    q.columns([a("state"), a("version")]).from(a(&m.table));
-    let mut guard_names = Vec::new();
-    for (i, g) in t.body.guards.iter().enumerate() {
-        q.expr_as(names.expr(&g.expr, Type::Bool, &mut slots), a(&format!("ordo_guard_{i}")));
-        guard_names.push((g.name.clone(), g.text.clone()));
-    }
-    let mut check_fields = Vec::new();
-    for (i, (field, c)) in set_checks(&names, &sets, &mut slots).into_iter().enumerate() {
-        q.expr_as(c, a(&format!("ordo_check_{i}")));
-        check_fields.push(field);
-    }
-    q.and_where(row_filter(&mut slots, "id", Source::Id, SqlType::Uuid));
-    let explain = slots.finish(backend, &q, &what)?;
-
     Ok(TransitionPlan {
         from: from.to_string(),
         to: t.to.clone(),
         update: update(false)?,
         update_if_match: update(true)?,
-        explain,
-        guard_names,
-        check_fields,
+        explain: explain_plan(&names, &row, &["state", "version"], &t.body.guards, &sets, backend, &what)?,
     })
 }
 
@@ -605,32 +645,15 @@ fn operation_plan(
     }
     q.value(a("version"), Expr::col(a("version")).add(slots.bind(Source::Const(Val::Int(1)), Type::Int)))
         .value(a("updated_at"), slots.bind(Source::Now, Type::Timestamp));
-    let mut cond = row_filter(&mut slots, &r.key.name, Source::Key, r.key.ty);
-    for g in &op.body.guards {
-        cond = cond.and(names.expr(&g.expr, Type::Bool, &mut slots));
-    }
-    for (_, c) in set_checks(&names, &sets, &mut slots) {
+    let row = Row { table: &r.table, key_col: &r.key.name, key_src: Source::Key, key_ty: r.key.ty.into() };
+    let mut cond = row.filter(&mut slots);
+    for c in body_conditions(&names, &op.body.guards, &sets, &mut slots) {
         cond = cond.and(c);
     }
     q.cond_where(cond).returning(returning(cols));
     let update = slots.finish(backend, &q, &what)?;
-
-    let mut slots = Slots::default();
-    let mut q = Query::select();
-    q.column(a("version")).from(a(&r.table));
-    let mut guard_names = Vec::new();
-    for (i, g) in op.body.guards.iter().enumerate() {
-        q.expr_as(names.expr(&g.expr, Type::Bool, &mut slots), a(&format!("ordo_guard_{i}")));
-        guard_names.push((g.name.clone(), g.text.clone()));
-    }
-    let mut check_fields = Vec::new();
-    for (i, (field, c)) in set_checks(&names, &sets, &mut slots).into_iter().enumerate() {
-        q.expr_as(c, a(&format!("ordo_check_{i}")));
-        check_fields.push(field);
-    }
-    q.and_where(row_filter(&mut slots, &r.key.name, Source::Key, r.key.ty));
-    let explain = slots.finish(backend, &q, &what)?;
-    Ok(OperationPlan { update, explain, guard_names, check_fields })
+    let explain = explain_plan(&names, &row, &["version"], &op.body.guards, &sets, backend, &what)?;
+    Ok(OperationPlan { update, explain })
 }
 
 fn system_plan(backend: DbBackend) -> Result<SystemPlan, PlanError> {
@@ -758,7 +781,7 @@ pub fn render(spec_name: &str, spec: &ir::Spec, backend: DbBackend) -> Result<St
                 let _ = writeln!(
                     out,
                     "-- ==== {}: `{}` from `{}` to `{}`\n\n-- the conditional update\n{}\n\n-- with If-Match\n{}\n\n-- when it changed nothing: why\n{}\n",
-                    m.name, e.name, t.from, t.to, t.update, t.update_if_match, t.explain
+                    m.name, e.name, t.from, t.to, t.update, t.update_if_match, t.explain.sql
                 );
             }
         }
@@ -780,7 +803,7 @@ pub fn render(spec_name: &str, spec: &ir::Spec, backend: DbBackend) -> Result<St
             let _ = writeln!(
                 out,
                 "-- ==== {}: operation `{name}`\n\n{}\n\n-- when it changed nothing: why\n{}\n",
-                r.name, op.update, op.explain
+                r.name, op.update, op.explain.sql
             );
         }
     }
