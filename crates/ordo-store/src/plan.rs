@@ -4,7 +4,7 @@
 //! Statements are built with a unique marker value in every bind position; building them
 //! with the backend's builder then tells, placeholder by placeholder, which value goes where.
 
-use crate::schema::{self, IDEMPOTENCY, JOURNAL, OUTBOX, TIMERS};
+use crate::schema::{self, Col, IDEMPOTENCY, JOURNAL, OUTBOX, TIMERS};
 use crate::value::Val;
 use ordo_spec::ir::{self, BinOp, CmpOp, Type};
 use sea_orm::DbBackend;
@@ -657,8 +657,26 @@ fn operation_plan(
 }
 
 fn system_plan(backend: DbBackend) -> Result<SystemPlan, PlanError> {
-    let insert = |table: &str, cols: &[(&str, SqlType)]| -> Result<Sql, PlanError> {
+    // Every column of a system table but those named in `except`, each from the value of
+    // the same name.
+    let insert = |table: &str, except: &[&str]| -> Result<Sql, PlanError> {
         let mut slots = Slots::default();
+        let system = schema::SystemTable::get(table)
+            .ok_or_else(|| PlanError { what: table.to_string(), reason: "not a system table".to_string() })?;
+        let cols: Vec<(&str, SqlType)> = system
+            .columns
+            .iter()
+            .filter(|(c, _)| !except.contains(c))
+            .map(|(c, ty)| {
+                let ty = match ty {
+                    Col::Uuid => SqlType::Uuid,
+                    Col::Text | Col::OptionalText => SqlType::Of(Type::Text),
+                    Col::Int => SqlType::Of(Type::Int),
+                    Col::Time | Col::OptionalTime => SqlType::Of(Type::Timestamp),
+                };
+                (*c, ty)
+            })
+            .collect();
         let values: Vec<Expr> =
             cols.iter().map(|(c, ty)| Expr::val(slots.value(Source::Value((*c).to_string()), *ty))).collect();
         let q = Query::insert()
@@ -669,61 +687,11 @@ fn system_plan(backend: DbBackend) -> Result<SystemPlan, PlanError> {
             .to_owned();
         slots.finish(backend, &q, table)
     };
-    let (uuid, text, int, time) =
-        (SqlType::Uuid, SqlType::Of(Type::Text), SqlType::Of(Type::Int), SqlType::Of(Type::Timestamp));
-    let journal = insert(
-        JOURNAL,
-        &[
-            ("id", uuid),
-            ("tenant", text),
-            ("machine", text),
-            ("entity", text),
-            ("version", int),
-            ("event", text),
-            ("from_state", text),
-            ("to_state", text),
-            ("params", text),
-            ("idempotency_key", text),
-            ("created_at", time),
-        ],
-    )?;
-    let outbox = insert(
-        OUTBOX,
-        &[
-            ("id", uuid),
-            ("tenant", text),
-            ("machine", text),
-            ("entity", text),
-            ("version", int),
-            ("event", text),
-            ("payload", text),
-            ("created_at", time),
-        ],
-    )?;
-    let idempotency_put = insert(
-        IDEMPOTENCY,
-        &[
-            ("tenant", text),
-            ("key", text),
-            ("fingerprint", text),
-            ("outcome", text),
-            ("created_at", time),
-            ("expires_at", time),
-        ],
-    )?;
-    let timer_arm = insert(
-        TIMERS,
-        &[
-            ("id", uuid),
-            ("tenant", text),
-            ("machine", text),
-            ("entity", text),
-            ("state", text),
-            ("event", text),
-            ("due_at", time),
-            ("created_at", time),
-        ],
-    )?;
+    let journal = insert(JOURNAL, &[])?;
+    let outbox = insert(OUTBOX, &["sent_at"])?;
+    let idempotency_put = insert(IDEMPOTENCY, &[])?;
+    let timer_arm = insert(TIMERS, &[])?;
+    let (text, time) = (SqlType::Of(Type::Text), SqlType::Of(Type::Timestamp));
 
     let mut slots = Slots::default();
     let mut q = Query::select();

@@ -18,6 +18,112 @@ pub const IDEMPOTENCY: &str = "ordo_idempotency";
 pub const TIMERS: &str = "ordo_timers";
 pub const SCHEMAS: &str = "ordo_schemas";
 
+/// The type of a system table's column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    Uuid,
+    Text,
+    OptionalText,
+    Int,
+    Time,
+    OptionalTime,
+}
+
+/// One of Ordo's own tables, declared once: the migration creates it from this, and the
+/// plans insert into it from this.
+pub struct SystemTable {
+    pub name: &'static str,
+    pub columns: &'static [(&'static str, Col)],
+    pub primary_key: &'static [&'static str],
+    /// (index name, columns, unique)
+    pub indexes: &'static [(&'static str, &'static [&'static str], bool)],
+}
+
+impl SystemTable {
+    pub fn get(name: &str) -> Option<&'static SystemTable> {
+        SYSTEM_TABLES.iter().find(|t| t.name == name)
+    }
+}
+
+pub const SYSTEM_TABLES: &[SystemTable] = &[
+    // The journal: one row per version of every instance, in the command's transaction.
+    SystemTable {
+        name: JOURNAL,
+        columns: &[
+            ("id", Col::Uuid),
+            ("tenant", Col::Text),
+            ("machine", Col::Text),
+            ("entity", Col::Text),
+            ("version", Col::Int),
+            ("event", Col::Text),
+            ("from_state", Col::OptionalText),
+            ("to_state", Col::OptionalText),
+            ("params", Col::Text),
+            ("idempotency_key", Col::OptionalText),
+            ("created_at", Col::Time),
+        ],
+        primary_key: &["id"],
+        indexes: &[("ordo_transitions_entity_version", &["tenant", "machine", "entity", "version"], true)],
+    },
+    // Events to publish, written with the change; `sent_at` is set by the relay.
+    SystemTable {
+        name: OUTBOX,
+        columns: &[
+            ("id", Col::Uuid),
+            ("tenant", Col::Text),
+            ("machine", Col::Text),
+            ("entity", Col::Text),
+            ("version", Col::Int),
+            ("event", Col::Text),
+            ("payload", Col::Text),
+            ("created_at", Col::Time),
+            ("sent_at", Col::OptionalTime),
+        ],
+        primary_key: &["id"],
+        indexes: &[("ordo_outbox_unsent", &["sent_at", "created_at"], false)],
+    },
+    // The second insurance of idempotency: one outcome per (tenant, key).
+    SystemTable {
+        name: IDEMPOTENCY,
+        columns: &[
+            ("tenant", Col::Text),
+            ("key", Col::Text),
+            ("fingerprint", Col::Text),
+            ("outcome", Col::Text),
+            ("created_at", Col::Time),
+            ("expires_at", Col::Time),
+        ],
+        primary_key: &["tenant", "key"],
+        indexes: &[("ordo_idempotency_expiry", &["expires_at"], false)],
+    },
+    // Durable timers, armed on entering a state and removed on leaving it.
+    SystemTable {
+        name: TIMERS,
+        columns: &[
+            ("id", Col::Uuid),
+            ("tenant", Col::Text),
+            ("machine", Col::Text),
+            ("entity", Col::Text),
+            ("state", Col::Text),
+            ("event", Col::Text),
+            ("due_at", Col::Time),
+            ("created_at", Col::Time),
+        ],
+        primary_key: &["id"],
+        indexes: &[
+            ("ordo_timers_due", &["due_at"], false),
+            ("ordo_timers_entity", &["tenant", "machine", "entity"], false),
+        ],
+    },
+    // What shaped each spec's tables, to notice a spec changed behind them.
+    SystemTable {
+        name: SCHEMAS,
+        columns: &[("spec", Col::Text), ("fingerprint", Col::Text), ("applied_at", Col::Time)],
+        primary_key: &["spec"],
+        indexes: &[],
+    },
+];
+
 /// The migrations of the specs one database serves, in order: Ordo's system tables, then
 /// each spec's tables. All specs of a database go through one migrator, since they share
 /// its migration history. Run with `MigratorTraitSelf::up`/`down`/`fresh`.
@@ -77,101 +183,41 @@ fn index(name: &str, table: &str, cols: &[&str]) -> IndexCreateStatement {
 #[async_trait::async_trait]
 impl MigrationTrait for SystemTables {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // The journal: one row per version of every instance, in the command's transaction.
-        manager
-            .create_table(
-                Table::create()
-                    .table(Alias::new(JOURNAL))
-                    .col(col("id").uuid().not_null().primary_key())
-                    .col(text("tenant"))
-                    .col(text("machine"))
-                    .col(text("entity"))
-                    .col(col("version").big_integer().not_null())
-                    .col(text("event"))
-                    .col(col("from_state").text().null())
-                    .col(col("to_state").text().null())
-                    .col(text("params"))
-                    .col(col("idempotency_key").text().null())
-                    .col(time("created_at"))
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                index(
-                    "ordo_transitions_entity_version",
-                    JOURNAL,
-                    &["tenant", "machine", "entity", "version"],
-                )
-                .unique()
-                .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                Table::create()
-                    .table(Alias::new(OUTBOX))
-                    .col(col("id").uuid().not_null().primary_key())
-                    .col(text("tenant"))
-                    .col(text("machine"))
-                    .col(text("entity"))
-                    .col(col("version").big_integer().not_null())
-                    .col(text("event"))
-                    .col(text("payload"))
-                    .col(time("created_at"))
-                    .col(col("sent_at").timestamp_with_time_zone().null())
-                    .to_owned(),
-            )
-            .await?;
-        manager.create_index(index("ordo_outbox_unsent", OUTBOX, &["sent_at", "created_at"])).await?;
-        manager
-            .create_table(
-                Table::create()
-                    .table(Alias::new(IDEMPOTENCY))
-                    .col(text("tenant"))
-                    .col(text("key"))
-                    .col(text("fingerprint"))
-                    .col(text("outcome"))
-                    .col(time("created_at"))
-                    .col(time("expires_at"))
-                    .primary_key(Index::create().col(Alias::new("tenant")).col(Alias::new("key")))
-                    .to_owned(),
-            )
-            .await?;
-        manager.create_index(index("ordo_idempotency_expiry", IDEMPOTENCY, &["expires_at"])).await?;
-        manager
-            .create_table(
-                Table::create()
-                    .table(Alias::new(TIMERS))
-                    .col(col("id").uuid().not_null().primary_key())
-                    .col(text("tenant"))
-                    .col(text("machine"))
-                    .col(text("entity"))
-                    .col(text("state"))
-                    .col(text("event"))
-                    .col(time("due_at"))
-                    .col(time("created_at"))
-                    .to_owned(),
-            )
-            .await?;
-        manager.create_index(index("ordo_timers_due", TIMERS, &["due_at"])).await?;
-        manager.create_index(index("ordo_timers_entity", TIMERS, &["tenant", "machine", "entity"])).await?;
-        manager
-            .create_table(
-                Table::create()
-                    .table(Alias::new(SCHEMAS))
-                    .col(col("spec").text().not_null().primary_key())
-                    .col(text("fingerprint"))
-                    .col(time("applied_at"))
-                    .to_owned(),
-            )
-            .await?;
+        for t in SYSTEM_TABLES {
+            let mut create = Table::create();
+            create.table(Alias::new(t.name));
+            for (name, ty) in t.columns {
+                let mut c = col(name);
+                match ty {
+                    Col::Uuid => c.uuid().not_null(),
+                    Col::Text => c.text().not_null(),
+                    Col::OptionalText => c.text().null(),
+                    Col::Int => c.big_integer().not_null(),
+                    Col::Time => c.timestamp_with_time_zone().not_null(),
+                    Col::OptionalTime => c.timestamp_with_time_zone().null(),
+                };
+                create.col(c);
+            }
+            let mut pk = Index::create();
+            for c in t.primary_key {
+                pk.col(Alias::new(*c));
+            }
+            create.primary_key(&mut pk);
+            manager.create_table(create.to_owned()).await?;
+            for (name, cols, unique) in t.indexes {
+                let mut i = index(name, t.name, cols);
+                if *unique {
+                    i.unique();
+                }
+                manager.create_index(i).await?;
+            }
+        }
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        for t in [SCHEMAS, TIMERS, IDEMPOTENCY, OUTBOX, JOURNAL] {
-            manager.drop_table(Table::drop().table(Alias::new(t)).if_exists().to_owned()).await?;
+        for t in SYSTEM_TABLES.iter().rev() {
+            manager.drop_table(Table::drop().table(Alias::new(t.name)).if_exists().to_owned()).await?;
         }
         Ok(())
     }
