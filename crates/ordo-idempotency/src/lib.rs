@@ -1,0 +1,237 @@
+//! Idempotency keys: parsing the `Idempotency-Key` header, fingerprinting the request, and
+//! the first insurance, a lease in Redis that holds a key while its request runs.
+//!
+//! The second insurance, the record under UNIQUE(tenant, key) written in the command's own
+//! transaction, belongs to `ordo-store`. This crate is the only one that talks to Redis for
+//! keys; when Redis is away, callers go on without a lease and the database still stops
+//! every duplicate.
+
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// Longest key accepted, in bytes (the IETF httpapi draft's advice, and ours).
+pub const KEY_BYTES_MAX: usize = 255;
+/// How long a lease holds a key if its holder never releases it (a crashed process):
+/// longer than any request may run.
+pub const LEASE_MS_DEFAULT: u64 = 60_000;
+/// The bound on every Redis command; past it the lease is skipped, not waited for.
+pub const REDIS_TIMEOUT_MS_DEFAULT: u64 = 250;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key is empty")]
+    Empty,
+    #[error("the key is {0} bytes long; at most {KEY_BYTES_MAX} are allowed")]
+    TooLong(usize),
+    #[error("the key has a character that is not printable ASCII at byte {0}")]
+    NotPrintable(usize),
+    #[error("the key is not a valid quoted string: {0}")]
+    BadQuoting(&'static str),
+}
+
+/// The key in an `Idempotency-Key` header: a structured-field string (`"abc"`, with `\"`
+/// and `\\` escapes) or a bare value (`abc`, `6f1c...`), 1 to `KEY_BYTES_MAX` bytes of
+/// printable ASCII. Bare values may not contain spaces, quotes, commas, semicolons or
+/// backslashes (they would be ambiguous as structured fields).
+pub fn parse_key(header: &str) -> Result<String, KeyError> {
+    if let Some(b) = header.bytes().position(|b| !(0x20..=0x7e).contains(&b)) {
+        return Err(KeyError::NotPrintable(b));
+    }
+    let key = match header.strip_prefix('"') {
+        Some(rest) => {
+            let body = rest.strip_suffix('"').ok_or(KeyError::BadQuoting("no closing quote"))?;
+            let mut key = String::with_capacity(body.len());
+            let mut chars = body.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => match chars.next() {
+                        Some(e @ ('"' | '\\')) => key.push(e),
+                        _ => return Err(KeyError::BadQuoting("only \\\" and \\\\ may be escaped")),
+                    },
+                    '"' => return Err(KeyError::BadQuoting("an unescaped quote inside")),
+                    c => key.push(c),
+                }
+            }
+            key
+        }
+        None => {
+            if let Some(at) = header.find([' ', '"', ',', ';', '\\']) {
+                return Err(if header.trim().is_empty() {
+                    KeyError::Empty
+                } else {
+                    KeyError::NotPrintable(at)
+                });
+            }
+            header.to_string()
+        }
+    };
+    match key.len() {
+        0 => Err(KeyError::Empty),
+        n if n > KEY_BYTES_MAX => Err(KeyError::TooLong(n)),
+        _ => Ok(key),
+    }
+}
+
+/// JSON with object keys sorted and no insignificant whitespace, so that two bodies that
+/// mean the same give the same text. (serde_json's map keeps keys sorted.)
+pub fn canonical_json(body: &serde_json::Value) -> String {
+    body.to_string()
+}
+
+/// SHA-256, in hex, of the method, the route and the canonical body: what the request was.
+/// A key reused with another fingerprint is refused (422) instead of replayed.
+pub fn fingerprint(method: &str, route: &str, body: &serde_json::Value) -> String {
+    let mut h = Sha256::new();
+    for part in [method.to_ascii_uppercase().as_str(), route, &canonical_json(body)] {
+        // Length-prefixed, so that no two different triples hash the same bytes.
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    /// Redis did not answer in time or at all: go on without the lease.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<fred::error::Error> for LeaseError {
+    fn from(e: fred::error::Error) -> LeaseError {
+        LeaseError::Unavailable(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    pub url: String,
+    /// Prefixes every key: `shadow:` for shadow traffic, a unique one per test.
+    pub prefix: String,
+    pub lease_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl LeaseConfig {
+    pub fn new(url: impl Into<String>, prefix: impl Into<String>) -> LeaseConfig {
+        LeaseConfig {
+            url: url.into(),
+            prefix: prefix.into(),
+            lease_ms: LEASE_MS_DEFAULT,
+            timeout_ms: REDIS_TIMEOUT_MS_DEFAULT,
+        }
+    }
+}
+
+/// A held key: released by its holder, or expiring by itself after `lease_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    redis_key: String,
+    /// Increases with every claim of the key: a holder whose lease expired and was taken
+    /// over can be told apart from the new one.
+    pub fencing_token: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Acquired(Lease),
+    /// Another request holds the key; it will be free in at most this long.
+    Held {
+        retry_after_ms: u64,
+    },
+}
+
+/// Claims a key atomically: bump the key's fencing counter, then SET NX PX; if the key is
+/// held, report how long it still is.
+const CLAIM: &str = r#"
+local token = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+if redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[1]) then
+  return {1, token}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+"#;
+
+/// Deletes the key only if it still holds our token (never someone else's lease).
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+pub struct Leases {
+    client: Client,
+    config: LeaseConfig,
+    claim: Script,
+    release: Script,
+}
+
+impl Leases {
+    /// Builds the client and starts connecting in the background; a Redis that is down now
+    /// is reconnected to later, and until then every call fails fast with `Unavailable`.
+    pub async fn connect(config: LeaseConfig) -> Result<Leases, LeaseError> {
+        let redis = Config::from_url(&config.url)?;
+        let timeout = Duration::from_millis(config.timeout_ms);
+        let client = Builder::from_config(redis)
+            .with_performance_config(|p| p.default_command_timeout = timeout)
+            .with_connection_config(|c| {
+                c.connection_timeout = timeout.max(Duration::from_millis(1_000));
+                c.internal_command_timeout = timeout.max(Duration::from_millis(1_000));
+                c.max_command_attempts = 1;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build()?;
+        let _ = client.connect();
+        // Give a healthy Redis a moment to be ready; a sick one is not waited for.
+        let _ = tokio::time::timeout(timeout * 4, client.wait_for_connect()).await;
+        Ok(Leases { client, config, claim: Script::from_lua(CLAIM), release: Script::from_lua(RELEASE) })
+    }
+
+    /// The Redis key of (tenant, key); the tenant is length-prefixed so no two pairs meet,
+    /// and the braces keep a key and its counter in one Redis Cluster slot.
+    fn redis_key(&self, tenant: &str, key: &str) -> String {
+        format!("{}idem:{{{}:{tenant}:{key}}}", self.config.prefix, tenant.len())
+    }
+
+    async fn bounded<T>(&self, f: impl Future<Output = FredResult<T>>) -> Result<T, LeaseError> {
+        match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), f).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(LeaseError::Unavailable(format!("no answer in {} ms", self.config.timeout_ms))),
+        }
+    }
+
+    pub async fn claim(&self, tenant: &str, key: &str) -> Result<Claim, LeaseError> {
+        let k = self.redis_key(tenant, key);
+        let fence = format!("{k}:fence");
+        // The counter outlives leases (a day), so tokens keep increasing across retries.
+        let args = vec![self.config.lease_ms.to_string(), (24 * 3_600_000u64).to_string()];
+        let (held, value): (i64, i64) =
+            self.bounded(self.claim.evalsha_with_reload(&self.client, vec![k.clone(), fence], args)).await?;
+        Ok(if held == 1 {
+            Claim::Acquired(Lease { redis_key: k, fencing_token: value })
+        } else {
+            Claim::Held { retry_after_ms: u64::try_from(value).unwrap_or(0).max(1) }
+        })
+    }
+
+    /// Releases a lease we hold; false if it had expired (and maybe been claimed again).
+    pub async fn release(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        let deleted: i64 = self
+            .bounded(self.release.evalsha_with_reload(
+                &self.client,
+                vec![lease.redis_key.clone()],
+                vec![lease.fencing_token.to_string()],
+            ))
+            .await?;
+        Ok(deleted == 1)
+    }
+
+    /// Whether Redis answers now (for readiness checks).
+    pub async fn ping(&self) -> Result<(), LeaseError> {
+        let _: String = self.bounded(self.client.ping(None)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! Keys, fingerprints, and leases against a real Redis (a fresh key prefix per test).
+
+#![allow(clippy::unwrap_used)]
+
+use ordo_idempotency::{
+    Claim, KEY_BYTES_MAX, KeyError, LeaseConfig, LeaseError, Leases, fingerprint, parse_key,
+};
+use serde_json::json;
+use std::sync::Arc;
+
+fn check(header: &str, expected: Result<&str, KeyError>) {
+    assert_eq!(parse_key(header), expected.map(str::to_string), "{header:?}");
+}
+
+#[test]
+fn keys() {
+    check("abc", Ok("abc"));
+    check("6f1c2d3e-aaaa-4bbb-8ccc-0123456789ab", Ok("6f1c2d3e-aaaa-4bbb-8ccc-0123456789ab"));
+    check("\"abc\"", Ok("abc"));
+    check("\"with space and \\\"quotes\\\" and \\\\\"", Ok("with space and \"quotes\" and \\"));
+    check(&"k".repeat(KEY_BYTES_MAX), Ok(&"k".repeat(KEY_BYTES_MAX)));
+    check("", Err(KeyError::Empty));
+    check("\"\"", Err(KeyError::Empty));
+    check("   ", Err(KeyError::Empty));
+    check(&"k".repeat(KEY_BYTES_MAX + 1), Err(KeyError::TooLong(256)));
+    check(&format!("\"{}\"", "k".repeat(KEY_BYTES_MAX + 1)), Err(KeyError::TooLong(256)));
+    check("a\tb", Err(KeyError::NotPrintable(1)));
+    check("a\u{7f}", Err(KeyError::NotPrintable(1)));
+    check("ключ", Err(KeyError::NotPrintable(0)));
+    check("a b", Err(KeyError::NotPrintable(1)));
+    check("a,b", Err(KeyError::NotPrintable(1)));
+    check("\"abc", Err(KeyError::BadQuoting("no closing quote")));
+    check("\"a\"b\"", Err(KeyError::BadQuoting("an unescaped quote inside")));
+    check("\"a\\nb\"", Err(KeyError::BadQuoting("only \\\" and \\\\ may be escaped")));
+}
+
+#[test]
+fn fingerprints_ignore_layout_and_key_order_but_nothing_else() {
+    let a: serde_json::Value =
+        serde_json::from_str(r#"{"sku": "x", "amount": 10, "nested": {"b": 1, "a": [1, 2]}}"#).unwrap();
+    let b: serde_json::Value =
+        serde_json::from_str(r#"{"nested":{"a":[1,2],"b":1},"amount":10,"sku":"x"}"#).unwrap();
+    let base = fingerprint("POST", "/orders", &a);
+    assert_eq!(base, fingerprint("POST", "/orders", &b), "same meaning, same fingerprint");
+    assert_eq!(base, fingerprint("post", "/orders", &b), "methods are case-insensitive");
+    assert_eq!(base.len(), 64);
+    for (method, route, body) in [
+        ("PUT", "/orders", a.clone()),
+        ("POST", "/orders/x/pay", a.clone()),
+        ("POST", "/orders", json!({"sku": "x", "amount": 11, "nested": {"b": 1, "a": [1, 2]}})),
+        ("POST", "/orders", json!({"sku": "x", "amount": 10, "nested": {"b": 1, "a": [2, 1]}})),
+        ("POST", "/orders", json!({"sku": "x", "amount": "10", "nested": {"b": 1, "a": [1, 2]}})),
+    ] {
+        assert_ne!(base, fingerprint(method, route, &body), "{method} {route} {body}");
+    }
+    // The parts are length-prefixed: moving a byte between route and body changes it.
+    assert_ne!(fingerprint("POST", "/a", &json!("b")), fingerprint("POST", "/a\"", &json!("")));
+}
+
+async fn leases(lease_ms: u64) -> Leases {
+    let mut config = LeaseConfig::new(ordo_testkit::redis_url(), ordo_testkit::redis_prefix());
+    config.lease_ms = lease_ms;
+    Leases::connect(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_lease_holds_a_key_until_released() {
+    let l = leases(10_000).await;
+    l.ping().await.unwrap();
+    let Claim::Acquired(lease) = l.claim("tenant-a", "k1").await.unwrap() else { panic!("free key") };
+    match l.claim("tenant-a", "k1").await.unwrap() {
+        Claim::Held { retry_after_ms } => assert!(retry_after_ms > 0 && retry_after_ms <= 10_000),
+        other => panic!("{other:?}"),
+    }
+    // Tenants never share keys: the same key of another tenant is free.
+    assert!(matches!(l.claim("tenant-b", "k1").await.unwrap(), Claim::Acquired(_)));
+    // The length prefix keeps ("a:b", "c") and ("a", "b:c") apart.
+    assert!(matches!(l.claim("a:b", "c").await.unwrap(), Claim::Acquired(_)));
+    assert!(matches!(l.claim("a", "b:c").await.unwrap(), Claim::Acquired(_)));
+    assert!(l.release(&lease).await.unwrap());
+    assert!(!l.release(&lease).await.unwrap(), "released once");
+    let Claim::Acquired(again) = l.claim("tenant-a", "k1").await.unwrap() else { panic!("released key") };
+    assert!(again.fencing_token > lease.fencing_token, "fencing tokens increase");
+}
+
+#[tokio::test]
+async fn a_lease_expires_by_itself_and_the_late_holder_cannot_release_the_next() {
+    let l = leases(150).await;
+    let Claim::Acquired(old) = l.claim("t", "k").await.unwrap() else { panic!() };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let Claim::Acquired(new) = l.claim("t", "k").await.unwrap() else {
+        panic!("expired lease frees the key")
+    };
+    assert!(!l.release(&old).await.unwrap(), "an expired holder does not release the new lease");
+    assert!(matches!(l.claim("t", "k").await.unwrap(), Claim::Held { .. }));
+    assert!(l.release(&new).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_claims_one_winner() {
+    let l = Arc::new(leases(10_000).await);
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move { l.claim("t", "race").await.unwrap() })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), Claim::Acquired(_)) {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+#[tokio::test]
+async fn redis_away_is_unavailable_fast() {
+    // Nothing listens on this port: every call fails within the timeout, never hangs.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = LeaseConfig::new(format!("redis://127.0.0.1:{port}"), ordo_testkit::redis_prefix());
+    config.timeout_ms = 100;
+    let started = std::time::Instant::now();
+    let l = Leases::connect(config).await.unwrap();
+    assert!(matches!(l.claim("t", "k").await, Err(LeaseError::Unavailable(_))));
+    assert!(matches!(l.ping().await, Err(LeaseError::Unavailable(_))));
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_come_back_with_redis() {
+    let proxy = ordo_testkit::FaultProxy::start(ordo_testkit::socket_of(&ordo_testkit::redis_url())).await;
+    let mut config =
+        LeaseConfig::new(proxy.url_via(&ordo_testkit::redis_url()), ordo_testkit::redis_prefix());
+    config.timeout_ms = 200;
+    let l = Leases::connect(config).await.unwrap();
+    assert!(matches!(l.claim("t", "before").await.unwrap(), Claim::Acquired(_)));
+    proxy.set_down(true);
+    assert!(matches!(l.claim("t", "during").await, Err(LeaseError::Unavailable(_))));
+    proxy.set_down(false);
+    let mut back = false;
+    for _ in 0..100 {
+        if let Ok(Claim::Acquired(_)) = l.claim("t", "after").await {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(back, "the client reconnects by itself");
+}
