@@ -184,7 +184,9 @@ impl Leases {
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .build()?;
-        let _ = client.connect();
+        // `connect` spawns the connection task; its handle is not needed (the client stops
+        // the task when dropped), so it is detached.
+        drop(client.connect());
         // Give a healthy Redis a moment to be ready; a sick one is not waited for.
         let _ = tokio::time::timeout(timeout * 4, client.wait_for_connect()).await;
         Ok(Leases { client, config, claim: Script::from_lua(CLAIM), release: Script::from_lua(RELEASE) })
