@@ -184,8 +184,8 @@ impl Leases {
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
             .build()?;
-        // `connect` spawns the connection task; its handle is not needed (the client stops
-        // the task when dropped), so it is detached.
+        // `connect` spawns the connection task, which lives with the runtime (leases are made
+        // once per process); its handle is not needed, so it is detached.
         drop(client.connect());
         // Give a healthy Redis a moment to be ready; a sick one is not waited for.
         let _ = tokio::time::timeout(timeout * 4, client.wait_for_connect()).await;
