@@ -1,0 +1,511 @@
+//! What every generated route calls: tenant from the API key, the idempotency contract
+//! (key, fingerprint, Redis lease, replay), the executor, and the mapping of outcomes to
+//! HTTP: typed bodies on success, RFC 9457 problem+json with a stable `type` otherwise.
+
+use ordo_idempotency::{Claim, Leases};
+use ordo_store::{Action, Command, Executed, IdempotencyKey, Outcome, Record, Rejection, Store, StoreError};
+use poem::Request;
+use poem_openapi::payload::Json;
+use poem_openapi::types::{ParseFromJSON, ToJSON};
+use poem_openapi::{ApiResponse, Object};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// An RFC 9457 problem. `type` is a stable URN per kind (`urn:ordo:problem:not-found`);
+/// the extra members say what a client needs to act.
+#[derive(Debug, Clone, Object)]
+pub struct Problem {
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// For `invalid-transition`: the state the instance is in, and the events allowed there.
+    #[oai(skip_serializing_if_is_none)]
+    pub state: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub allowed: Option<Vec<String>>,
+    /// For `guard-failed`: the guard's name; for `invalid-input` and `check-failed`: the field.
+    #[oai(skip_serializing_if_is_none)]
+    pub guard: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub field: Option<String>,
+    /// For `resource-check`: which row would break its check.
+    #[oai(skip_serializing_if_is_none)]
+    pub resource: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub key: Option<String>,
+    /// For `stale-version`: the current version.
+    #[oai(skip_serializing_if_is_none)]
+    pub current_version: Option<i64>,
+}
+
+/// Every problem `type` the API can answer with; the OpenAPI document lists them.
+pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
+    ("not-found", 404, "no such instance or row for this tenant"),
+    ("invalid-input", 422, "a field or parameter breaks its declared type or check"),
+    ("invalid-transition", 409, "the event has no transition from the current state"),
+    ("guard-failed", 422, "a `require` guard is false"),
+    ("stale-version", 412, "If-Match names another version than the current one"),
+    ("check-failed", 422, "a `set` would break a field's check"),
+    ("resource-check", 409, "a resource change would break its check"),
+    ("missing-idempotency-key", 400, "a state-changing request without Idempotency-Key"),
+    ("bad-idempotency-key", 400, "an Idempotency-Key that is empty, too long or not printable ASCII"),
+    ("idempotency-key-in-use", 409, "a request with this key is still in flight"),
+    ("idempotency-key-reused", 422, "this key was used for a different request"),
+    ("malformed-request", 400, "the body or a parameter does not parse"),
+    ("payload-too-large", 413, "the body is larger than the configured limit"),
+    ("unauthorized", 401, "no valid API key"),
+    ("overloaded", 503, "the database is busy or unavailable; retry after the given time"),
+    ("internal", 500, "an internal error; it is logged, never described"),
+];
+
+impl Problem {
+    pub fn new(code: &str, detail: impl Into<String>) -> Problem {
+        let (status, title) =
+            PROBLEM_TYPES.iter().find(|(c, ..)| *c == code).map_or((500, "internal"), |(_, s, t)| (*s, *t));
+        Problem {
+            kind: format!("urn:ordo:problem:{code}"),
+            title: title.to_string(),
+            status,
+            detail: detail.into(),
+            state: None,
+            allowed: None,
+            guard: None,
+            field: None,
+            resource: None,
+            key: None,
+            current_version: None,
+        }
+    }
+}
+
+/// The answer of every route: the typed body with its headers, or a problem.
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "malformed")]
+pub enum Reply<T: ToJSON> {
+    #[oai(status = 200)]
+    Ok(
+        Json<T>,
+        #[oai(header = "ETag")] Option<String>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+    #[oai(status = 201)]
+    Created(
+        Json<T>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(
+        Json<Problem>,
+        #[oai(header = "Retry-After")] Option<u64>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+    #[oai(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+}
+
+fn malformed<T: ToJSON>(err: poem::Error) -> Reply<T> {
+    Reply::BadRequest(Json(Problem::new("malformed-request", err.to_string())))
+}
+
+/// How long a client is told to wait after a 503.
+pub const RETRY_AFTER_S: u64 = 1;
+
+impl<T: ToJSON> Reply<T> {
+    fn problem(p: Problem, replayed: Option<String>) -> Reply<T> {
+        match p.status {
+            400 => Reply::BadRequest(Json(p)),
+            401 => Reply::Unauthorized(Json(p), "Bearer".to_string()),
+            404 => Reply::NotFound(Json(p), replayed),
+            409 => Reply::Conflict(Json(p), None, replayed),
+            412 => Reply::PreconditionFailed(Json(p), replayed),
+            422 => Reply::Unprocessable(Json(p), replayed),
+            503 => Reply::Unavailable(Json(p), RETRY_AFTER_S),
+            _ => Reply::Internal(Json(p)),
+        }
+    }
+}
+
+impl Reply<Value> {
+    /// The same reply with its body as the route's generated type.
+    pub fn typed<T: ToJSON + ParseFromJSON>(self) -> Reply<T> {
+        let parse = |v: Value| T::parse_from_json(Some(v)).map_err(|e| e.into_message());
+        let internal = |e: String| {
+            tracing::error!(error = %e, "a stored body does not fit its generated type");
+            Reply::Internal(Json(Problem::new("internal", "internal error")))
+        };
+        match self {
+            Reply::Ok(Json(v), etag, r) => parse(v).map_or_else(internal, |t| Reply::Ok(Json(t), etag, r)),
+            Reply::Created(Json(v), loc, etag, r) => {
+                parse(v).map_or_else(internal, |t| Reply::Created(Json(t), loc, etag, r))
+            }
+            Reply::BadRequest(p) => Reply::BadRequest(p),
+            Reply::Unauthorized(p, w) => Reply::Unauthorized(p, w),
+            Reply::NotFound(p, r) => Reply::NotFound(p, r),
+            Reply::Conflict(p, a, r) => Reply::Conflict(p, a, r),
+            Reply::PreconditionFailed(p, r) => Reply::PreconditionFailed(p, r),
+            Reply::Unprocessable(p, r) => Reply::Unprocessable(p, r),
+            Reply::Internal(p) => Reply::Internal(p),
+            Reply::Unavailable(p, a) => Reply::Unavailable(p, a),
+        }
+    }
+}
+
+/// API keys to tenants. Empty: single-tenant mode, every request is tenant `default`.
+#[derive(Debug, Clone, Default)]
+pub struct Tenants {
+    by_key: BTreeMap<String, String>,
+}
+
+pub const DEFAULT_TENANT: &str = "default";
+
+impl Tenants {
+    /// From `tenant:key,tenant:key`.
+    pub fn parse(spec: &str) -> Result<Tenants, String> {
+        let mut by_key = BTreeMap::new();
+        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (tenant, key) = pair.split_once(':').ok_or_else(|| format!("`{pair}` is not tenant:key"))?;
+            if tenant.is_empty() || key.len() < 16 {
+                return Err(format!(
+                    "tenant `{tenant}`: a name and a key of at least 16 characters are needed"
+                ));
+            }
+            by_key.insert(key.to_string(), tenant.to_string());
+        }
+        Ok(Tenants { by_key })
+    }
+
+    pub fn single_tenant(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    fn of(&self, req: &Request) -> Option<String> {
+        if self.single_tenant() {
+            return Some(DEFAULT_TENANT.to_string());
+        }
+        let header = req.header("Authorization")?;
+        let key = header.strip_prefix("Bearer ")?.trim();
+        self.by_key.get(key).cloned()
+    }
+}
+
+/// Where each machine and resource is served from: the store of the spec declaring it.
+pub struct Ctx {
+    stores: BTreeMap<String, Arc<Store>>,
+    leases: Option<Arc<Leases>>,
+    tenants: Tenants,
+}
+
+fn unauthorized<T: ToJSON>() -> Reply<T> {
+    Reply::problem(Problem::new("unauthorized", "send `Authorization: Bearer <api key>`"), None)
+}
+
+impl Ctx {
+    pub fn new(stores: Vec<Arc<Store>>, leases: Option<Arc<Leases>>, tenants: Tenants) -> Ctx {
+        let mut by_name = BTreeMap::new();
+        for store in stores {
+            let spec = store.spec();
+            for name in spec.machines.iter().map(|m| &m.name).chain(spec.resources.iter().map(|r| &r.name)) {
+                by_name.insert(name.clone(), store.clone());
+            }
+        }
+        Ctx { stores: by_name, leases, tenants }
+    }
+
+    pub fn leases(&self) -> Option<&Leases> {
+        self.leases.as_deref()
+    }
+
+    pub fn stores(&self) -> impl Iterator<Item = &Arc<Store>> {
+        self.stores.values()
+    }
+
+    fn store(&self, name: &str) -> Option<&Arc<Store>> {
+        self.stores.get(name)
+    }
+
+    /// `POST /<machines>`.
+    pub async fn create(
+        &self,
+        req: &Request,
+        machine: &str,
+        key: Option<String>,
+        input: Value,
+    ) -> Reply<Value> {
+        let input = object(input);
+        let action = Action::Create { machine: machine.to_string(), input: input.clone() };
+        self.command(req, machine, key, Value::Object(input), action).await
+    }
+
+    /// `POST /<machines>/{id}/<event>`. (One argument per part of the request.)
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fire(
+        &self,
+        req: &Request,
+        machine: &str,
+        id: &str,
+        event: &str,
+        key: Option<String>,
+        if_match: Option<String>,
+        params: Value,
+    ) -> Reply<Value> {
+        let Ok(id) = id.parse() else {
+            return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
+        };
+        let if_match = match if_match.as_deref().map(parse_etag) {
+            None => None,
+            Some(Some(v)) => Some(v),
+            Some(None) => {
+                return Reply::problem(
+                    Problem::new("malformed-request", "If-Match must be an ETag such as \"3\""),
+                    None,
+                );
+            }
+        };
+        let params = object(params);
+        let action = Action::Fire {
+            machine: machine.to_string(),
+            id,
+            event: event.to_string(),
+            params: params.clone(),
+            if_match,
+        };
+        self.command(req, machine, key, Value::Object(params), action).await
+    }
+
+    /// `POST /<resources>/{key}/<operation>`.
+    pub async fn operate(
+        &self,
+        req: &Request,
+        resource: &str,
+        row_key: Value,
+        operation: &str,
+        key: Option<String>,
+        params: Value,
+    ) -> Reply<Value> {
+        let params = object(params);
+        let action = Action::Operate {
+            resource: resource.to_string(),
+            key: row_key,
+            operation: operation.to_string(),
+            params: params.clone(),
+        };
+        self.command(req, resource, key, Value::Object(params), action).await
+    }
+
+    /// `GET /<machines>/{id}`.
+    pub async fn get(&self, req: &Request, machine: &str, id: &str) -> Reply<Value> {
+        let Some(tenant) = self.tenants.of(req) else { return unauthorized() };
+        let (Some(store), Ok(id)) = (self.store(machine), id.parse()) else {
+            return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
+        };
+        match store.instance(&tenant, machine, id).await {
+            Ok(Some(r)) => Reply::Ok(Json(body(&r)), Some(etag(r.version)), None),
+            Ok(None) => Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None),
+            Err(e) => store_error(e),
+        }
+    }
+
+    /// `GET /<resources>/{key}`.
+    pub async fn get_resource(&self, req: &Request, resource: &str, row_key: Value) -> Reply<Value> {
+        let Some(tenant) = self.tenants.of(req) else { return unauthorized() };
+        let Some(store) = self.store(resource) else {
+            return Reply::problem(Problem::new("not-found", format!("no resource {resource}")), None);
+        };
+        match store.resource(&tenant, resource, &row_key).await {
+            Ok(Some(r)) => Reply::Ok(Json(body(&r)), Some(etag(r.version)), None),
+            Ok(None) => Reply::problem(Problem::new("not-found", format!("no {resource} `{row_key}`")), None),
+            Err(e) => store_error(e),
+        }
+    }
+
+    /// The idempotency contract around one command: key, fingerprint, lease, execute,
+    /// release, and the HTTP form of the outcome (the same for a fresh and a replayed one).
+    async fn command(
+        &self,
+        req: &Request,
+        name: &str,
+        key: Option<String>,
+        body: Value,
+        action: Action,
+    ) -> Reply<Value> {
+        let Some(tenant) = self.tenants.of(req) else { return unauthorized() };
+        let Some(header) = key else {
+            return Reply::problem(
+                Problem::new("missing-idempotency-key", "send an Idempotency-Key header with every POST"),
+                None,
+            );
+        };
+        let key = match ordo_idempotency::parse_key(&header) {
+            Ok(k) => k,
+            Err(e) => return Reply::problem(Problem::new("bad-idempotency-key", e.to_string()), None),
+        };
+        let Some(store) = self.store(name) else {
+            return Reply::problem(Problem::new("not-found", format!("no {name}")), None);
+        };
+        let fingerprint = ordo_idempotency::fingerprint(req.method().as_str(), req.uri().path(), &body);
+        // The first insurance: hold the key in Redis while the request runs. Redis away
+        // means no lease, never a failure: the database record still stops duplicates.
+        let lease = match self.leases.as_deref() {
+            None => None,
+            Some(leases) => match leases.claim(&tenant, &key).await {
+                Ok(Claim::Acquired(lease)) => Some((leases, lease)),
+                Ok(Claim::Held { retry_after_ms }) => {
+                    let p = Problem::new(
+                        "idempotency-key-in-use",
+                        "a request with this key is in flight; retry later",
+                    );
+                    return Reply::Conflict(Json(p), Some(retry_after_ms.div_ceil(1000).max(1)), None);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency lease skipped");
+                    None
+                }
+            },
+        };
+        let cmd = Command { tenant, idempotency: Some(IdempotencyKey { key, fingerprint }), action };
+        let result = store.execute(&cmd).await;
+        if let Some((leases, lease)) = lease
+            && let Err(e) = leases.release(&lease).await
+        {
+            tracing::warn!(error = %e, "idempotency lease not released; it expires by itself");
+        }
+        match result {
+            Ok(done) => reply(&done, &cmd),
+            Err(e) => store_error(e),
+        }
+    }
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// `"3"` (or `W/"3"`, or a bare `3`) to version 3.
+fn parse_etag(s: &str) -> Option<i64> {
+    s.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
+}
+
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The JSON body of an instance or row: id, state, version, timestamps, and its fields.
+pub fn body(r: &Record) -> Value {
+    let mut m = r.fields.clone();
+    if r.state.is_some() {
+        m.insert("id".to_string(), Value::from(r.id.clone()));
+    }
+    if let Some(s) = &r.state {
+        m.insert("state".to_string(), Value::from(s.clone()));
+    }
+    m.insert("version".to_string(), Value::from(r.version));
+    let time = |t: &chrono::DateTime<chrono::Utc>| {
+        Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
+    m.insert("created_at".to_string(), time(&r.created_at));
+    m.insert("updated_at".to_string(), time(&r.updated_at));
+    Value::Object(m)
+}
+
+/// The collection path of a machine, as its routes and `Location` use it: `/orders`.
+pub fn collection(machine: &str) -> String {
+    ordo_spec::ir::table_name(machine)
+}
+
+fn reply(done: &Executed, cmd: &Command) -> Reply<Value> {
+    let replayed = done.replayed.then(|| "true".to_string());
+    match &done.outcome {
+        Outcome::Applied { instance } => {
+            let tag = etag(instance.version);
+            if let Action::Create { .. } = cmd.action {
+                let location = format!("/{}/{}", collection(&instance.name), instance.id);
+                Reply::Created(Json(body(instance)), location, tag, replayed)
+            } else {
+                Reply::Ok(Json(body(instance)), Some(tag), replayed)
+            }
+        }
+        Outcome::Rejected { rejection } => Reply::problem(problem(rejection), replayed),
+    }
+}
+
+fn problem(r: &Rejection) -> Problem {
+    match r {
+        Rejection::NotFound => Problem::new("not-found", "no such instance for this tenant"),
+        Rejection::InvalidInput { field, reason } => {
+            let mut p = Problem::new("invalid-input", format!("`{field}` {reason}"));
+            p.field = Some(field.clone());
+            p
+        }
+        Rejection::WrongState { state, allowed } => {
+            let mut p = Problem::new("invalid-transition", format!("not allowed in state `{state}`"));
+            p.state = Some(state.clone());
+            p.allowed = Some(allowed.clone());
+            p
+        }
+        Rejection::GuardFailed { guard, condition } => {
+            let mut p = Problem::new("guard-failed", format!("`{condition}` does not hold"));
+            p.guard = Some(guard.clone());
+            p
+        }
+        Rejection::StaleVersion { current } => {
+            let mut p = Problem::new("stale-version", format!("the current version is {current}"));
+            p.current_version = Some(*current);
+            p
+        }
+        Rejection::CheckFailed { field, reason } => {
+            let mut p = Problem::new("check-failed", format!("`{field}`: {reason}"));
+            p.field = Some(field.clone());
+            p
+        }
+        Rejection::ResourceCheck { resource, key, field } => {
+            let mut p = Problem::new(
+                "resource-check",
+                format!("{resource} `{key}`: `{field}` would break its check"),
+            );
+            p.resource = Some(resource.clone());
+            p.key = Some(key.clone());
+            p.field = Some(field.clone());
+            p
+        }
+        Rejection::KeyReused => {
+            Problem::new("idempotency-key-reused", "this key was used for a different request")
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> Reply<Value> {
+    match e {
+        StoreError::Busy { .. } | StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "overloaded");
+            Reply::problem(Problem::new("overloaded", "busy; retry after the given time"), None)
+        }
+        StoreError::UnknownTarget(what) => {
+            Reply::problem(Problem::new("not-found", format!("unknown {what}")), None)
+        }
+        StoreError::Invalid(what) => Reply::problem(Problem::new("malformed-request", what), None),
+        other => {
+            tracing::error!(error = %other, "internal error");
+            Reply::problem(Problem::new("internal", "internal error"), None)
+        }
+    }
+}

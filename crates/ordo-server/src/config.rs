@@ -1,0 +1,105 @@
+//! Configuration: defaults, then `ordo.toml`, then `ORDO_*` environment variables (and the
+//! conventional `DATABASE_URL` / `REDIS_URL`), then the command line.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+/// Largest request body accepted, in bytes.
+pub const BODY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
+/// How long a request may run before it is answered 503.
+pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where to listen; default 127.0.0.1:8080.
+    pub listen: SocketAddr,
+    /// `sqlite://ordo.db?mode=rwc` (the embedded default) or `postgres://...`.
+    pub database_url: String,
+    /// Redis for idempotency leases; none by default (the database alone still stops duplicates).
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    pub redis_prefix: String,
+    /// `tenant:key,tenant:key`; empty runs single-tenant without auth (loopback only).
+    pub api_keys: String,
+    pub pool_size: u32,
+    pub acquire_timeout_ms: u64,
+    pub body_bytes_max: usize,
+    pub request_timeout_ms: u64,
+    pub idempotency_ttl_ms: u64,
+    pub lease_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://ordo.db?mode=rwc".to_string(),
+            redis_url: None,
+            redis_prefix: "ordo:".to_string(),
+            api_keys: String::new(),
+            pool_size: ordo_store::POOL_SIZE_DEFAULT,
+            acquire_timeout_ms: ordo_store::ACQUIRE_TIMEOUT_MS_DEFAULT,
+            body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+            request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
+            idempotency_ttl_ms: ordo_store::IDEMPOTENCY_TTL_MS_DEFAULT,
+            lease_ms: ordo_idempotency::LEASE_MS_DEFAULT,
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{name}: `{v}` is not a number"))
+}
+
+impl Config {
+    /// Defaults, then the TOML file if it exists, then the environment.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, String> {
+        let path = file.map(std::path::Path::to_path_buf).unwrap_or_else(|| "ordo.toml".into());
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(_) if file.is_none() => Config::default(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let var = |names: &[&str]| names.iter().find_map(|n| env(n));
+        if let Some(v) = var(&["ORDO_LISTEN"]) {
+            config.listen = v
+                .parse()
+                .map_err(|_| format!("ORDO_LISTEN: `{v}` is not an address such as 127.0.0.1:8080"))?;
+        }
+        if let Some(v) = var(&["ORDO_DATABASE_URL", "DATABASE_URL"]) {
+            config.database_url = v;
+        }
+        if let Some(v) = var(&["ORDO_REDIS_URL", "REDIS_URL"]) {
+            config.redis_url = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = var(&["ORDO_REDIS_PREFIX"]) {
+            config.redis_prefix = v;
+        }
+        if let Some(v) = var(&["ORDO_API_KEYS"]) {
+            config.api_keys = v;
+        }
+        if let Some(v) = var(&["ORDO_POOL_SIZE"]) {
+            config.pool_size = number("ORDO_POOL_SIZE", v)?;
+        }
+        if let Some(v) = var(&["ORDO_ACQUIRE_TIMEOUT_MS"]) {
+            config.acquire_timeout_ms = number("ORDO_ACQUIRE_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = var(&["ORDO_BODY_BYTES_MAX"]) {
+            config.body_bytes_max = number("ORDO_BODY_BYTES_MAX", v)?;
+        }
+        if let Some(v) = var(&["ORDO_REQUEST_TIMEOUT_MS"]) {
+            config.request_timeout_ms = number("ORDO_REQUEST_TIMEOUT_MS", v)?;
+        }
+        if let Some(v) = var(&["ORDO_IDEMPOTENCY_TTL_MS"]) {
+            config.idempotency_ttl_ms = number("ORDO_IDEMPOTENCY_TTL_MS", v)?;
+        }
+        if let Some(v) = var(&["ORDO_LEASE_MS"]) {
+            config.lease_ms = number("ORDO_LEASE_MS", v)?;
+        }
+        Ok(config)
+    }
+}

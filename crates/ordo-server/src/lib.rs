@@ -1,0 +1,12 @@
+//! The Ordo service: configuration, tenants, problem+json errors, the idempotency contract,
+//! and the routes generated from the specs (`OUT_DIR/generated.rs`).
+
+pub mod api;
+pub mod config;
+pub mod startup;
+
+/// The typed routes and schemas of the specs the server was built from.
+#[allow(clippy::all, unused_imports)]
+pub mod generated {
+    include!(concat!(env!("OUT_DIR"), "/generated.rs"));
+}

@@ -1,0 +1,87 @@
+//! `ordo-server`: serves the specs it was built from. Configuration: defaults, `ordo.toml`,
+//! `ORDO_*` variables, then `--listen`.
+
+use clap::Parser;
+use ordo_server::config::Config;
+use ordo_server::startup::Application;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ordo-server", about = "Serve the Ordo lifecycles of specs/*.ordo over HTTP")]
+struct Cli {
+    /// Address to listen on (overrides ORDO_LISTEN and ordo.toml).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Configuration file (default: ./ordo.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ORDO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+        )
+        .json()
+        .init();
+    let mut config = match Config::load(cli.config.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ordo-server: configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ordo-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let app = match Application::build(&config).await {
+            Ok(app) => app,
+            Err(e) => {
+                eprintln!("ordo-server: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("ordo-server: listening on http://{0} (API docs: http://{0}/docs)", app.addr);
+        match app.run_until(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ordo-server: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,186 @@
+//! `Application::build`: stores (migrated), leases, tenants, the generated routes, the docs,
+//! health and readiness, and the limits around every request. It binds before it serves,
+//! so port 0 works and the bound port is known.
+
+use crate::api::{Ctx, Problem, Tenants};
+use crate::config::Config;
+use crate::generated::{GeneratedApi, SPECS};
+use ordo_idempotency::{LeaseConfig, Leases};
+use ordo_store::{MigrateAction, Store, StoreConfig};
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, get, handler};
+use poem_openapi::OpenApiService;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    app: poem::endpoint::BoxEndpoint<'static>,
+    pub addr: SocketAddr,
+}
+
+/// The OpenAPI service of the generated routes (also used to write `docs/openapi.json`).
+pub fn openapi(ctx: Arc<Ctx>) -> OpenApiService<GeneratedApi, ()> {
+    OpenApiService::new(GeneratedApi(ctx), "Ordo", env!("CARGO_PKG_VERSION")).description(problem_doc())
+}
+
+fn problem_doc() -> String {
+    let mut doc = String::from(
+        "Lifecycles served from specs/*.ordo. Every state-changing POST needs an `Idempotency-Key` header; \
+         a repeated key gets the first outcome back with `Idempotent-Replayed: true`.\n\n\
+         Errors are RFC 9457 `application/problem+json`; their `type` is one of:\n\n",
+    );
+    for (code, status, meaning) in crate::api::PROBLEM_TYPES {
+        doc.push_str(&format!("- `urn:ordo:problem:{code}` ({status}): {meaning}\n"));
+    }
+    doc
+}
+
+/// The specs the server was built from, checked.
+pub fn specs() -> Result<Vec<(String, ordo_spec::ir::Spec)>, String> {
+    SPECS
+        .iter()
+        .map(|(name, source)| {
+            ordo_spec::compile(source)
+                .map(|s| (name.to_string(), s))
+                .map_err(|d| ordo_spec::render(&format!("specs/{name}.ordo"), source, &d))
+        })
+        .collect()
+}
+
+impl Application {
+    pub async fn build(config: &Config) -> Result<Application, String> {
+        let tenants = Tenants::parse(&config.api_keys)?;
+        if tenants.single_tenant() {
+            if !config.listen.ip().is_loopback() {
+                return Err(format!(
+                    "refusing to serve {} without API keys: set ORDO_API_KEYS=tenant:key,... or listen on 127.0.0.1",
+                    config.listen
+                ));
+            }
+            tracing::warn!(
+                "no API keys configured: single-tenant mode WITHOUT authentication (loopback only)"
+            );
+        }
+        let specs = specs()?;
+        let store_config = |url: &str| {
+            let mut c = StoreConfig::new(url);
+            c.pool_size = config.pool_size;
+            c.acquire_timeout_ms = config.acquire_timeout_ms;
+            c.idempotency_ttl_ms = config.idempotency_ttl_ms;
+            c
+        };
+        let db = ordo_store::connect(&store_config(&config.database_url)).await.map_err(|e| e.to_string())?;
+        ordo_store::migrate(&db, &specs, MigrateAction::Up).await.map_err(|e| e.to_string())?;
+        let _ = db.close().await;
+        let mut stores = Vec::new();
+        for (name, spec) in specs {
+            let store = Store::open(store_config(&config.database_url), &name, spec, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            stores.push(Arc::new(store));
+        }
+        let leases = match &config.redis_url {
+            Some(url) => {
+                let mut lc = LeaseConfig::new(url.clone(), config.redis_prefix.clone());
+                lc.lease_ms = config.lease_ms;
+                Some(Arc::new(Leases::connect(lc).await.map_err(|e| e.to_string())?))
+            }
+            None => None,
+        };
+        let ctx = Arc::new(Ctx::new(stores, leases, tenants));
+        let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
+        let docs = service.swagger_ui();
+        let spec_json = service.spec_endpoint();
+        let timeout = Duration::from_millis(config.request_timeout_ms);
+        let body_max = config.body_bytes_max;
+        let app = Route::new()
+            .nest("/", service)
+            .nest("/docs", docs)
+            .at("/openapi.json", spec_json)
+            .at("/healthz", get(healthz))
+            .at("/readyz", get(readyz.data(ctx.clone())))
+            .around(move |ep, mut req| async move {
+                // The body limit: a declared length past it is refused before reading, and a
+                // body without one is read only up to it.
+                let declared = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
+                let too_large = || {
+                    problem_response(Problem::new(
+                        "payload-too-large",
+                        format!("bodies are limited to {body_max} bytes"),
+                    ))
+                };
+                match declared {
+                    Some(n) if n > body_max => return Ok(too_large()),
+                    Some(_) => {}
+                    None => match req.take_body().into_bytes_limit(body_max).await {
+                        Ok(bytes) => req.set_body(bytes),
+                        Err(_) => return Ok(too_large()),
+                    },
+                }
+                match tokio::time::timeout(timeout, ep.call(req)).await {
+                    Ok(r) => r.map(IntoResponse::into_response),
+                    Err(_) => Ok(problem_response(Problem::new("overloaded", "the request took too long"))),
+                }
+            })
+            .boxed();
+        let acceptor = TcpListener::bind(config.listen).into_acceptor().await.map_err(|e| e.to_string())?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .ok_or("no local address")?;
+        Ok(Application { acceptor, app, addr })
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
+    /// finish (for at most the request timeout).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(self.app, shutdown, Some(Duration::from_secs(30)))
+            .await
+    }
+
+    /// The app without a socket, for in-process tests.
+    pub fn endpoint(&self) -> &poem::endpoint::BoxEndpoint<'static> {
+        &self.app
+    }
+}
+
+fn problem_response(p: Problem) -> Response {
+    let status =
+        poem::http::StatusCode::from_u16(p.status).unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let body = poem_openapi::types::ToJSON::to_json(&p).unwrap_or_default().to_string();
+    Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .header("Retry-After", crate::api::RETRY_AFTER_S.to_string())
+        .body(body)
+}
+
+#[handler]
+fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the database answers and, if configured, Redis does.
+#[handler]
+async fn readyz(ctx: poem::web::Data<&Arc<Ctx>>) -> Response {
+    use sea_orm::ConnectionTrait;
+    for store in ctx.stores() {
+        if let Err(e) = store.connection().execute_unprepared("SELECT 1").await {
+            return Response::builder()
+                .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
+                .body(format!("database: {e}"));
+        }
+    }
+    if let Some(leases) = ctx.leases()
+        && let Err(e) = leases.ping().await
+    {
+        return Response::builder()
+            .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
+            .body(format!("redis: {e}"));
+    }
+    Response::builder().body("ready")
+}
