@@ -142,9 +142,9 @@ impl Application {
             .await
     }
 
-    /// The app without a socket, for in-process tests.
-    pub fn endpoint(&self) -> &poem::endpoint::BoxEndpoint<'static> {
-        &self.app
+    /// The app without its socket, for in-process tests.
+    pub fn into_endpoint(self) -> poem::endpoint::BoxEndpoint<'static> {
+        self.app
     }
 }
 

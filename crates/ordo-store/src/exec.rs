@@ -278,21 +278,23 @@ impl Executor {
         let ttl =
             chrono::Duration::milliseconds(i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX));
         b.values.insert("expires_at", Val::Time(now + ttl));
-        match keyed.execute_raw(b.statement(self.backend(), &self.plans.system.idempotency_put)).await {
-            Ok(_) => {
-                keyed.commit().await?;
-                Ok(Executed { outcome, replayed: false })
-            }
-            Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => {
-                // Another request with this key committed first: ours never happened. Under
-                // a snapshot isolation level the winner may not be visible yet: start over.
-                keyed.rollback().await?;
-                match self.stored(txn, &cmd.tenant, &idem.key, now).await? {
-                    Some(found) => Ok(replay(found, &idem.fingerprint)),
-                    None => Err(Stop::Retry),
-                }
-            }
-            Err(e) => Err(classify(e)),
+        let put = keyed.execute_raw(b.statement(self.backend(), &self.plans.system.idempotency_put)).await;
+        let taken = match put {
+            Ok(r) => r.rows_affected() == 0,
+            Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => true,
+            Err(e) => return Err(classify(e)),
+        };
+        if !taken {
+            keyed.commit().await?;
+            return Ok(Executed { outcome, replayed: false });
+        }
+        // Another request with this key committed first: ours never happened, and the caller
+        // gets that outcome. Under a snapshot isolation level the winner may not be visible
+        // yet: start over.
+        keyed.rollback().await?;
+        match self.stored(txn, &cmd.tenant, &idem.key, now).await? {
+            Some(found) => Ok(replay(found, &idem.fingerprint)),
+            None => Err(Stop::Retry),
         }
     }
 

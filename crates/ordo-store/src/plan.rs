@@ -658,8 +658,8 @@ fn operation_plan(
 
 fn system_plan(backend: DbBackend) -> Result<SystemPlan, PlanError> {
     // Every column of a system table but those named in `except`, each from the value of
-    // the same name.
-    let insert = |table: &str, except: &[&str]| -> Result<Sql, PlanError> {
+    // the same name; `conflict` for an upsert.
+    let insert = |table: &str, except: &[&str], conflict: Option<OnConflict>| -> Result<Sql, PlanError> {
         let mut slots = Slots::default();
         let system = schema::SystemTable::get(table)
             .ok_or_else(|| PlanError { what: table.to_string(), reason: "not a system table".to_string() })?;
@@ -679,18 +679,34 @@ fn system_plan(backend: DbBackend) -> Result<SystemPlan, PlanError> {
             .collect();
         let values: Vec<Expr> =
             cols.iter().map(|(c, ty)| Expr::val(slots.value(Source::Value((*c).to_string()), *ty))).collect();
-        let q = Query::insert()
-            .into_table(a(table))
+        let mut q = Query::insert();
+        q.into_table(a(table))
             .columns(cols.iter().map(|(c, _)| a(c)))
             .values(values)
-            .map_err(|e| PlanError { what: table.to_string(), reason: e.to_string() })?
-            .to_owned();
+            .map_err(|e| PlanError { what: table.to_string(), reason: e.to_string() })?;
+        if let Some(c) = conflict {
+            q.on_conflict(c);
+        }
         slots.finish(backend, &q, table)
     };
-    let journal = insert(JOURNAL, &[])?;
-    let outbox = insert(OUTBOX, &["sent_at"])?;
-    let idempotency_put = insert(IDEMPOTENCY, &[])?;
-    let timer_arm = insert(TIMERS, &[])?;
+    let journal = insert(JOURNAL, &[], None)?;
+    let outbox = insert(OUTBOX, &["sent_at"], None)?;
+    // A record past its retention is replaced; a live one is left alone and the insert
+    // changes no row, which tells the executor another request holds the key.
+    let idempotency_put = insert(
+        IDEMPOTENCY,
+        &[],
+        Some(
+            OnConflict::columns([a("tenant"), a("key")])
+                .update_columns([a("fingerprint"), a("outcome"), a("created_at"), a("expires_at")])
+                .action_and_where(
+                    Expr::col((a(IDEMPOTENCY), a("expires_at")))
+                        .lte(Expr::col((a("excluded"), a("created_at")))),
+                )
+                .to_owned(),
+        ),
+    )?;
+    let timer_arm = insert(TIMERS, &[], None)?;
     let (text, time) = (SqlType::Of(Type::Text), SqlType::Of(Type::Timestamp));
 
     let mut slots = Slots::default();

@@ -1,0 +1,163 @@
+//! The idempotency contract over HTTP.
+
+use crate::*;
+use poem::http::{Method, StatusCode};
+use serde_json::json;
+
+on_both!(no_key_is_400_and_writes_nothing, |backend| async move {
+    let api = stocked(backend).await;
+    let r = api.call(Method::POST, "/orders", None, Some(&order().to_string()), None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["type"], "urn:ordo:problem:missing-idempotency-key");
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(api.count("orders").await, 0);
+});
+
+on_both!(bad_keys_are_400, |backend| async move {
+    let api = stocked(backend).await;
+    for key in ["", &"k".repeat(256), "a\tb", "\"unterminated"] {
+        let r = api.call(Method::POST, "/orders", Some(key), Some(&order().to_string()), None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{key:?}");
+        assert_eq!(r.body["type"], "urn:ordo:problem:bad-idempotency-key", "{key:?}");
+    }
+    assert_eq!(api.count("orders").await, 0);
+});
+
+on_both!(same_key_twice_replays_the_first_answer, |backend| async move {
+    let api = stocked(backend).await;
+    let first = api.post("/orders", "order-1", order()).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert!(first.header("idempotent-replayed").is_none());
+    let id = first.body["id"].as_str().unwrap().to_string();
+    assert_eq!(first.header("location"), Some(format!("/orders/{id}").as_str()));
+    assert_eq!(first.header("etag"), Some("\"1\""));
+    // Same JSON, other key order and layout: a replay, not a conflict.
+    let reordered = r#"{ "amount": 100, "account": "acct",   "quantity": 2, "sku": "sku-1" }"#;
+    let second = api.call(Method::POST, "/orders", Some("order-1"), Some(reordered), None).await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert_eq!(second.header("idempotent-replayed"), Some("true"));
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.header("location"), first.header("location"));
+    assert_eq!(second.header("etag"), first.header("etag"));
+    assert_eq!(api.count("orders").await, 1);
+    // Two resource operations seeded the stock; the order adds one journal and outbox row.
+    assert_eq!(api.count("ordo_transitions").await, 3);
+    assert_eq!(api.count("ordo_outbox").await, 3);
+    let stock = api.get("/inventory/sku-1").await;
+    assert_eq!(stock.body["available"], 98, "the stock was taken once");
+});
+
+on_both!(a_key_reused_for_another_request_is_422_and_the_original_still_replays, |backend| async move {
+    let api = stocked(backend).await;
+    let first = api.post("/orders", "k", order()).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let id = first.body["id"].as_str().unwrap().to_string();
+    let mut other = order();
+    other["amount"] = json!(101);
+    for (method, path, body) in [
+        (Method::POST, "/orders".to_string(), other.to_string()),
+        (Method::POST, format!("/orders/{id}/pay"), "{}".to_string()),
+    ] {
+        let r = api.call(method, &path, Some("k"), Some(&body), None).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        assert_eq!(r.body["type"], "urn:ordo:problem:idempotency-key-reused");
+    }
+    let again = api.post("/orders", "k", order()).await;
+    assert_eq!((again.status, again.header("idempotent-replayed")), (StatusCode::CREATED, Some("true")));
+    assert_eq!(again.body, first.body);
+});
+
+on_both!(tenants_have_their_own_keys, |backend| async move {
+    let a = "aaaaaaaaaaaaaaaaaaaa";
+    let b = "bbbbbbbbbbbbbbbbbbbb";
+    let api = api(backend, |c| c.api_keys = format!("ta:{a},tb:{b}")).await;
+    let body = json!({"quantity": 5}).to_string();
+    let unauth = api.call(Method::POST, "/inventory/s/restock", Some("k"), Some(&body), None).await;
+    assert_eq!(unauth.status, StatusCode::UNAUTHORIZED);
+    let wrong = api
+        .call(Method::POST, "/inventory/s/restock", Some("k"), Some(&body), Some("nope-nope-nope-nope"))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let ra = api.call(Method::POST, "/inventory/s/restock", Some("k"), Some(&body), Some(a)).await;
+    let rb = api.call(Method::POST, "/inventory/s/restock", Some("k"), Some(&body), Some(b)).await;
+    assert_eq!((ra.status, rb.status), (StatusCode::OK, StatusCode::OK));
+    assert!(rb.header("idempotent-replayed").is_none(), "tenant B's key is its own");
+    let read_a = api.call(Method::GET, "/inventory/s", None, None, Some(a)).await;
+    assert_eq!(read_a.body["available"], 5, "tenant A's row holds only A's stock");
+});
+
+on_both!(a_malformed_body_does_not_burn_the_key, |backend| async move {
+    let api = stocked(backend).await;
+    let bad = api.call(Method::POST, "/orders", Some("k"), Some("{\"sku\": "), None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.body["type"], "urn:ordo:problem:malformed-request");
+    let wrong_type = api
+        .call(
+            Method::POST,
+            "/orders",
+            Some("k"),
+            Some(r#"{"sku":"x","quantity":"2","account":"a","amount":1}"#),
+            None,
+        )
+        .await;
+    assert_eq!(wrong_type.status, StatusCode::BAD_REQUEST);
+    let good = api.post("/orders", "k", order()).await;
+    assert_eq!(good.status, StatusCode::CREATED);
+    assert!(good.header("idempotent-replayed").is_none());
+});
+
+on_both!(rejections_are_remembered_and_replayed, |backend| async move {
+    let api = stocked(backend).await;
+    let id = api.post("/orders", "o", order()).await.body["id"].as_str().unwrap().to_string();
+    let ship = api.post(&format!("/orders/{id}/ship"), "s", json!({"carrier": "ups"})).await;
+    assert_eq!(ship.status, StatusCode::CONFLICT);
+    assert_eq!(ship.body["type"], "urn:ordo:problem:invalid-transition");
+    assert_eq!(ship.body["state"], "pending");
+    assert_eq!(ship.body["allowed"], json!(["pay", "cancel"]));
+    // Paying now would make `ship` legal, but the key's answer stays the recorded 409.
+    assert_eq!(api.post(&format!("/orders/{id}/pay"), "p", json!({})).await.status, StatusCode::OK);
+    let again = api.post(&format!("/orders/{id}/ship"), "s", json!({"carrier": "ups"})).await;
+    assert_eq!((again.status, again.header("idempotent-replayed")), (StatusCode::CONFLICT, Some("true")));
+    assert_eq!(again.body, ship.body);
+    // Other rejections map to their statuses.
+    let guard = api.post(&format!("/orders/{id}/ship"), "g", json!({"carrier": ""})).await;
+    assert_eq!(
+        (guard.status, guard.body["guard"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("has_carrier"))
+    );
+    let stale = api
+        .client
+        .post(format!("/orders/{id}/ship"))
+        .header("Idempotency-Key", "st")
+        .header("If-Match", "\"1\"")
+        .body_json(&json!({"carrier": "ups"}))
+        .send()
+        .await;
+    stale.assert_status(StatusCode::PRECONDITION_FAILED);
+    let missing = api.post("/orders/01a22269-0ece-7462-b161-5788e23c3750/pay", "m", json!({})).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let oversold = api
+        .post("/orders", "big", json!({"sku": "sku-1", "quantity": 1000, "account": "a", "amount": 1}))
+        .await;
+    assert_eq!(
+        (oversold.status, oversold.body["resource"].clone()),
+        (StatusCode::CONFLICT, json!("Inventory"))
+    );
+    let invalid = api
+        .post("/orders", "zero", json!({"sku": "sku-1", "quantity": 0, "account": "a", "amount": 1}))
+        .await;
+    assert_eq!(
+        (invalid.status, invalid.body["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("quantity"))
+    );
+});
+
+on_both!(a_record_past_its_retention_is_processed_as_new, |backend| async move {
+    let api = api(backend, |c| c.idempotency_ttl_ms = 200).await;
+    let first = api.post("/inventory/s/restock", "k", json!({"quantity": 1})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let second = api.post("/inventory/s/restock", "k", json!({"quantity": 1})).await;
+    assert_eq!((first.status, second.status), (StatusCode::OK, StatusCode::OK));
+    assert!(second.header("idempotent-replayed").is_none());
+    assert_eq!(second.body["available"], 2);
+});
