@@ -69,6 +69,8 @@ enum SpecCmd {
         #[arg(long, value_enum, default_value_t = Backend::Postgres)]
         backend: Backend,
     },
+    /// Print the typed Rust layer the server generates from the specs (all of `specs/` by default).
+    Expand { paths: Vec<PathBuf> },
     /// Print a spec's lowered IR as JSON, the form the store and codegen consume.
     Ir { file: PathBuf },
     /// Regenerate the checked-in docs of the shipped specs (`docs/specs/<name>.md`).
@@ -124,6 +126,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Top::Spec(SpecCmd::Docs) => spec_docs(),
+        Top::Spec(SpecCmd::Expand { paths }) => {
+            let mut specs = Vec::new();
+            for file in spec_files(&paths)? {
+                specs.push((spec_name(&file)?, compile_or_report(&file)?));
+            }
+            print!("{}", ordo_codegen::generate(&specs));
+            Ok(ExitCode::SUCCESS)
+        }
         Top::Spec(SpecCmd::Plan { file, backend }) => {
             let spec = compile_or_report(&file)?;
             let backend = match backend {

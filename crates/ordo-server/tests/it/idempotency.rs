@@ -161,3 +161,46 @@ on_both!(a_record_past_its_retention_is_processed_as_new, |backend| async move {
     assert!(second.header("idempotent-replayed").is_none());
     assert_eq!(second.body["available"], 2);
 });
+
+on_both!(fifty_parallel_requests_with_one_key_apply_once, |backend| async move {
+    let api = std::sync::Arc::new(stocked(backend).await);
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let api = api.clone();
+            tokio::spawn(async move { api.post("/orders", "race", order()).await })
+        })
+        .collect();
+    let (mut fresh, mut replayed, mut in_flight) = (0, 0, 0);
+    for t in tasks {
+        let r = t.await.unwrap();
+        match (r.status, r.header("idempotent-replayed")) {
+            (StatusCode::CREATED, None) => fresh += 1,
+            (StatusCode::CREATED, Some("true")) => replayed += 1,
+            (StatusCode::CONFLICT, None) => {
+                assert_eq!(r.body["type"], "urn:ordo:problem:idempotency-key-in-use");
+                assert!(r.header("retry-after").is_some());
+                in_flight += 1;
+            }
+            other => panic!("{other:?} {}", r.body),
+        }
+    }
+    assert_eq!(fresh, 1, "exactly one fresh 201 ({replayed} replays, {in_flight} in flight)");
+    assert_eq!(api.count("orders").await, 1);
+    assert_eq!(api.get("/inventory/sku-1").await.body["available"], 98);
+});
+
+/// Redis away: requests still succeed and the database still stops duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_down_still_stops_duplicates() {
+    let proxy = ordo_testkit::FaultProxy::start(ordo_testkit::socket_of(&ordo_testkit::redis_url())).await;
+    proxy.set_down(true);
+    let redis = proxy.url_via(&ordo_testkit::redis_url());
+    let api = api(ordo_testkit::Backend::Postgres, |c| c.redis_url = Some(redis)).await;
+    let ready = api.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "readiness reports Redis");
+    let first = api.post("/inventory/s/restock", "k", json!({"quantity": 3})).await;
+    let second = api.post("/inventory/s/restock", "k", json!({"quantity": 3})).await;
+    assert_eq!((first.status, second.status), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(second.header("idempotent-replayed"), Some("true"));
+    assert_eq!(api.get("/inventory/s").await.body["available"], 3, "applied once");
+}

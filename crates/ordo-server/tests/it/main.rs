@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod docs;
 mod idempotency;
 
 use ordo_server::config::Config;
