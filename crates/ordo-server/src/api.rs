@@ -41,6 +41,44 @@ pub struct Problem {
     pub current_version: Option<i64>,
 }
 
+/// The events an instance allows in its current state.
+#[derive(Debug, Clone, Object)]
+pub struct AllowedEvents {
+    pub state: String,
+    pub events: Vec<String>,
+}
+
+/// One transition from an instance's journal.
+#[derive(Debug, Clone, Object)]
+pub struct TransitionEntry {
+    pub version: i64,
+    pub event: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub from: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub to: Option<String>,
+    pub params: serde_json::Value,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A page of the journal; pass `next_after` as `after` for the next one.
+#[derive(Debug, Clone, Object)]
+pub struct TransitionPage {
+    pub items: Vec<TransitionEntry>,
+    #[oai(skip_serializing_if_is_none)]
+    pub next_after: Option<i64>,
+}
+
+/// A machine's state diagram, as Mermaid text.
+#[derive(ApiResponse)]
+#[allow(clippy::large_enum_variant)] // a response lives for one write; boxing buys nothing
+pub enum DiagramReply {
+    #[oai(status = 200)]
+    Ok(poem_openapi::payload::PlainText<String>),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+}
+
 /// Every problem `type` the API can answer with; the OpenAPI document lists them.
 pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     ("not-found", 404, "no such instance or row for this tenant"),
@@ -332,6 +370,79 @@ impl Ctx {
             Ok(Some(r)) => Reply::Ok(Json(body(&r)), Some(etag(r.version)), None),
             Ok(None) => Reply::problem(Problem::new("not-found", format!("no {resource} `{row_key}`")), None),
             Err(e) => store_error(e),
+        }
+    }
+
+    /// `GET /<machines>/{id}/events`: the state and the events allowed in it.
+    pub async fn allowed_events(&self, req: &Request, machine: &str, id: &str) -> Reply<AllowedEvents> {
+        match self.get(req, machine, id).await {
+            Reply::Ok(Json(v), etag, _) => {
+                let state = v["state"].as_str().unwrap_or_default().to_string();
+                let events = self
+                    .store(machine)
+                    .and_then(|s| s.spec().machine(machine))
+                    .map(|m| m.events_from(&state).map(|e| e.name.clone()).collect())
+                    .unwrap_or_default();
+                Reply::Ok(Json(AllowedEvents { state, events }), etag, None)
+            }
+            other => other.typed(),
+        }
+    }
+
+    /// `GET /<machines>/{id}/transitions?after=&limit=`: the journal, a page at a time.
+    pub async fn transitions(
+        &self,
+        req: &Request,
+        machine: &str,
+        id: &str,
+        after: Option<i64>,
+        limit: Option<u64>,
+    ) -> Reply<TransitionPage> {
+        // Reading the instance first gives the tenant check and the 404 of a missing one.
+        let etag = match self.get(req, machine, id).await {
+            Reply::Ok(_, etag, _) => etag,
+            other => return other.typed(),
+        };
+        let (Some(store), Some(tenant), Ok(uuid)) = (self.store(machine), self.tenants.of(req), id.parse())
+        else {
+            return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
+        };
+        let limit = limit.unwrap_or(100).clamp(1, ordo_store::JOURNAL_PAGE_MAX);
+        match store.journal(&tenant, machine, uuid, after.unwrap_or(0), limit).await {
+            Ok(entries) => {
+                let next_after =
+                    (entries.len() as u64 == limit).then(|| entries.last().map(|e| e.version)).flatten();
+                let items = entries
+                    .into_iter()
+                    .map(|e| TransitionEntry {
+                        version: e.version,
+                        event: e.event,
+                        from: e.from,
+                        to: e.to,
+                        params: e.params,
+                        at: e.at,
+                    })
+                    .collect();
+                Reply::Ok(Json(TransitionPage { items, next_after }), etag, None)
+            }
+            Err(e) => store_error(e).typed(),
+        }
+    }
+
+    /// `GET /machines/{name}/diagram`: the machine's Mermaid state diagram.
+    pub fn diagram(&self, machine: &str) -> DiagramReply {
+        let found = self.store(machine).and_then(|s| s.spec().machine(machine).cloned());
+        match found {
+            Some(m) => {
+                let spec = ordo_spec::ir::Spec { resources: Vec::new(), machines: vec![m] };
+                DiagramReply::Ok(poem_openapi::payload::PlainText(ordo_spec::graph::render(
+                    &spec,
+                    ordo_spec::graph::Format::Mermaid,
+                )))
+            }
+            None => {
+                DiagramReply::NotFound(Json(Problem::new("not-found", format!("no machine `{machine}`"))))
+            }
         }
     }
 

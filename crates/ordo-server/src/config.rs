@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 pub const BODY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
 /// How long a request may run before it is answered 503.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// How often the sweeper purges idempotency records past their retention.
+pub const SWEEP_INTERVAL_MS_DEFAULT: u64 = 60_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,6 +30,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     pub idempotency_ttl_ms: u64,
     pub lease_ms: u64,
+    /// How often expired idempotency records are purged.
+    pub sweep_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             idempotency_ttl_ms: ordo_store::IDEMPOTENCY_TTL_MS_DEFAULT,
             lease_ms: ordo_idempotency::LEASE_MS_DEFAULT,
+            sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
         }
     }
 }
@@ -99,6 +104,9 @@ impl Config {
         }
         if let Some(v) = var(&["ORDO_LEASE_MS"]) {
             config.lease_ms = number("ORDO_LEASE_MS", v)?;
+        }
+        if let Some(v) = var(&["ORDO_SWEEP_INTERVAL_MS"]) {
+            config.sweep_interval_ms = number("ORDO_SWEEP_INTERVAL_MS", v)?;
         }
         Ok(config)
     }

@@ -94,6 +94,11 @@ impl Application {
             }
             None => None,
         };
+        // The sweeper of idempotency records past their retention (all stores share the
+        // system tables, so one store's connection serves).
+        if let Some(store) = stores.first().cloned() {
+            tokio::spawn(sweep(store, Duration::from_millis(config.sweep_interval_ms)));
+        }
         let ctx = Arc::new(Ctx::new(stores, leases, tenants));
         let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
         let docs = service.swagger_ui();
@@ -150,6 +155,31 @@ impl Application {
     /// The app without its socket, for in-process tests.
     pub fn into_endpoint(self) -> poem::endpoint::BoxEndpoint<'static> {
         self.app
+    }
+}
+
+/// Records purged per statement, so one sweep never holds a long transaction.
+const SWEEP_BATCH_MAX: u64 = 1_000;
+
+async fn sweep(store: Arc<Store>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        loop {
+            match store.purge_expired(chrono::Utc::now(), SWEEP_BATCH_MAX).await {
+                Ok(n) if n == SWEEP_BATCH_MAX => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(purged = n, "expired idempotency records purged");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency sweep failed; next round will retry");
+                    break;
+                }
+            }
+        }
     }
 }
 

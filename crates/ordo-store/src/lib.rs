@@ -336,4 +336,81 @@ impl Store {
     ) -> Result<Option<Record>, StoreError> {
         self.exec.resource_row(tenant, resource, key).await
     }
+
+    /// An instance's journal in version order, after `after_version`, at most
+    /// `JOURNAL_PAGE_MAX` entries (fewer when `limit` says so).
+    pub async fn journal(
+        &self,
+        tenant: &str,
+        machine: &str,
+        id: Uuid,
+        after_version: i64,
+        limit: u64,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
+        use sea_orm::ConnectionTrait;
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query};
+        let a = Alias::new;
+        let q = Query::select()
+            .columns([a("version"), a("event"), a("from_state"), a("to_state"), a("params"), a("created_at")])
+            .from(a(schema::JOURNAL))
+            .and_where(Expr::col(a("tenant")).eq(tenant))
+            .and_where(Expr::col(a("machine")).eq(machine))
+            .and_where(Expr::col(a("entity")).eq(id.to_string()))
+            .and_where(Expr::col(a("version")).gt(after_version))
+            .order_by(a("version"), Order::Asc)
+            .limit(limit.clamp(1, JOURNAL_PAGE_MAX))
+            .to_owned();
+        let rows = self.exec.db.query_all(&q).await?;
+        rows.iter()
+            .map(|r| {
+                let params: String = r.try_get("", "params")?;
+                Ok(JournalEntry {
+                    version: r.try_get("", "version")?,
+                    event: r.try_get("", "event")?,
+                    from: r.try_get("", "from_state")?,
+                    to: r.try_get("", "to_state")?,
+                    params: serde_json::from_str(&params).unwrap_or(Json::Null),
+                    at: r.try_get("", "created_at")?,
+                })
+            })
+            .collect::<Result<_, DbErr>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Deletes idempotency records past their retention, at most `limit` per call (the
+    /// sweeper calls it until it returns fewer); returns how many went.
+    pub async fn purge_expired(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
+        use sea_orm::ConnectionTrait;
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+        let a = Alias::new;
+        let expired = Query::select()
+            .columns([a("tenant"), a("key")])
+            .from(a(schema::IDEMPOTENCY))
+            .and_where(Expr::col(a("expires_at")).lte(now))
+            .limit(Ord::max(limit, 1))
+            .to_owned();
+        let delete = Query::delete()
+            .from_table(a(schema::IDEMPOTENCY))
+            .and_where(Expr::tuple([Expr::col(a("tenant")), Expr::col(a("key"))]).in_subquery(expired))
+            .to_owned();
+        Ok(self.exec.db.execute(&delete).await?.rows_affected())
+    }
+}
+
+/// The most journal entries one read returns.
+pub const JOURNAL_PAGE_MAX: u64 = 500;
+
+/// One transition of an instance, as the journal recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub version: i64,
+    pub event: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub params: Json,
+    pub at: chrono::DateTime<chrono::Utc>,
 }

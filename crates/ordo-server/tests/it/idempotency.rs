@@ -204,3 +204,43 @@ async fn redis_down_still_stops_duplicates() {
     assert_eq!(second.header("idempotent-replayed"), Some("true"));
     assert_eq!(api.get("/inventory/s").await.body["available"], 3, "applied once");
 }
+
+on_both!(the_sweeper_purges_expired_records, |backend| async move {
+    let api = api(backend, |c| {
+        c.idempotency_ttl_ms = 100;
+        c.sweep_interval_ms = 100;
+    })
+    .await;
+    for k in ["a", "b", "c"] {
+        assert_eq!(api.post("/inventory/s/restock", k, json!({"quantity": 1})).await.status, StatusCode::OK);
+    }
+    let mut left = api.count("ordo_idempotency").await;
+    for _ in 0..50 {
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = api.count("ordo_idempotency").await;
+    }
+    assert_eq!(left, 0, "expired records are purged by the sweeper");
+});
+
+on_both!(journal_allowed_events_and_diagram, |backend| async move {
+    let api = stocked(backend).await;
+    let id = api.post("/orders", "o", order()).await.body["id"].as_str().unwrap().to_string();
+    assert_eq!(api.post(&format!("/orders/{id}/pay"), "p", json!({})).await.status, StatusCode::OK);
+    let events = api.get(&format!("/orders/{id}/events")).await;
+    assert_eq!(events.body, json!({"state": "paid", "events": ["cancel", "ship"]}));
+    let page = api.get(&format!("/orders/{id}/transitions?limit=1")).await;
+    assert_eq!(page.body["items"][0]["event"], "place");
+    assert_eq!(page.body["next_after"], 1);
+    let next = api.get(&format!("/orders/{id}/transitions?after=1")).await;
+    assert_eq!(next.body["items"][0]["event"], "pay");
+    assert_eq!(next.body["items"][0]["from"], "pending");
+    assert!(next.body.get("next_after").is_none());
+    let missing = api.get("/orders/01a22269-0ece-7462-b161-5788e23c3750/transitions").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let diagram = api.get("/machines/Order/diagram").await;
+    assert!(diagram.body.as_str().unwrap().contains("stateDiagram-v2"));
+    assert_eq!(api.get("/machines/Nope/diagram").await.status, StatusCode::NOT_FOUND);
+});
