@@ -95,6 +95,7 @@ pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     ("malformed-request", 400, "the body or a parameter does not parse"),
     ("payload-too-large", 413, "the body is larger than the configured limit"),
     ("unauthorized", 401, "no valid API key"),
+    ("rate-limited", 429, "the tenant's request rate is over its limit; retry after the given time"),
     ("overloaded", 503, "the database is busy or unavailable; retry after the given time"),
     ("internal", 500, "an internal error; it is logged, never described"),
 ];
@@ -152,6 +153,8 @@ pub enum Reply<T: ToJSON> {
     PreconditionFailed(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
     #[oai(status = 503, content_type = "application/problem+json")]
@@ -199,6 +202,7 @@ impl Reply<Value> {
             Reply::Conflict(p, a, r) => Reply::Conflict(p, a, r),
             Reply::PreconditionFailed(p, r) => Reply::PreconditionFailed(p, r),
             Reply::Unprocessable(p, r) => Reply::Unprocessable(p, r),
+            Reply::TooManyRequests(p, a) => Reply::TooManyRequests(p, a),
             Reply::Internal(p) => Reply::Internal(p),
             Reply::Unavailable(p, a) => Reply::Unavailable(p, a),
         }
@@ -243,11 +247,45 @@ impl Tenants {
     }
 }
 
+/// A token bucket per tenant: `rate_per_s` requests a second on average, bursts up to
+/// `burst`. Tenants come from configuration, so the map is bounded.
+pub struct RateLimit {
+    rate_per_s: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<BTreeMap<String, (f64, std::time::Instant)>>,
+}
+
+impl RateLimit {
+    pub fn new(rate_per_s: u32, burst: u32) -> RateLimit {
+        RateLimit {
+            rate_per_s: f64::from(rate_per_s.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Default::default(),
+        }
+    }
+
+    /// `Err(seconds to wait)` when the tenant is over its rate.
+    fn admit(&self, tenant: &str) -> Result<(), u64> {
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, last) = buckets.entry(tenant.to_string()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate_per_s).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.rate_per_s).ceil().max(1.0) as u64)
+        }
+    }
+}
+
 /// Where each machine and resource is served from: the store of the spec declaring it.
 pub struct Ctx {
     stores: BTreeMap<String, Arc<Store>>,
     leases: Option<Arc<Leases>>,
     tenants: Tenants,
+    rate: RateLimit,
 }
 
 fn unauthorized<T: ToJSON>() -> Reply<T> {
@@ -255,7 +293,12 @@ fn unauthorized<T: ToJSON>() -> Reply<T> {
 }
 
 impl Ctx {
-    pub fn new(stores: Vec<Arc<Store>>, leases: Option<Arc<Leases>>, tenants: Tenants) -> Ctx {
+    pub fn new(
+        stores: Vec<Arc<Store>>,
+        leases: Option<Arc<Leases>>,
+        tenants: Tenants,
+        rate: RateLimit,
+    ) -> Ctx {
         let mut by_name = BTreeMap::new();
         for store in stores {
             let spec = store.spec();
@@ -263,7 +306,16 @@ impl Ctx {
                 by_name.insert(name.clone(), store.clone());
             }
         }
-        Ctx { stores: by_name, leases, tenants }
+        Ctx { stores: by_name, leases, tenants, rate }
+    }
+
+    /// The request's tenant, if its key is valid and it is under its rate.
+    fn tenant<T: ToJSON>(&self, req: &Request) -> Result<String, Reply<T>> {
+        let tenant = self.tenants.of(req).ok_or_else(unauthorized)?;
+        self.rate.admit(&tenant).map_err(|wait| {
+            Reply::TooManyRequests(Json(Problem::new("rate-limited", "too many requests; slow down")), wait)
+        })?;
+        Ok(tenant)
     }
 
     pub fn leases(&self) -> Option<&Leases> {
@@ -349,7 +401,10 @@ impl Ctx {
 
     /// `GET /<machines>/{id}`.
     pub async fn get(&self, req: &Request, machine: &str, id: &str) -> Reply<Value> {
-        let Some(tenant) = self.tenants.of(req) else { return unauthorized() };
+        let tenant = match self.tenant(req) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
         let (Some(store), Ok(id)) = (self.store(machine), id.parse()) else {
             return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
         };
@@ -362,7 +417,10 @@ impl Ctx {
 
     /// `GET /<resources>/{key}`.
     pub async fn get_resource(&self, req: &Request, resource: &str, row_key: Value) -> Reply<Value> {
-        let Some(tenant) = self.tenants.of(req) else { return unauthorized() };
+        let tenant = match self.tenant(req) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
         let Some(store) = self.store(resource) else {
             return Reply::problem(Problem::new("not-found", format!("no resource {resource}")), None);
         };
@@ -456,7 +514,10 @@ impl Ctx {
         body: Value,
         action: Action,
     ) -> Reply<Value> {
-        let Some(tenant) = self.tenants.of(req) else { return unauthorized() };
+        let tenant = match self.tenant(req) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
         let Some(header) = key else {
             return Reply::problem(
                 Problem::new("missing-idempotency-key", "send an Idempotency-Key header with every POST"),

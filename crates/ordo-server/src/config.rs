@@ -8,6 +8,10 @@ use std::net::SocketAddr;
 pub const BODY_BYTES_MAX_DEFAULT: usize = 64 * 1024;
 /// How long a request may run before it is answered 503.
 pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Requests a second per tenant, on average (429 with Retry-After above it).
+pub const RATE_PER_S_DEFAULT: u32 = 2_000;
+/// Requests a tenant may send at once above its rate.
+pub const RATE_BURST_DEFAULT: u32 = 4_000;
 /// How often the sweeper purges idempotency records past their retention.
 pub const SWEEP_INTERVAL_MS_DEFAULT: u64 = 60_000;
 
@@ -32,6 +36,9 @@ pub struct Config {
     pub lease_ms: u64,
     /// How often expired idempotency records are purged.
     pub sweep_interval_ms: u64,
+    /// Requests per second per tenant, on average, and the burst allowed above it.
+    pub rate_per_s: u32,
+    pub rate_burst: u32,
 }
 
 impl Default for Config {
@@ -49,6 +56,8 @@ impl Default for Config {
             idempotency_ttl_ms: ordo_store::IDEMPOTENCY_TTL_MS_DEFAULT,
             lease_ms: ordo_idempotency::LEASE_MS_DEFAULT,
             sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
+            rate_per_s: RATE_PER_S_DEFAULT,
+            rate_burst: RATE_BURST_DEFAULT,
         }
     }
 }
@@ -104,6 +113,12 @@ impl Config {
         }
         if let Some(v) = var(&["ORDO_LEASE_MS"]) {
             config.lease_ms = number("ORDO_LEASE_MS", v)?;
+        }
+        if let Some(v) = var(&["ORDO_RATE_PER_S"]) {
+            config.rate_per_s = number("ORDO_RATE_PER_S", v)?;
+        }
+        if let Some(v) = var(&["ORDO_RATE_BURST"]) {
+            config.rate_burst = number("ORDO_RATE_BURST", v)?;
         }
         if let Some(v) = var(&["ORDO_SWEEP_INTERVAL_MS"]) {
             config.sweep_interval_ms = number("ORDO_SWEEP_INTERVAL_MS", v)?;

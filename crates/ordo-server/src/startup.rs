@@ -2,7 +2,7 @@
 //! health and readiness, and the limits around every request. It binds before it serves,
 //! so port 0 works and the bound port is known.
 
-use crate::api::{Ctx, Problem, Tenants};
+use crate::api::{Ctx, Problem, RateLimit, Tenants};
 use crate::config::Config;
 use crate::generated::{GeneratedApi, SPECS};
 use ordo_idempotency::{LeaseConfig, Leases};
@@ -27,7 +27,7 @@ pub fn openapi(ctx: Arc<Ctx>) -> OpenApiService<GeneratedApi, ()> {
 
 /// The OpenAPI document of the generated routes, as checked in at `docs/openapi.json`.
 pub fn openapi_json() -> String {
-    openapi(Arc::new(Ctx::new(Vec::new(), None, Tenants::default()))).spec()
+    openapi(Arc::new(Ctx::new(Vec::new(), None, Tenants::default(), RateLimit::new(1, 1)))).spec()
 }
 
 fn problem_doc() -> String {
@@ -99,7 +99,8 @@ impl Application {
         if let Some(store) = stores.first().cloned() {
             tokio::spawn(sweep(store, Duration::from_millis(config.sweep_interval_ms)));
         }
-        let ctx = Arc::new(Ctx::new(stores, leases, tenants));
+        let rate = RateLimit::new(config.rate_per_s, config.rate_burst);
+        let ctx = Arc::new(Ctx::new(stores, leases, tenants, rate));
         let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
         let docs = service.swagger_ui();
         let spec_json = service.spec_endpoint();

@@ -244,3 +244,52 @@ on_both!(journal_allowed_events_and_diagram, |backend| async move {
     assert!(diagram.body.as_str().unwrap().contains("stateDiagram-v2"));
     assert_eq!(api.get("/machines/Nope/diagram").await.status, StatusCode::NOT_FOUND);
 });
+
+on_both!(a_tenant_over_its_rate_gets_429_and_the_key_is_not_burned, |backend| async move {
+    let api = api(backend, |c| {
+        c.rate_per_s = 1;
+        c.rate_burst = 2;
+    })
+    .await;
+    assert_eq!(api.post("/inventory/s/restock", "a", json!({"quantity": 1})).await.status, StatusCode::OK);
+    assert_eq!(api.post("/inventory/s/restock", "b", json!({"quantity": 1})).await.status, StatusCode::OK);
+    let limited = api.post("/inventory/s/restock", "c", json!({"quantity": 1})).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.body["type"], "urn:ordo:problem:rate-limited");
+    assert!(limited.header("retry-after").is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = api.post("/inventory/s/restock", "c", json!({"quantity": 1})).await;
+    assert_eq!(later.status, StatusCode::OK);
+    assert!(later.header("idempotent-replayed").is_none(), "a 429 is not stored");
+});
+
+#[test]
+fn configuration_layers() {
+    use ordo_server::config::Config;
+    let dir = std::env::temp_dir().join(format!("ordo-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("ordo.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:9000\"\npool_size = 4\n").unwrap();
+    let env = |k: &str| match k {
+        "DATABASE_URL" => Some("postgres://db/x".to_string()),
+        "ORDO_POOL_SIZE" => Some("8".to_string()),
+        _ => None,
+    };
+    let c = Config::load(Some(&file), env).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:9000", "from the file");
+    assert_eq!(c.pool_size, 8, "the environment wins over the file");
+    assert_eq!(c.database_url, "postgres://db/x");
+    assert_eq!(c.body_bytes_max, ordo_server::config::BODY_BYTES_MAX_DEFAULT, "defaults fill the rest");
+    std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+    assert!(Config::load(Some(&file), |_| None).unwrap_err().contains("no_such_setting"));
+    assert!(Config::load(None, |k| (k == "ORDO_LISTEN").then(|| "nowhere".to_string())).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn refuses_to_serve_a_public_address_without_api_keys() {
+    let mut config = ordo_server::config::Config::default();
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    let err = ordo_server::startup::Application::build(&config).await.err().unwrap();
+    assert!(err.contains("refusing"), "{err}");
+}
