@@ -309,7 +309,9 @@ impl Ctx {
         Ctx { stores: by_name, leases, tenants, rate }
     }
 
-    /// The request's tenant, if its key is valid and it is under its rate.
+    /// The request's tenant, if its key is valid and it is under its rate; else the
+    /// answer to send (large, but sent at once, so boxing would buy nothing).
+    #[allow(clippy::result_large_err)]
     fn tenant<T: ToJSON>(&self, req: &Request) -> Result<String, Reply<T>> {
         let tenant = self.tenants.of(req).ok_or_else(unauthorized)?;
         self.rate.admit(&tenant).map_err(|wait| {
