@@ -288,8 +288,10 @@ fn configuration_layers() {
 
 #[tokio::test]
 async fn refuses_to_serve_a_public_address_without_api_keys() {
-    let mut config = ordo_server::config::Config::default();
-    config.listen = "0.0.0.0:0".parse().unwrap();
+    let config = ordo_server::config::Config {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        ..ordo_server::config::Config::default()
+    };
     let err = ordo_server::startup::Application::build(&config).await.err().unwrap();
     assert!(err.contains("refusing"), "{err}");
 }
