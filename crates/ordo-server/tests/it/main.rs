@@ -5,6 +5,7 @@
 
 mod docs;
 mod idempotency;
+mod races;
 
 use ordo_server::config::Config;
 use ordo_server::startup::Application;
