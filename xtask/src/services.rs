@@ -109,7 +109,7 @@ fn find_pg_bin(name: &str) -> Option<PathBuf> {
     versions.pop().or_else(|| which(name))
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
 }

@@ -162,7 +162,11 @@ impl Gen {
         let _ = writeln!(self.out, "#[oai(rename = \"{name}\")]");
         let _ = writeln!(self.out, "pub struct {name} {{");
         for (field, ty, doc) in fields {
-            let _ = writeln!(self.out, "    /// {doc}");
+            // A described reference becomes `allOf: [$ref, {description}]`, which some client
+            // generators refuse for enums: references go undescribed.
+            if !doc.is_empty() {
+                let _ = writeln!(self.out, "    /// {doc}");
+            }
             if ty.starts_with("Option<") {
                 let _ = writeln!(self.out, "    #[oai(rename = \"{field}\", skip_serializing_if_is_none)]");
             } else {
@@ -193,7 +197,7 @@ impl Gen {
 
         let mut fields = vec![
             ("id".to_string(), "String".to_string(), "the instance's id (a UUIDv7)".to_string()),
-            ("state".to_string(), state_enum, "the current state".to_string()),
+            ("state".to_string(), state_enum, String::new()),
             (
                 "version".to_string(),
                 "i64".to_string(),
