@@ -407,8 +407,3 @@ fn python_client(root: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
-}
