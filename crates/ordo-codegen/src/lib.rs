@@ -94,22 +94,6 @@ fn camel(name: &str) -> String {
         .collect()
 }
 
-/// `WalletHold` -> `wallet_hold`.
-pub fn snake(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 && !out.ends_with('_') {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn rust_type(f: &ir::Field) -> String {
     let base = match f.ty {
         Type::Text => "String",
@@ -257,7 +241,7 @@ impl Gen {
 
     fn machine_routes(&mut self, m: &ir::Machine) {
         let path = ir::table_name(&m.name);
-        let s = snake(&m.name);
+        let s = ir::snake_name(&m.name);
         let name = &m.name;
         let _ = write!(
             self.out,
@@ -333,7 +317,7 @@ impl Gen {
     }
 
     fn resource_routes(&mut self, r: &ir::Resource) {
-        let path = snake(&r.name);
+        let path = ir::snake_name(&r.name);
         let name = &r.name;
         let key_ty = rust_type(&ir::Field { optional: false, ..r.key.clone() });
         let _ = write!(

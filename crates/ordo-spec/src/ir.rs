@@ -257,8 +257,8 @@ pub enum Expr {
     Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
 }
 
-/// `Order` -> `orders`, `Inventory` -> `inventories`, `WalletHold` -> `wallet_holds`.
-pub fn table_name(name: &str) -> String {
+/// `WalletHold` -> `wallet_hold`: how a machine or resource name appears in paths.
+pub fn snake_name(name: &str) -> String {
     let mut snake = String::with_capacity(name.len() + 4);
     for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() {
@@ -270,6 +270,12 @@ pub fn table_name(name: &str) -> String {
             snake.push(c);
         }
     }
+    snake
+}
+
+/// `Order` -> `orders`, `Inventory` -> `inventories`, `WalletHold` -> `wallet_holds`.
+pub fn table_name(name: &str) -> String {
+    let snake = snake_name(name);
     if let Some(stem) = snake.strip_suffix('y').filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u'])) {
         format!("{stem}ies")
     } else if snake.ends_with('s') || snake.ends_with('x') || snake.ends_with("ch") || snake.ends_with("sh") {

@@ -24,6 +24,26 @@ pub fn redis_prefix() -> String {
     format!("ordo-test:{}:", uuid::Uuid::now_v7().simple())
 }
 
+/// Runs an async test body once per backend, as two tests in a module named `$name`:
+/// `postgres` and `sqlite`. The body is a closure taking the [`Backend`].
+#[macro_export]
+macro_rules! on_both {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                ($body)($crate::Backend::Postgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                ($body)($crate::Backend::Sqlite).await
+            }
+        }
+    };
+}
+
 /// The backends every store test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -100,23 +100,7 @@ impl Api {
     }
 }
 
-#[macro_export]
-macro_rules! on_both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres_and_redis() {
-                ($body)(ordo_testkit::Backend::Postgres).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn embedded_sqlite() {
-                ($body)(ordo_testkit::Backend::Sqlite).await
-            }
-        }
-    };
-}
+pub use ordo_testkit::on_both;
 
 pub fn order() -> Value {
     json!({"sku": "sku-1", "quantity": 2, "account": "acct", "amount": 100})

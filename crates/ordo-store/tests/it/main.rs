@@ -13,24 +13,7 @@ use ordo_testkit::{Backend, TestDb};
 use serde_json::{Map, Value as Json, json};
 use std::path::Path;
 
-/// Runs a test body once per backend, as two tests.
-#[macro_export]
-macro_rules! on_both {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                ($body)(ordo_testkit::Backend::Postgres).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                ($body)(ordo_testkit::Backend::Sqlite).await
-            }
-        }
-    };
-}
+pub use ordo_testkit::on_both;
 
 pub fn spec_source(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../specs").join(format!("{name}.ordo"));

@@ -1,7 +1,7 @@
 //! The plans: generic over the IR (every valid spec migrates and compiles on both
 //! backends), and the checked-in SQL of the shipped specs is fresh.
 
-use crate::on_both;
+use ordo_testkit::on_both;
 use std::path::Path;
 
 fn specs_in(dir: &Path) -> Vec<(String, String)> {
