@@ -97,3 +97,91 @@ async fn a_failed_request_is_not_stored_and_its_retry_applies() {
     assert!(retried.header("idempotent-replayed").is_none(), "the failure was not stored");
     assert_eq!(retried.body["available"], 7);
 }
+
+/// Holds a row lock from outside the server until dropped, so a request that needs the row
+/// waits (and holds its pooled connection) meanwhile.
+async fn lock_wallet(url: &str, account: &str) -> sea_orm::DatabaseTransaction {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    let txn = db.begin().await.unwrap();
+    txn.execute_unprepared(&format!("SELECT balance FROM wallets WHERE account = '{account}' FOR UPDATE"))
+        .await
+        .unwrap();
+    txn
+}
+
+/// An exhausted pool answers 503 with Retry-After, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_exhausted_pool_is_503() {
+    let api = Arc::new(
+        api(ordo_testkit::Backend::Postgres, |c| {
+            c.pool_size = 1;
+            c.acquire_timeout_ms = 300;
+        })
+        .await,
+    );
+    assert_eq!(api.post("/wallet/w/deposit", "seed", json!({"amount": 10})).await.status, StatusCode::OK);
+    let lock = lock_wallet(&api.db.url, "w").await;
+    // This one waits for the row, holding the pool's only connection.
+    let blocked = {
+        let api = api.clone();
+        tokio::spawn(async move { api.post("/wallet/w/deposit", "slow", json!({"amount": 1})).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let shed = api.post("/wallet/w2/deposit", "shed", json!({"amount": 1})).await;
+    assert_eq!(shed.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.body["type"], "urn:ordo:problem:overloaded");
+    assert!(shed.header("retry-after").is_some());
+    lock.rollback().await.unwrap();
+    assert_eq!(blocked.await.unwrap().status, StatusCode::OK);
+    let retry = api.post("/wallet/w2/deposit", "shed", json!({"amount": 1})).await;
+    assert_eq!(
+        (retry.status, retry.header("idempotent-replayed")),
+        (StatusCode::OK, None),
+        "the 503 was not stored"
+    );
+}
+
+/// SIGTERM's path: stop accepting, finish what is in flight, then return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = ordo_testkit::TestDb::postgres().await;
+    let config = ordo_server::config::Config {
+        database_url: db.url.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ordo_server::config::Config::default()
+    };
+    let app = ordo_server::startup::Application::build(&config).await.unwrap();
+    let addr = app.addr;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    let send = |key: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let body = r#"{"amount": 1}"#;
+        let req = format!(
+            "POST /wallet/w/deposit HTTP/1.1\r\nHost: x\r\nIdempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok::<String, std::io::Error>(out)
+    };
+    assert!(send("first").await.unwrap().starts_with("HTTP/1.1 200"));
+    let lock = lock_wallet(&db.url, "w").await;
+    let in_flight = tokio::spawn(send("in-flight"));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop_tx.send(()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        send("late").await.is_err() || !server.is_finished(),
+        "new connections are refused once stopping"
+    );
+    lock.rollback().await.unwrap();
+    let answered = in_flight.await.unwrap().unwrap();
+    assert!(answered.starts_with("HTTP/1.1 200"), "the in-flight request finished: {answered}");
+    tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+}
