@@ -185,3 +185,63 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert!(answered.starts_with("HTTP/1.1 200"), "the in-flight request finished: {answered}");
     tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
 }
+
+/// Runs one Redis command over a raw connection (the test's own, not the server's).
+async fn redis_command(args: &[&str]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s =
+        tokio::net::TcpStream::connect(ordo_testkit::socket_of(&ordo_testkit::redis_url())).await.unwrap();
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(cmd.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let _ = s.read(&mut buf).await.unwrap();
+}
+
+/// Redis loses the lease while the request holding it is in flight (a flush, a failover):
+/// the duplicate gets a lease of its own, and the database's unique record still lets only
+/// one of them apply; the other is answered with its outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_flushed_mid_request_still_applies_once() {
+    let prefix = ordo_testkit::redis_prefix();
+    let api = Arc::new(
+        api(ordo_testkit::Backend::Postgres, |c| {
+            c.redis_prefix = prefix.clone();
+        })
+        .await,
+    );
+    assert_eq!(api.post("/wallet/w/deposit", "seed", json!({"amount": 10})).await.status, StatusCode::OK);
+    let lock = lock_wallet(&api.db.url, "w").await;
+    let first = {
+        let api = api.clone();
+        tokio::spawn(async move { api.post("/wallet/w/deposit", "k", json!({"amount": 5})).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // While `first` waits for the row, its lease is held: a duplicate is told to wait.
+    let held = api.post("/wallet/w/deposit", "k", json!({"amount": 5})).await;
+    assert_eq!(held.status, StatusCode::CONFLICT);
+    assert_eq!(held.body["type"], "urn:ordo:problem:idempotency-key-in-use");
+    // Redis forgets every key of this server.
+    let pattern = format!("{prefix}*");
+    redis_command(&[
+        "EVAL",
+        "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0",
+        "0",
+        &pattern,
+    ])
+    .await;
+    let second = {
+        let api = api.clone();
+        tokio::spawn(async move { api.post("/wallet/w/deposit", "k", json!({"amount": 5})).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    lock.rollback().await.unwrap();
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
+    let replays = [&a, &b].iter().filter(|r| r.header("idempotent-replayed") == Some("true")).count();
+    assert_eq!(replays, 1, "one applied, the other got its outcome back");
+    assert_eq!(a.body, b.body);
+    assert_eq!(api.get("/wallet/w").await.body["balance"], 15, "deposited once");
+}
