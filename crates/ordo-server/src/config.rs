@@ -12,6 +12,8 @@ pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const RATE_PER_S_DEFAULT: u32 = 2_000;
 /// Requests a tenant may send at once above its rate.
 pub const RATE_BURST_DEFAULT: u32 = 4_000;
+/// How often the server looks for due timers (a timer fires at most this late).
+pub const TIMER_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// How often the sweeper purges idempotency records past their retention.
 pub const SWEEP_INTERVAL_MS_DEFAULT: u64 = 60_000;
 
@@ -36,6 +38,8 @@ pub struct Config {
     pub lease_ms: u64,
     /// How often expired idempotency records are purged.
     pub sweep_interval_ms: u64,
+    /// How often due timers are looked for.
+    pub timer_interval_ms: u64,
     /// Requests per second per tenant, on average, and the burst allowed above it.
     pub rate_per_s: u32,
     pub rate_burst: u32,
@@ -56,6 +60,7 @@ impl Default for Config {
             idempotency_ttl_ms: ordo_store::IDEMPOTENCY_TTL_MS_DEFAULT,
             lease_ms: ordo_idempotency::LEASE_MS_DEFAULT,
             sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
+            timer_interval_ms: TIMER_INTERVAL_MS_DEFAULT,
             rate_per_s: RATE_PER_S_DEFAULT,
             rate_burst: RATE_BURST_DEFAULT,
         }
@@ -119,6 +124,9 @@ impl Config {
         }
         if let Some(v) = var(&["ORDO_RATE_BURST"]) {
             config.rate_burst = number("ORDO_RATE_BURST", v)?;
+        }
+        if let Some(v) = var(&["ORDO_TIMER_INTERVAL_MS"]) {
+            config.timer_interval_ms = number("ORDO_TIMER_INTERVAL_MS", v)?;
         }
         if let Some(v) = var(&["ORDO_SWEEP_INTERVAL_MS"]) {
             config.sweep_interval_ms = number("ORDO_SWEEP_INTERVAL_MS", v)?;

@@ -99,6 +99,10 @@ impl Application {
         if let Some(store) = stores.first().cloned() {
             tokio::spawn(sweep(store, Duration::from_millis(config.sweep_interval_ms)));
         }
+        // Each spec's due timers fire through its store; several servers share the work.
+        for store in &stores {
+            tokio::spawn(fire_timers(store.clone(), Duration::from_millis(config.timer_interval_ms)));
+        }
         let rate = RateLimit::new(config.rate_per_s, config.rate_burst);
         let ctx = Arc::new(Ctx::new(stores, leases, tenants, rate));
         let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
@@ -177,6 +181,26 @@ async fn sweep(store: Arc<Store>, every: Duration) {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "idempotency sweep failed; next round will retry");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Timers fired per transaction.
+const TIMER_BATCH_MAX: u64 = 100;
+
+async fn fire_timers(store: Arc<Store>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        loop {
+            match store.fire_due_timers(chrono::Utc::now(), TIMER_BATCH_MAX).await {
+                Ok(n) if n as u64 == TIMER_BATCH_MAX => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "firing timers failed; next round will retry");
                     break;
                 }
             }

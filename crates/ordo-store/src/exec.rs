@@ -193,26 +193,109 @@ impl Executor {
             .map(|c| self.isolation(&c.action))
             .max_by_key(|i| rank(*i))
             .unwrap_or(ir::Isolation::ReadCommitted);
-        let mut attempt = 0u32;
+        let mut tries = 0;
         loop {
             match self.attempt(cmds, isolation).await {
                 Ok(done) => return Ok(done),
-                Err(Stop::Retry) if attempt < self.config.retries_max => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt, self.config.retry_backoff_ms_max)).await;
-                }
-                Err(Stop::Retry) => {
-                    return Err(StoreError::Busy {
-                        reason: format!("still conflicting after {} retries", self.config.retries_max),
-                    });
-                }
-                Err(Stop::Fail(e)) => return Err(e),
-                // Rejections are outcomes, decided inside `decide`; none reaches here.
-                Err(Stop::Reject(r)) => {
-                    return Err(StoreError::Internal(format!("unexpected rejection {r:?}")));
-                }
+                Err(stop) => self.after_failure(&mut tries, stop).await?,
             }
         }
+    }
+
+    /// After a failed attempt: `Ok` to try again (after a jittered backoff), at most
+    /// `config.retries_max` times for transient failures; otherwise the error to answer.
+    async fn after_failure(&self, tries: &mut u32, stop: Stop) -> Result<(), StoreError> {
+        match stop {
+            Stop::Retry if *tries < self.config.retries_max => {
+                *tries += 1;
+                tokio::time::sleep(backoff(*tries, self.config.retry_backoff_ms_max)).await;
+                Ok(())
+            }
+            Stop::Retry => Err(StoreError::Busy {
+                reason: format!("still conflicting after {} retries", self.config.retries_max),
+            }),
+            Stop::Fail(e) => Err(e),
+            // Rejections are outcomes, decided inside `decide`; none reaches here.
+            Stop::Reject(r) => Err(StoreError::Internal(format!("unexpected rejection {r:?}"))),
+        }
+    }
+
+    /// Fires the timers due at `now`, at most `limit` of them, in one transaction: the rows
+    /// are taken with `FOR UPDATE SKIP LOCKED` (so several servers share the work and no
+    /// timer is taken twice), each event goes through the normal path with idempotency key
+    /// `timer:<id>` (so a timer fires at most once, even across crashes), and the row goes.
+    /// Returns how many timers were taken.
+    pub async fn fire_due_timers(&self, now: DateTime<Utc>, limit: u64) -> Result<usize, StoreError> {
+        let isolation = self
+            .spec
+            .machines
+            .iter()
+            .flat_map(|m| m.timers.iter().filter_map(|t| m.event(&t.event)))
+            .flat_map(|e| e.transitions.iter().map(|t| t.body.isolation))
+            .max_by_key(|i| match i {
+                ir::Isolation::ReadCommitted => 0,
+                ir::Isolation::RepeatableRead => 1,
+                ir::Isolation::Serializable => 2,
+            })
+            .unwrap_or(ir::Isolation::ReadCommitted);
+        let mut tries = 0;
+        loop {
+            match self.fire_due_attempt(now, limit, isolation).await {
+                Ok(n) => return Ok(n),
+                Err(stop) => self.after_failure(&mut tries, stop).await?,
+            }
+        }
+    }
+
+    async fn fire_due_attempt(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+        isolation: ir::Isolation,
+    ) -> Result<usize, Stop> {
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockBehavior, LockType, Order, Query};
+        let a = Alias::new;
+        let machines: Vec<String> = self.spec.machines.iter().map(|m| m.name.clone()).collect();
+        let mut due = Query::select();
+        due.columns([a("id"), a("tenant"), a("machine"), a("entity"), a("event")])
+            .from(a(schema::TIMERS))
+            .and_where(Expr::col(a("due_at")).lte(now))
+            .and_where(Expr::col(a("machine")).is_in(machines))
+            .order_by(a("due_at"), Order::Asc)
+            .limit(Ord::max(limit, 1));
+        if self.backend() == DbBackend::Postgres {
+            due.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let txn = self.begin(isolation).await?;
+        let rows = txn.query_all(&due).await?;
+        for row in &rows {
+            let id: Uuid = row.try_get("", "id")?;
+            let entity: String = row.try_get("", "entity")?;
+            let cmd = Command {
+                tenant: row.try_get("", "tenant")?,
+                idempotency: Some(crate::IdempotencyKey {
+                    key: format!("timer:{id}"),
+                    fingerprint: "timer".to_string(),
+                }),
+                action: Action::Fire {
+                    machine: row.try_get("", "machine")?,
+                    id: entity.parse().map_err(|_| {
+                        Stop::Fail(StoreError::Internal(format!("timer {id}: entity {entity}")))
+                    })?,
+                    event: row.try_get("", "event")?,
+                    params: Map::new(),
+                    if_match: None,
+                },
+            };
+            // Whatever the outcome (applied, or rejected because the instance moved on), the
+            // timer is spent; leaving its state already deleted it when the event applied.
+            self.one(&txn, &cmd, now).await?;
+            let delete =
+                Query::delete().from_table(a(schema::TIMERS)).and_where(Expr::col(a("id")).eq(id)).to_owned();
+            txn.execute(&delete).await?;
+        }
+        txn.commit().await?;
+        Ok(rows.len())
     }
 
     fn check_target(&self, action: &Action) -> Result<(), StoreError> {

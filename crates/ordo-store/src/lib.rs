@@ -337,6 +337,16 @@ impl Store {
         self.exec.resource_row(tenant, resource, key).await
     }
 
+    /// Fires the timers due at `now` (at most `limit`), each at most once however many
+    /// servers sweep; returns how many were taken. See `Executor::fire_due_timers`.
+    pub async fn fire_due_timers(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u64,
+    ) -> Result<usize, StoreError> {
+        self.exec.fire_due_timers(now, limit).await
+    }
+
     /// An instance's journal in version order, after `after_version`, at most
     /// `JOURNAL_PAGE_MAX` entries (fewer when `limit` says so).
     pub async fn journal(

@@ -245,3 +245,32 @@ async fn redis_flushed_mid_request_still_applies_once() {
     assert_eq!(a.body, b.body);
     assert_eq!(api.get("/wallet/w").await.body["balance"], 15, "deposited once");
 }
+
+/// The server fires due timers by itself: an order left unpaid past its timeout (here the
+/// timer row is moved into the past) is cancelled and its stock returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_server_fires_due_timers() {
+    use sea_orm::ConnectionTrait;
+    let api = api(ordo_testkit::Backend::Sqlite, |c| c.timer_interval_ms = 50).await;
+    assert_eq!(
+        api.post("/inventory/sku-1/restock", "s", json!({"quantity": 5})).await.status,
+        StatusCode::OK
+    );
+    let id = api.post("/orders", "o", order()).await.body["id"].as_str().unwrap().to_string();
+    assert_eq!(api.get("/inventory/sku-1").await.body["available"], 3);
+    let db = sea_orm::Database::connect(&api.db.url).await.unwrap();
+    db.execute_unprepared("UPDATE ordo_timers SET due_at = '2000-01-01T00:00:00+00:00'").await.unwrap();
+    let mut state = String::new();
+    for _ in 0..100 {
+        state =
+            api.get(&format!("/orders/{id}")).await.body["state"].as_str().unwrap_or_default().to_string();
+        if state == "cancelled" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "cancelled");
+    assert_eq!(api.get("/inventory/sku-1").await.body["available"], 5);
+    let journal = api.get(&format!("/orders/{id}/transitions")).await;
+    assert_eq!(journal.body["items"][1]["event"], "cancel");
+}

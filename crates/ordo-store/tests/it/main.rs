@@ -7,6 +7,7 @@ mod concurrency;
 mod faults;
 mod illegal;
 mod plans;
+mod timers;
 
 use ordo_store::{Action, Command, Executed, IdempotencyKey, Outcome, Record, Rejection, Store, StoreConfig};
 use ordo_testkit::{Backend, TestDb};
