@@ -212,11 +212,11 @@ fn problem_response(p: Problem) -> Response {
     let status =
         poem::http::StatusCode::from_u16(p.status).unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR);
     let body = poem_openapi::types::ToJSON::to_json(&p).unwrap_or_default().to_string();
-    Response::builder()
-        .status(status)
-        .content_type("application/problem+json")
-        .header("Retry-After", crate::api::RETRY_AFTER_S.to_string())
-        .body(body)
+    let mut r = Response::builder().status(status).content_type("application/problem+json");
+    if status == poem::http::StatusCode::SERVICE_UNAVAILABLE {
+        r = r.header("Retry-After", crate::api::RETRY_AFTER_S.to_string());
+    }
+    r.body(body)
 }
 
 #[handler]
