@@ -264,14 +264,14 @@ impl Gen {
     }}
 
     /// The events a {name} allows in its current state.
-    #[oai(path = "/{path}/:id/events", method = "get", tag = "Tag::{name}", operation_id = "allowed_events_{s}")]
-    async fn allowed_events_{s}(&self, req: &Request, id: Path<String>) -> Reply<crate::api::AllowedEvents> {{
+    #[oai(path = "/{path}/:id/events", method = "get", tag = "Tag::{name}", operation_id = "get_{s}_events")]
+    async fn get_{s}_events(&self, req: &Request, id: Path<String>) -> Reply<crate::api::AllowedEvents> {{
         self.0.allowed_events(req, "{name}", &id.0).await
     }}
 
     /// A {name}'s journal, oldest first; page with `after` (a version) and `limit`.
-    #[oai(path = "/{path}/:id/transitions", method = "get", tag = "Tag::{name}", operation_id = "transitions_{s}")]
-    async fn transitions_{s}(
+    #[oai(path = "/{path}/:id/transitions", method = "get", tag = "Tag::{name}", operation_id = "get_{s}_transitions")]
+    async fn get_{s}_transitions(
         &self,
         req: &Request,
         id: Path<String>,

@@ -16,6 +16,10 @@ pub const DIAGNOSTICS_MAX: usize = 100;
 
 /// Columns every machine table has; a field may not take their names.
 const MACHINE_COLUMNS: &[&str] = &["id", "tenant", "state", "version", "created_at", "updated_at"];
+/// Names an event, create or operation may not take: the generated read route of the same
+/// machine or resource is called `get_<name>`, as the event's own route would be.
+const ROUTE_NAMES: &[&str] = &["get"];
+
 /// Columns every resource table has.
 const RESOURCE_COLUMNS: &[&str] = &["tenant", "version", "created_at", "updated_at"];
 
@@ -194,6 +198,21 @@ impl Checker {
             );
         }
         Some(ir::Spec { resources, machines })
+    }
+
+    /// Event, create and operation names become route names next to the read route.
+    fn route_name(&mut self, name: &ast::Ident, what: &str) {
+        if ROUTE_NAMES.contains(&name.name.as_str()) {
+            self.error(
+                Diagnostic::new(
+                    Code::ReservedName,
+                    name.span,
+                    format!("`{}` cannot name {what}: the read route has that name", name.name),
+                )
+                .label("reserved")
+                .help("choose a name that says what it does, such as `fetch` or `load`"),
+            );
+        }
     }
 
     fn name_length(&mut self, name: &ast::Ident) {
@@ -390,6 +409,7 @@ impl Checker {
                 continue;
             }
             op_names.insert(op.name.name.clone(), op.name.span);
+            self.route_name(&op.name, "an operation");
             let params = self.params(&op.params);
             let scope = Scope {
                 kind: BodyKind::Operation,
@@ -527,6 +547,7 @@ impl Checker {
             }
             Some(c) => {
                 self.name_length(&c.name);
+                self.route_name(&c.name, "a create");
                 let mut taken: HashMap<String, Span> =
                     field_decls.iter().map(|f| (f.name.name.clone(), f.name.span)).collect();
                 let refs: Vec<&ast::FieldDecl> = c.params.iter().collect();
@@ -555,6 +576,7 @@ impl Checker {
             let decls = &groups[name];
             let first = decls[0];
             self.name_length(&first.name);
+            self.route_name(&first.name, "an event");
             if let Some(c) = creates.first()
                 && c.name.name == *name
             {
