@@ -101,36 +101,27 @@ impl Config {
         if let Some(v) = var(&["ORDO_API_KEYS"]) {
             config.api_keys = v;
         }
-        if let Some(v) = var(&["ORDO_POOL_SIZE"]) {
-            config.pool_size = number("ORDO_POOL_SIZE", v)?;
+        // The numeric settings, each from `ORDO_<FIELD>` in upper case.
+        macro_rules! numbers {
+            ($($field:ident),*) => {$(
+                let name = concat!("ORDO_", stringify!($field)).to_ascii_uppercase();
+                if let Some(v) = env(&name) {
+                    config.$field = number(&name, v)?;
+                }
+            )*};
         }
-        if let Some(v) = var(&["ORDO_ACQUIRE_TIMEOUT_MS"]) {
-            config.acquire_timeout_ms = number("ORDO_ACQUIRE_TIMEOUT_MS", v)?;
-        }
-        if let Some(v) = var(&["ORDO_BODY_BYTES_MAX"]) {
-            config.body_bytes_max = number("ORDO_BODY_BYTES_MAX", v)?;
-        }
-        if let Some(v) = var(&["ORDO_REQUEST_TIMEOUT_MS"]) {
-            config.request_timeout_ms = number("ORDO_REQUEST_TIMEOUT_MS", v)?;
-        }
-        if let Some(v) = var(&["ORDO_IDEMPOTENCY_TTL_MS"]) {
-            config.idempotency_ttl_ms = number("ORDO_IDEMPOTENCY_TTL_MS", v)?;
-        }
-        if let Some(v) = var(&["ORDO_LEASE_MS"]) {
-            config.lease_ms = number("ORDO_LEASE_MS", v)?;
-        }
-        if let Some(v) = var(&["ORDO_RATE_PER_S"]) {
-            config.rate_per_s = number("ORDO_RATE_PER_S", v)?;
-        }
-        if let Some(v) = var(&["ORDO_RATE_BURST"]) {
-            config.rate_burst = number("ORDO_RATE_BURST", v)?;
-        }
-        if let Some(v) = var(&["ORDO_TIMER_INTERVAL_MS"]) {
-            config.timer_interval_ms = number("ORDO_TIMER_INTERVAL_MS", v)?;
-        }
-        if let Some(v) = var(&["ORDO_SWEEP_INTERVAL_MS"]) {
-            config.sweep_interval_ms = number("ORDO_SWEEP_INTERVAL_MS", v)?;
-        }
+        numbers!(
+            pool_size,
+            acquire_timeout_ms,
+            body_bytes_max,
+            request_timeout_ms,
+            idempotency_ttl_ms,
+            lease_ms,
+            rate_per_s,
+            rate_burst,
+            timer_interval_ms,
+            sweep_interval_ms
+        );
         Ok(config)
     }
 }
