@@ -47,6 +47,12 @@ pub fn generate(specs: &[(String, ir::Spec)]) -> String {
     g.line("");
     g.line("#[poem_openapi::OpenApi]");
     g.line("impl GeneratedApi {");
+    g.line("    /// The tenant's events, oldest first, in an order that never skips one: page with `after`.");
+    g.line("    #[oai(path = \"/events\", method = \"get\", operation_id = \"list_events\")]");
+    g.line("    async fn list_events(&self, req: &Request, after: Query<Option<String>>, limit: Query<Option<u64>>) -> Reply<crate::api::EventPage> {");
+    g.line("        self.0.events(req, after.0, limit.0).await");
+    g.line("    }");
+    g.line("");
     g.line("    /// A machine's state diagram (Mermaid).");
     g.line("    #[oai(path = \"/machines/:name/diagram\", method = \"get\", operation_id = \"machine_diagram\")]");
     g.line("    async fn machine_diagram(&self, name: Path<String>) -> crate::api::DiagramReply {");

@@ -69,6 +69,24 @@ pub struct TransitionPage {
     pub next_after: Option<i64>,
 }
 
+/// An event of the feed: what changed, and the cursor that continues after it.
+#[derive(Debug, Clone, Object)]
+pub struct FeedEvent {
+    pub cursor: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// id, tenant, machine, entity, version, event, from, to, params, at.
+    pub event: serde_json::Value,
+}
+
+/// A page of the tenant's events; pass `next` as `after` for the next one.
+#[derive(Debug, Clone, Object)]
+pub struct EventPage {
+    pub items: Vec<FeedEvent>,
+    /// The cursor to continue from (the given one when nothing new has committed).
+    #[oai(skip_serializing_if_is_none)]
+    pub next: Option<String>,
+}
+
 /// A machine's state diagram, as Mermaid text.
 #[derive(ApiResponse)]
 #[allow(clippy::large_enum_variant)] // a response lives for one write; boxing buys nothing
@@ -484,6 +502,30 @@ impl Ctx {
                     })
                     .collect();
                 Reply::Ok(Json(TransitionPage { items, next_after }), etag, None)
+            }
+            Err(e) => store_error(e).typed(),
+        }
+    }
+
+    /// `GET /events?after=&limit=`: the tenant's events, oldest first, from every spec.
+    pub async fn events(&self, req: &Request, after: Option<String>, limit: Option<u64>) -> Reply<EventPage> {
+        let tenant = match self.tenant(req) {
+            Ok(t) => t,
+            Err(reply) => return reply,
+        };
+        // All specs share one database and outbox: any store reads the whole feed.
+        let Some(store) = self.stores.values().next() else {
+            return Reply::Ok(Json(EventPage { items: Vec::new(), next: after }), None, None);
+        };
+        let limit = limit.unwrap_or(100);
+        match store.events_after(&tenant, after.as_deref(), limit).await {
+            Ok(events) => {
+                let next = events.last().map(|e| e.cursor.clone()).or(after);
+                let items = events
+                    .into_iter()
+                    .map(|e| FeedEvent { cursor: e.cursor, at: e.created_at, event: e.payload })
+                    .collect();
+                Reply::Ok(Json(EventPage { items, next }), None, None)
             }
             Err(e) => store_error(e).typed(),
         }

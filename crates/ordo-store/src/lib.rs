@@ -347,6 +347,63 @@ impl Store {
         self.exec.fire_due_timers(now, limit).await
     }
 
+    /// A tenant's events (outbox rows), oldest first, after `after` (a cursor from an earlier
+    /// page; none for the beginning), at most `limit` (capped by `EVENTS_PAGE_MAX`). The
+    /// order is commit-safe: no event ever appears behind a cursor already handed out.
+    pub async fn events_after(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<OutboxEvent>, StoreError> {
+        use sea_orm::{ConnectionTrait, Statement};
+        let (txid, seq) = match after {
+            None => (-1i64, -1i64),
+            Some(c) => {
+                let (t, s) = c
+                    .split_once('-')
+                    .ok_or_else(|| StoreError::Invalid(format!("`{c}` is not an events cursor")))?;
+                let parse = |x: &str| {
+                    x.parse::<i64>()
+                        .map_err(|_| StoreError::Invalid(format!("`{c}` is not an events cursor")))
+                };
+                (parse(t)?, parse(s)?)
+            }
+        };
+        let limit = i64::try_from(limit.clamp(1, EVENTS_PAGE_MAX)).unwrap_or(1);
+        let backend = self.backend();
+        let stmt = match backend {
+            DbBackend::Postgres => Statement::from_sql_and_values(
+                backend,
+                "SELECT txid, seq, payload, created_at FROM ordo_outbox \
+                 WHERE tenant = $1 AND (txid, seq) > ($2, $3) \
+                 AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 ORDER BY txid, seq LIMIT $4",
+                [tenant.into(), txid.into(), seq.into(), limit.into()],
+            ),
+            _ => Statement::from_sql_and_values(
+                backend,
+                "SELECT 0 AS txid, rowid AS seq, payload, created_at FROM ordo_outbox \
+                 WHERE tenant = ? AND rowid > ? ORDER BY rowid LIMIT ?",
+                [tenant.into(), seq.into(), limit.into()],
+            ),
+        };
+        let rows = self.exec.db.query_all_raw(stmt).await?;
+        rows.iter()
+            .map(|r| {
+                let txid: i64 = r.try_get("", "txid")?;
+                let seq: i64 = r.try_get("", "seq")?;
+                let payload: String = r.try_get("", "payload")?;
+                Ok(OutboxEvent {
+                    cursor: format!("{txid}-{seq}"),
+                    payload: serde_json::from_str(&payload).unwrap_or(Json::Null),
+                    created_at: r.try_get("", "created_at")?,
+                })
+            })
+            .collect::<Result<_, DbErr>>()
+            .map_err(StoreError::from)
+    }
+
     /// An instance's journal in version order, after `after_version`, at most
     /// `JOURNAL_PAGE_MAX` entries (fewer when `limit` says so).
     pub async fn journal(
@@ -409,6 +466,17 @@ impl Store {
             .to_owned();
         Ok(self.exec.db.execute(&delete).await?.rows_affected())
     }
+}
+
+/// The most events one read returns.
+pub const EVENTS_PAGE_MAX: u64 = 1_000;
+
+/// An event from the outbox, with the cursor that continues after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEvent {
+    pub cursor: String,
+    pub payload: Json,
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The most journal entries one read returns.

@@ -147,7 +147,46 @@ impl MigratorTraitSelf for Migrator {
                 spec: spec.clone(),
             }));
         }
+        all.push(Box::new(OutboxCursor));
         all
+    }
+}
+
+/// A commit-safe order over the outbox, for `events_after`. On PostgreSQL each row records
+/// its transaction id and a sequence number; readers take only rows of transactions older
+/// than every running one, in (txid, seq) order, so a row never appears behind the cursor
+/// after it passed. On SQLite, one writer at a time makes rowid order the commit order.
+struct OutboxCursor;
+
+impl MigrationName for OutboxCursor {
+    fn name(&self) -> &str {
+        "m0003_ordo_outbox_cursor"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OutboxCursor {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
+            let conn = manager.get_connection();
+            conn.execute_unprepared(
+                "ALTER TABLE ordo_outbox ADD COLUMN seq BIGSERIAL, \
+                 ADD COLUMN txid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint)",
+            )
+            .await?;
+            conn.execute_unprepared("CREATE INDEX ordo_outbox_cursor ON ordo_outbox (tenant, txid, seq)")
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
+            let conn = manager.get_connection();
+            conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_cursor").await?;
+            conn.execute_unprepared("ALTER TABLE ordo_outbox DROP COLUMN seq, DROP COLUMN txid").await?;
+        }
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod basics;
 mod concurrency;
+mod events;
 mod faults;
 mod illegal;
 mod plans;
