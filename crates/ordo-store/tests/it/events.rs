@@ -45,8 +45,8 @@ on_both!(events_page_in_order_per_tenant, |backend| async move {
     ));
 });
 
-/// Writers commit in any order while a reader follows the feed: every event is read once,
-/// none is skipped, and each instance's events arrive in version order.
+// Writers commit in any order while a reader follows the feed: every event is read once,
+// none is skipped, and each instance's events arrive in version order.
 on_both!(the_feed_never_skips_under_concurrent_writers, |backend| async move {
     let (store, _db) = open(backend, "order").await;
     let store = Arc::new(store);
