@@ -12,6 +12,8 @@ pub const REQUEST_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const RATE_PER_S_DEFAULT: u32 = 2_000;
 /// Requests a tenant may send at once above its rate.
 pub const RATE_BURST_DEFAULT: u32 = 4_000;
+/// How often the relay looks for unsent events (it runs back to back while there are more).
+pub const RELAY_INTERVAL_MS_DEFAULT: u64 = 200;
 /// How often the server looks for due timers (a timer fires at most this late).
 pub const TIMER_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// How often the sweeper purges idempotency records past their retention.
@@ -40,6 +42,8 @@ pub struct Config {
     pub sweep_interval_ms: u64,
     /// How often due timers are looked for.
     pub timer_interval_ms: u64,
+    /// How often the relay looks for unsent events (with Redis).
+    pub relay_interval_ms: u64,
     /// Requests per second per tenant, on average, and the burst allowed above it.
     pub rate_per_s: u32,
     pub rate_burst: u32,
@@ -61,6 +65,7 @@ impl Default for Config {
             lease_ms: ordo_idempotency::LEASE_MS_DEFAULT,
             sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
             timer_interval_ms: TIMER_INTERVAL_MS_DEFAULT,
+            relay_interval_ms: RELAY_INTERVAL_MS_DEFAULT,
             rate_per_s: RATE_PER_S_DEFAULT,
             rate_burst: RATE_BURST_DEFAULT,
         }
@@ -120,6 +125,7 @@ impl Config {
             rate_per_s,
             rate_burst,
             timer_interval_ms,
+            relay_interval_ms,
             sweep_interval_ms
         );
         Ok(config)

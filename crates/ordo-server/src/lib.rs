@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod relay;
 pub mod startup;
 
 /// The typed routes and schemas of the specs the server was built from.

@@ -94,6 +94,16 @@ impl Application {
             }
             None => None,
         };
+        // With Redis, committed events are relayed to one stream per machine; without it
+        // they stay readable through GET /events. All specs share one outbox.
+        if let (Some(url), Some(store)) = (&config.redis_url, stores.first()) {
+            let relay = Arc::new(crate::relay::Relay::connect(url, &config.redis_prefix).await?);
+            tokio::spawn(crate::relay::run(
+                relay,
+                store.clone(),
+                Duration::from_millis(config.relay_interval_ms),
+            ));
+        }
         // The sweeper of idempotency records past their retention (all stores share the
         // system tables, so one store's connection serves).
         if let Some(store) = stores.first().cloned() {

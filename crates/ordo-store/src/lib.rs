@@ -404,6 +404,55 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// Takes up to `limit` unsent outbox rows for publishing, in a transaction that holds
+    /// them (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several relays share the work; SQLite's
+    /// immediate transaction is exclusive). A row is taken only when no earlier version of
+    /// its instance is still unsent, so each instance's events leave in order however many
+    /// relays run. Publish them, then call [`OutboxBatch::mark_sent`]; dropping the batch
+    /// instead leaves them unsent for the next round (at least once).
+    pub async fn claim_outbox(&self, limit: u64) -> Result<OutboxBatch, StoreError> {
+        use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+        let backend = self.backend();
+        let limit = i64::try_from(limit.clamp(1, EVENTS_PAGE_MAX)).unwrap_or(1);
+        let options = match backend {
+            DbBackend::Sqlite => sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            },
+            _ => sea_orm::TransactionOptions::default(),
+        };
+        let txn = self.exec.db.begin_with_options(options).await?;
+        let earlier_unsent = "NOT EXISTS (SELECT 1 FROM ordo_outbox p WHERE p.sent_at IS NULL \
+             AND p.tenant = o.tenant AND p.machine = o.machine AND p.entity = o.entity AND p.version < o.version)";
+        let sql = match backend {
+            DbBackend::Postgres => format!(
+                "SELECT o.id, o.machine, o.payload, o.created_at, o.txid, o.seq FROM ordo_outbox o \
+                 WHERE o.sent_at IS NULL AND {earlier_unsent} ORDER BY o.txid, o.seq LIMIT $1 FOR UPDATE SKIP LOCKED"
+            ),
+            _ => format!(
+                "SELECT o.id, o.machine, o.payload, o.created_at, 0 AS txid, o.rowid AS seq FROM ordo_outbox o \
+                 WHERE o.sent_at IS NULL AND {earlier_unsent} ORDER BY o.rowid LIMIT ?"
+            ),
+        };
+        let rows = txn.query_all_raw(Statement::from_sql_and_values(backend, sql, [limit.into()])).await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let payload: String = r.try_get("", "payload")?;
+            let txid: i64 = r.try_get("", "txid")?;
+            let seq: i64 = r.try_get("", "seq")?;
+            events.push(ClaimedEvent {
+                id: r.try_get("", "id")?,
+                machine: r.try_get("", "machine")?,
+                event: OutboxEvent {
+                    cursor: format!("{txid}-{seq}"),
+                    payload: serde_json::from_str(&payload).unwrap_or(Json::Null),
+                    created_at: r.try_get("", "created_at")?,
+                },
+            });
+        }
+        Ok(OutboxBatch { txn, events })
+    }
+
     /// An instance's journal in version order, after `after_version`, at most
     /// `JOURNAL_PAGE_MAX` entries (fewer when `limit` says so).
     pub async fn journal(
@@ -477,6 +526,40 @@ pub struct OutboxEvent {
     pub cursor: String,
     pub payload: Json,
     pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// An outbox row taken for publishing.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    pub id: Uuid,
+    pub machine: String,
+    pub event: OutboxEvent,
+}
+
+/// Outbox rows held by one relay until it marks them sent (or drops the batch).
+pub struct OutboxBatch {
+    txn: sea_orm::DatabaseTransaction,
+    pub events: Vec<ClaimedEvent>,
+}
+
+impl OutboxBatch {
+    /// Marks the batch sent and releases it.
+    pub async fn mark_sent(self, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
+        use sea_orm::ConnectionTrait;
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+        let n = self.events.len();
+        if n > 0 {
+            let ids: Vec<Uuid> = self.events.iter().map(|e| e.id).collect();
+            let update = Query::update()
+                .table(Alias::new(schema::OUTBOX))
+                .value(Alias::new("sent_at"), now)
+                .and_where(Expr::col(Alias::new("id")).is_in(ids))
+                .to_owned();
+            self.txn.execute(&update).await?;
+        }
+        self.txn.commit().await?;
+        Ok(n)
+    }
 }
 
 /// The most journal entries one read returns.

@@ -6,6 +6,7 @@
 mod docs;
 mod idempotency;
 mod races;
+mod relay;
 
 use ordo_server::config::Config;
 use ordo_server::startup::Application;

@@ -1,0 +1,91 @@
+//! The outbox relay: publishes committed events to one Redis Stream per machine
+//! (`<prefix>events:<Machine>`, `XADD`), then marks them sent. At least once: a relay that
+//! dies between `XADD` and marking leaves the rows unsent, and they are published again.
+//! In order per instance, however many servers relay (see `Store::claim_outbox`).
+
+use fred::prelude::*;
+use ordo_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Events published per round (one database transaction).
+pub const RELAY_BATCH_MAX: u64 = 500;
+/// The bound on each Redis call of the relay.
+pub const RELAY_REDIS_TIMEOUT_MS: u64 = 2_000;
+
+pub struct Relay {
+    client: Client,
+    prefix: String,
+}
+
+impl Relay {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Relay, String> {
+        let config = Config::from_url(url).map_err(|e| e.to_string())?;
+        let timeout = Duration::from_millis(RELAY_REDIS_TIMEOUT_MS);
+        let client = Builder::from_config(config)
+            .with_performance_config(|p| p.default_command_timeout = timeout)
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build()
+            .map_err(|e| e.to_string())?;
+        // The connection task lives with the runtime; its handle is not needed.
+        drop(client.connect());
+        let _ = tokio::time::timeout(timeout, client.wait_for_connect()).await;
+        Ok(Relay { client, prefix: prefix.to_string() })
+    }
+
+    /// The stream a machine's (or resource's) events go to.
+    pub fn stream(&self, machine: &str) -> String {
+        format!("{}events:{machine}", self.prefix)
+    }
+
+    /// One round: claim a batch, `XADD` each event, mark the batch sent. Returns how many
+    /// were published. On a Redis error the batch is released unsent.
+    pub async fn round(&self, store: &Store, limit: u64) -> Result<usize, String> {
+        let batch = store.claim_outbox(limit).await.map_err(|e| e.to_string())?;
+        for e in &batch.events {
+            let p = &e.event.payload;
+            let field = |k: &str| match &p[k] {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            let fields: Vec<(String, String)> = vec![
+                ("id".to_string(), field("id")),
+                ("tenant".to_string(), field("tenant")),
+                ("machine".to_string(), field("machine")),
+                ("entity".to_string(), field("entity")),
+                ("version".to_string(), field("version")),
+                ("event".to_string(), field("event")),
+                ("from".to_string(), field("from")),
+                ("to".to_string(), field("to")),
+                ("params".to_string(), field("params")),
+                ("at".to_string(), field("at")),
+                ("cursor".to_string(), e.event.cursor.clone()),
+            ];
+            let _: String = self
+                .client
+                .xadd(self.stream(&e.machine), false, None::<()>, "*", fields)
+                .await
+                .map_err(|err| err.to_string())?;
+        }
+        batch.mark_sent(chrono::Utc::now()).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Relays until the runtime stops, a round every `every`, back to back while there is more.
+pub async fn run(relay: Arc<Relay>, store: Arc<Store>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        loop {
+            match relay.round(&store, RELAY_BATCH_MAX).await {
+                Ok(n) if n as u64 == RELAY_BATCH_MAX => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay round failed; the events stay unsent and go next round");
+                    break;
+                }
+            }
+        }
+    }
+}
