@@ -1,0 +1,219 @@
+//! The consumer against real PostgreSQL (its own database) and Redis (a fresh prefix),
+//! fed by the real relay from a real store.
+
+#![allow(clippy::unwrap_used)]
+
+use fred::prelude::*;
+use ordo_consumer::{Consumer, ConsumerConfig, Event, Handler};
+use ordo_store::{Action, Command, Store, StoreConfig};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, Statement};
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+type Entry = (String, std::collections::HashMap<String, String>);
+/// XPENDING's summary: count, first id, last id, per-consumer counts.
+type PendingSummary = (u64, Option<String>, Option<String>, Vec<(String, String)>);
+
+/// Keeps a read model: the latest state of each order (the example worker's logic).
+struct ReadModel {
+    calls: AtomicUsize,
+    poison: Mutex<Option<String>>,
+}
+
+impl Handler for ReadModel {
+    fn handle<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        e: &'a Event,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.poison.lock().unwrap().as_deref() == Some(e.id()) {
+                return Err("poison".to_string());
+            }
+            let sql = "INSERT INTO order_states (id, state, version) VALUES ($1, $2, $3) \
+                       ON CONFLICT (id) DO UPDATE SET state = excluded.state, version = excluded.version \
+                       WHERE order_states.version < excluded.version";
+            let version: i64 = e.get("version").parse().unwrap_or(0);
+            txn.execute_raw(Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                sql,
+                [e.get("entity").into(), e.get("to").into(), version.into()],
+            ))
+            .await
+            .map_err(|err| err.to_string())?;
+            Ok(())
+        })
+    }
+}
+
+struct Setup {
+    _store_db: ordo_testkit::TestDb,
+    _worker_db: ordo_testkit::TestDb,
+    worker: sea_orm::DatabaseConnection,
+    stream: String,
+    orders: usize,
+    redis: Client,
+}
+
+/// `n` orders placed and paid in a store, relayed to `<prefix>events:Order`; a worker
+/// database with the read model's table.
+async fn setup(n: usize) -> Setup {
+    let store_db = ordo_testkit::TestDb::postgres().await;
+    let spec = ordo_spec::compile(include_str!("../../../specs/order.ordo")).unwrap();
+    let store = Store::open(StoreConfig::new(store_db.url.clone()), "order", spec, true).await.unwrap();
+    let cmd = |action| Command { tenant: "t1".to_string(), idempotency: None, action };
+    let obj = |v: serde_json::Value| v.as_object().cloned().unwrap();
+    store
+        .execute(&cmd(Action::Operate {
+            resource: "Inventory".into(),
+            key: json!("s"),
+            operation: "restock".into(),
+            params: obj(json!({"quantity": 1000})),
+        }))
+        .await
+        .unwrap();
+    for _ in 0..n {
+        let done = store
+            .execute(&cmd(Action::Create {
+                machine: "Order".into(),
+                input: obj(json!({"sku": "s", "quantity": 1, "account": "a", "amount": 0})),
+            }))
+            .await
+            .unwrap();
+        let ordo_store::Outcome::Applied { instance } = done.outcome else { panic!() };
+        let pay = Action::Fire {
+            machine: "Order".into(),
+            id: instance.id.parse().unwrap(),
+            event: "pay".into(),
+            params: Default::default(),
+            if_match: None,
+        };
+        store.execute(&cmd(pay)).await.unwrap();
+    }
+    let prefix = ordo_testkit::redis_prefix();
+    let relay = ordo_server::relay::Relay::connect(&ordo_testkit::redis_url(), &prefix).await.unwrap();
+    while relay.round(&store, 100).await.unwrap() > 0 {}
+    let worker_db = ordo_testkit::TestDb::postgres().await;
+    let worker = sea_orm::Database::connect(&worker_db.url).await.unwrap();
+    worker
+        .execute_unprepared(
+            "CREATE TABLE order_states (id TEXT PRIMARY KEY, state TEXT NOT NULL, version BIGINT NOT NULL)",
+        )
+        .await
+        .unwrap();
+    let redis = Client::new(Config::from_url(&ordo_testkit::redis_url()).unwrap(), None, None, None);
+    redis.init().await.unwrap();
+    Setup {
+        _store_db: store_db,
+        _worker_db: worker_db,
+        worker,
+        stream: format!("{prefix}events:Order"),
+        orders: n,
+        redis,
+    }
+}
+
+async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(sea_orm::DbBackend::Postgres, sql.to_string()))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+fn config(s: &Setup, consumer: &str) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(&ordo_testkit::redis_url(), &s.stream, "read-model", consumer);
+    c.block_ms = 50;
+    c.claim_idle_ms = 100;
+    c
+}
+
+/// Polls until a poll finds nothing to do (twice in a row, past the reclaim idle time).
+async fn drain(consumer: &Consumer, handler: &ReadModel) -> ordo_consumer::Poll {
+    let mut total = ordo_consumer::Poll::default();
+    let mut quiet = 0;
+    for _ in 0..200 {
+        let p = consumer.poll(handler).await.unwrap();
+        total.applied += p.applied;
+        total.duplicates += p.duplicates;
+        total.failed += p.failed;
+        total.dead_lettered += p.dead_lettered;
+        if p == ordo_consumer::Poll::default() {
+            quiet += 1;
+            if quiet == 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        } else {
+            quiet = 0;
+        }
+    }
+    total
+}
+
+/// A consumer died after committing two events and before acknowledging them: another
+/// reclaims its entries, acknowledges the two without applying them again, and applies the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_commit_before_ack_applies_once() {
+    let s = setup(10).await;
+    let handler = ReadModel { calls: AtomicUsize::new(0), poison: Mutex::new(None) };
+    let b = Consumer::connect(config(&s, "b"), s.worker.clone()).await.unwrap();
+    // Consumer "a" reads three entries, commits two of them (processed rows), then dies.
+    let read: std::collections::HashMap<String, Vec<Entry>> = s
+        .redis
+        .xreadgroup_map("read-model", "a", Some(3), None, false, s.stream.as_str(), ">")
+        .await
+        .unwrap();
+    let taken: Vec<_> = read.into_values().flatten().collect();
+    assert_eq!(taken.len(), 3);
+    for (_, fields) in taken.iter().take(2) {
+        s.worker
+            .execute_raw(Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "INSERT INTO ordo_processed (consumer, event_id, processed_at) VALUES ($1, $2, now())",
+                ["read-model".into(), fields["id"].clone().into()],
+            ))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let total = drain(&b, &handler).await;
+    assert_eq!(total.duplicates, 2, "the two committed entries are acknowledged, not applied again");
+    assert_eq!(total.applied, 2 * s.orders - 2);
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 2 * s.orders - 2);
+    let pending: PendingSummary = s.redis.xpending(s.stream.as_str(), "read-model", ()).await.unwrap();
+    assert_eq!(pending.0, 0, "nothing left pending");
+    assert_eq!(count(&s.worker, "SELECT COUNT(*) FROM ordo_processed").await as usize, 2 * s.orders);
+}
+
+/// An event whose handler always fails goes to the dead-letter stream after the allowed
+/// deliveries, and the group moves on to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_message_goes_to_the_dead_letter_stream() {
+    let s = setup(5).await;
+    let first: Vec<Entry> = s.redis.xrange(s.stream.as_str(), "-", "+", Some(1)).await.unwrap();
+    let poison_id = first[0].1["id"].clone();
+    let handler = ReadModel { calls: AtomicUsize::new(0), poison: Mutex::new(Some(poison_id.clone())) };
+    let mut c = config(&s, "w");
+    c.deliveries_max = 3;
+    let dead_letter = c.dead_letter.clone();
+    let consumer = Consumer::connect(c, s.worker.clone()).await.unwrap();
+    let total = drain(&consumer, &handler).await;
+    assert_eq!(total.dead_lettered, 1);
+    assert_eq!(total.failed, 3, "delivered three times before giving up");
+    assert_eq!(total.applied, 2 * s.orders - 1, "the group moved on");
+    let dead: Vec<Entry> = s.redis.xrange(dead_letter.as_str(), "-", "+", None).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1["id"], poison_id);
+    assert_eq!(dead[0].1["event"], "place");
+    // The poison was the first order's `place`; its `pay` still arrived and applied.
+    assert_eq!(
+        count(&s.worker, "SELECT COUNT(*) FROM order_states WHERE state = 'paid'").await as usize,
+        s.orders
+    );
+}
