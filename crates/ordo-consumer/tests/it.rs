@@ -189,6 +189,19 @@ async fn a_crash_after_commit_before_ack_applies_once() {
     let pending: PendingSummary = s.redis.xpending(s.stream.as_str(), "read-model", ()).await.unwrap();
     assert_eq!(pending.0, 0, "nothing left pending");
     assert_eq!(count(&s.worker, "SELECT COUNT(*) FROM ordo_processed").await as usize, 2 * s.orders);
+
+    // The relay published an event twice (it died between XADD and marking it sent): the
+    // copy is acknowledged without being applied again.
+    let first: Vec<Entry> = s.redis.xrange(s.stream.as_str(), "-", "+", Some(1)).await.unwrap();
+    let copy: Vec<(String, String)> = first[0].1.clone().into_iter().collect();
+    let _: String = s.redis.xadd(s.stream.as_str(), false, None::<()>, "*", copy).await.unwrap();
+    let again = drain(&b, &handler).await;
+    assert_eq!((again.applied, again.duplicates), (0, 1));
+    assert_eq!(
+        handler.calls.load(Ordering::SeqCst),
+        2 * s.orders - 2,
+        "the handler did not run for the copy"
+    );
 }
 
 /// An event whose handler always fails goes to the dead-letter stream after the allowed
