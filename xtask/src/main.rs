@@ -146,10 +146,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Top::Migrate { action, database_url, specs } => migrate(action, &database_url, &specs),
         Top::Test { cargo_args } => test(&cargo_args),
         Top::Bench { cargo_args } => {
+            // The database benches need PostgreSQL and Redis, found or started as for tests.
+            let services = services::ensure()?;
             let status = Command::new(cargo())
                 .current_dir(workspace_root())
                 .args(["bench", "--workspace", "--locked", "--"])
                 .args(&cargo_args)
+                .env("ORDO_TEST_PG_URL", &services.pg_url)
+                .env("ORDO_TEST_REDIS_URL", &services.redis_url)
                 .status()
                 .context("running cargo bench")?;
             Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -181,9 +181,13 @@ impl MigrationTrait for OutboxCursor {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            manager.get_connection().execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_instance").await?;
+        }
         if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
             let conn = manager.get_connection();
             conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_cursor").await?;
+            conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_instance").await?;
             conn.execute_unprepared("ALTER TABLE ordo_outbox DROP COLUMN seq, DROP COLUMN txid").await?;
         }
         Ok(())
