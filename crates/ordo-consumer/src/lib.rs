@@ -151,11 +151,17 @@ impl Consumer {
             .redis
             .xautoclaim_values(&c.stream, &c.group, &c.consumer, c.claim_idle_ms, "0-0", Some(c.batch), false)
             .await?;
-        let fresh: HashMap<String, Vec<Entry>> = self
+        // A read that times out with nothing new is a nil reply, which does not convert to
+        // a map: that one is "no entries"; any other error is reported.
+        let fresh: HashMap<String, Vec<Entry>> = match self
             .redis
             .xreadgroup_map(&c.group, &c.consumer, Some(c.batch), Some(c.block_ms), false, &c.stream, ">")
             .await
-            .unwrap_or_default();
+        {
+            Ok(read) => read,
+            Err(e) if *e.kind() == fred::error::ErrorKind::Parse => HashMap::new(),
+            Err(e) => return Err(e.into()),
+        };
         let entries = stale.into_iter().chain(fresh.into_values().flatten());
         for (stream_id, fields) in entries {
             self.one(handler, Event { stream_id, fields }, &mut poll).await?;

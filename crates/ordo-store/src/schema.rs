@@ -177,6 +177,19 @@ impl MigrationTrait for OutboxCursor {
             conn.execute_unprepared("CREATE INDEX ordo_outbox_cursor ON ordo_outbox (tenant, txid, seq)")
                 .await?;
         }
+        // The relay's check for an earlier unsent version of the same instance.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ordo_outbox_instance")
+                    .table(Alias::new(OUTBOX))
+                    .col(Alias::new("tenant"))
+                    .col(Alias::new("machine"))
+                    .col(Alias::new("entity"))
+                    .col(Alias::new("version"))
+                    .to_owned(),
+            )
+            .await?;
         Ok(())
     }
 
