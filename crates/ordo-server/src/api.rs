@@ -2,6 +2,7 @@
 //! (key, fingerprint, Redis lease, replay), the executor, and the mapping of outcomes to
 //! HTTP: typed bodies on success, RFC 9457 problem+json with a stable `type` otherwise.
 
+use crate::telemetry::KeyResult;
 use ordo_idempotency::{Claim, Leases};
 use ordo_store::{Action, Command, Executed, IdempotencyKey, Outcome, Record, Rejection, Store, StoreError};
 use poem::Request;
@@ -304,6 +305,7 @@ pub struct Ctx {
     leases: Option<Arc<Leases>>,
     tenants: Tenants,
     rate: RateLimit,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 fn unauthorized<T: ToJSON>() -> Reply<T> {
@@ -316,6 +318,7 @@ impl Ctx {
         leases: Option<Arc<Leases>>,
         tenants: Tenants,
         rate: RateLimit,
+        metrics: Arc<crate::telemetry::Metrics>,
     ) -> Ctx {
         let mut by_name = BTreeMap::new();
         for store in stores {
@@ -324,7 +327,7 @@ impl Ctx {
                 by_name.insert(name.clone(), store.clone());
             }
         }
-        Ctx { stores: by_name, leases, tenants, rate }
+        Ctx { stores: by_name, leases, tenants, rate, metrics }
     }
 
     /// The request's tenant, if its key is valid and it is under its rate; else the
@@ -590,6 +593,7 @@ impl Ctx {
                     return Reply::Conflict(Json(p), Some(retry_after_ms.div_ceil(1000).max(1)), None);
                 }
                 Err(e) => {
+                    self.metrics.idempotency(KeyResult::RedisUnavailable);
                     tracing::warn!(error = %e, "idempotency lease skipped");
                     None
                 }
@@ -603,8 +607,41 @@ impl Ctx {
             tracing::warn!(error = %e, "idempotency lease not released; it expires by itself");
         }
         match result {
-            Ok(done) => reply(&done, &cmd),
+            Ok(done) => {
+                self.count(&cmd.action, &done);
+                reply(&done, &cmd)
+            }
             Err(e) => store_error(e),
+        }
+    }
+
+    /// Counts a decided command: its outcome, and how its key went.
+    fn count(&self, action: &Action, done: &Executed) {
+        let (machine, event) = match action {
+            Action::Create { machine, .. } => {
+                let create = self
+                    .store(machine)
+                    .and_then(|s| s.spec().machine(machine))
+                    .map(|m| m.create.name.clone());
+                (machine.as_str(), create.unwrap_or_default())
+            }
+            Action::Fire { machine, event, .. } => (machine.as_str(), event.clone()),
+            Action::Operate { resource, operation, .. } => (resource.as_str(), operation.clone()),
+        };
+        let outcome = match &done.outcome {
+            Outcome::Applied { .. } => "applied".to_string(),
+            Outcome::Rejected { rejection } => {
+                problem(rejection).kind.trim_start_matches("urn:ordo:problem:").to_string()
+            }
+        };
+        let key = match &done.outcome {
+            _ if done.replayed => KeyResult::Replayed,
+            Outcome::Rejected { rejection: Rejection::KeyReused } => KeyResult::Reused,
+            _ => KeyResult::Fresh,
+        };
+        self.metrics.idempotency(key);
+        if !done.replayed && key != KeyResult::Reused {
+            self.metrics.transition(machine, &event, &outcome);
         }
     }
 }

@@ -11,3 +11,4 @@ pub mod startup;
 pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/generated.rs"));
 }
+pub mod telemetry;

@@ -27,7 +27,13 @@ pub fn openapi(ctx: Arc<Ctx>) -> OpenApiService<GeneratedApi, ()> {
 
 /// The OpenAPI document of the generated routes, as checked in at `docs/openapi.json`.
 pub fn openapi_json() -> String {
-    openapi(Arc::new(Ctx::new(Vec::new(), None, Tenants::default(), RateLimit::new(1, 1)))).spec()
+    let metrics = crate::telemetry::Metrics::new().map(Arc::new);
+    match metrics {
+        Ok(m) => {
+            openapi(Arc::new(Ctx::new(Vec::new(), None, Tenants::default(), RateLimit::new(1, 1), m))).spec()
+        }
+        Err(e) => e,
+    }
 }
 
 fn problem_doc() -> String {
@@ -114,7 +120,8 @@ impl Application {
             tokio::spawn(fire_timers(store.clone(), Duration::from_millis(config.timer_interval_ms)));
         }
         let rate = RateLimit::new(config.rate_per_s, config.rate_burst);
-        let ctx = Arc::new(Ctx::new(stores, leases, tenants, rate));
+        let metrics = Arc::new(crate::telemetry::Metrics::new()?);
+        let ctx = Arc::new(Ctx::new(stores, leases, tenants, rate, metrics.clone()));
         let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
         let docs = service.swagger_ui();
         let spec_json = service.spec_endpoint();
@@ -126,27 +133,39 @@ impl Application {
             .at("/openapi.json", spec_json)
             .at("/healthz", get(healthz))
             .at("/readyz", get(readyz.data(ctx.clone())))
-            .around(move |ep, mut req| async move {
-                // The body limit: a declared length past it is refused before reading, and a
-                // body without one is read only up to it.
-                let declared = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
-                let too_large = || {
-                    problem_response(Problem::new(
-                        "payload-too-large",
-                        format!("bodies are limited to {body_max} bytes"),
-                    ))
-                };
-                match declared {
-                    Some(n) if n > body_max => return Ok(too_large()),
-                    Some(_) => {}
-                    None => match req.take_body().into_bytes_limit(body_max).await {
-                        Ok(bytes) => req.set_body(bytes),
-                        Err(_) => return Ok(too_large()),
-                    },
-                }
-                match tokio::time::timeout(timeout, ep.call(req)).await {
-                    Ok(r) => r.map(IntoResponse::into_response),
-                    Err(_) => Ok(problem_response(Problem::new("overloaded", "the request took too long"))),
+            .at("/metrics", get(metrics_text.data(metrics.clone())))
+            .around(move |ep, mut req| {
+                let metrics = metrics.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let method = req.method().to_string();
+                    let route = crate::telemetry::route_of(req.uri().path());
+                    // The body limit: a declared length past it is refused before reading, and a
+                    // body without one is read only up to it.
+                    let declared = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
+                    let too_large = || {
+                        problem_response(Problem::new(
+                            "payload-too-large",
+                            format!("bodies are limited to {body_max} bytes"),
+                        ))
+                    };
+                    match declared {
+                        Some(n) if n > body_max => return Ok(too_large()),
+                        Some(_) => {}
+                        None => match req.take_body().into_bytes_limit(body_max).await {
+                            Ok(bytes) => req.set_body(bytes),
+                            Err(_) => return Ok(too_large()),
+                        },
+                    }
+                    let response = match tokio::time::timeout(timeout, ep.call(req)).await {
+                        Ok(r) => r.map(IntoResponse::into_response),
+                        Err(_) => {
+                            Ok(problem_response(Problem::new("overloaded", "the request took too long")))
+                        }
+                    };
+                    let status = response.as_ref().map_or(500, |r| r.status().as_u16());
+                    metrics.http(&method, &route, status, started.elapsed().as_secs_f64());
+                    response
                 }
             })
             .boxed();
@@ -227,6 +246,11 @@ fn problem_response(p: Problem) -> Response {
         r = r.header("Retry-After", crate::api::RETRY_AFTER_S.to_string());
     }
     r.body(body)
+}
+
+#[handler]
+fn metrics_text(metrics: poem::web::Data<&Arc<crate::telemetry::Metrics>>) -> Response {
+    Response::builder().content_type("text/plain; version=0.0.4").body(metrics.encode())
 }
 
 #[handler]

@@ -5,6 +5,7 @@
 
 mod docs;
 mod idempotency;
+mod metrics;
 mod races;
 mod relay;
 

@@ -1,0 +1,52 @@
+//! `/metrics` counts what was done.
+
+use crate::*;
+use poem::http::StatusCode;
+use serde_json::json;
+
+/// The value of the sample whose name and labels contain every one of `parts`.
+fn sample(text: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| parts.iter().all(|p| l.contains(p)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+on_both!(metrics_count_the_workload, |backend| async move {
+    let api = stocked(backend).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let r = api.post("/orders", &format!("o{i}"), order()).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    for i in 0..3 {
+        assert_eq!(
+            api.post("/orders", &format!("o{i}"), order()).await.header("idempotent-replayed"),
+            Some("true")
+        );
+    }
+    for id in &ids[..2] {
+        let r = api.post(&format!("/orders/{id}/ship"), &format!("ship-{id}"), json!({"carrier": "x"})).await;
+        assert_eq!(r.status, StatusCode::CONFLICT);
+    }
+    let text = api.get("/metrics").await.body.as_str().unwrap().to_string();
+    let placed = sample(&text, &["ordo_transitions_total{", "event=\"place\"", "outcome=\"applied\""]);
+    assert_eq!(placed, 10.0, "{text}");
+    let invalid =
+        sample(&text, &["ordo_transitions_total{", "event=\"ship\"", "outcome=\"invalid-transition\""]);
+    assert_eq!(invalid, 2.0);
+    assert_eq!(sample(&text, &["ordo_idempotency_total{", "result=\"replayed\""]), 3.0);
+    // 10 orders, 2 seeding operations and 2 ships were fresh.
+    assert_eq!(sample(&text, &["ordo_idempotency_total{", "result=\"fresh\""]), 14.0);
+    let created =
+        sample(&text, &["ordo_http_request_duration_seconds_count{", "route=\"/orders\"", "status=\"201\""]);
+    assert_eq!(created, 13.0, "fresh and replayed 201s");
+    let conflicts = sample(
+        &text,
+        &["ordo_http_request_duration_seconds_count{", "route=\"/orders/{id}/ship\"", "status=\"409\""],
+    );
+    assert_eq!(conflicts, 2.0);
+});
