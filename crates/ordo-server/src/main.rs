@@ -26,6 +26,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
         )
         .json()
+        // Every line carries the fields of the request it belongs to (its request id).
+        .with_current_span(true)
+        .with_span_list(false)
         .init();
     let mut config = match Config::load(cli.config.as_deref(), |k| std::env::var(k).ok()) {
         Ok(c) => c,

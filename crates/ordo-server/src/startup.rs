@@ -157,15 +157,30 @@ impl Application {
                             Err(_) => return Ok(too_large()),
                         },
                     }
-                    let response = match tokio::time::timeout(timeout, ep.call(req)).await {
+                    // A request id for every log line of the request: the caller's, when it
+                    // sends a sane one, else a new one; echoed in the response.
+                    let request_id = req
+                        .header("x-request-id")
+                        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+                        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
+                    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+                    let call = tracing::Instrument::instrument(tokio::time::timeout(timeout, ep.call(req)), span.clone());
+                    let response = match call.await {
                         Ok(r) => r.map(IntoResponse::into_response),
                         Err(_) => {
                             Ok(problem_response(Problem::new("overloaded", "the request took too long")))
                         }
                     };
                     let status = response.as_ref().map_or(500, |r| r.status().as_u16());
-                    metrics.http(&method, &route, status, started.elapsed().as_secs_f64());
-                    response
+                    let elapsed = started.elapsed();
+                    metrics.http(&method, &route, status, elapsed.as_secs_f64());
+                    tracing::debug!(parent: &span, status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
+                    response.map(|mut r| {
+                        if let Ok(v) = poem::http::HeaderValue::from_str(&request_id) {
+                            r.headers_mut().insert("x-request-id", v);
+                        }
+                        r
+                    })
                 }
             })
             .boxed();

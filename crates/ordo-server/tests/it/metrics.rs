@@ -32,6 +32,10 @@ on_both!(metrics_count_the_workload, |backend| async move {
         let r = api.post(&format!("/orders/{id}/ship"), &format!("ship-{id}"), json!({"carrier": "x"})).await;
         assert_eq!(r.status, StatusCode::CONFLICT);
     }
+    let traced = api.client.get("/healthz").header("X-Request-Id", "req-42").send().await;
+    traced.assert_header("x-request-id", "req-42");
+    let minted = api.get("/healthz").await;
+    assert_eq!(minted.header("x-request-id").map(str::len), Some(36), "a new id when none is sent");
     let text = api.get("/metrics").await.body.as_str().unwrap().to_string();
     let placed = sample(&text, &["ordo_transitions_total{", "event=\"place\"", "outcome=\"applied\""]);
     assert_eq!(placed, 10.0, "{text}");
