@@ -584,8 +584,9 @@ impl Ctx {
         let lease = match self.leases.as_deref() {
             None => None,
             Some(leases) => match leases.claim(&tenant, &key).await {
-                Ok(Claim::Acquired(lease)) => Some((leases, lease)),
+                Ok(Claim::Acquired(lease)) => Some(lease),
                 Ok(Claim::Held { retry_after_ms }) => {
+                    self.metrics.idempotency(KeyResult::InFlight);
                     let p = Problem::new(
                         "idempotency-key-in-use",
                         "a request with this key is in flight; retry later",
@@ -600,12 +601,26 @@ impl Ctx {
             },
         };
         let cmd = Command { tenant, idempotency: Some(IdempotencyKey { key, fingerprint }), action };
-        let result = store.execute(&cmd).await;
-        if let Some((leases, lease)) = lease
-            && let Err(e) = leases.release(&lease).await
-        {
-            tracing::warn!(error = %e, "idempotency lease not released; it expires by itself");
-        }
+        // The command runs to its end even if the client goes away: its outcome is recorded
+        // and its lease released, so the client's retry gets the replay instead of finding
+        // the key held until the lease expires.
+        let (store, leases) = (store.clone(), self.leases.clone());
+        let run = tokio::spawn(async move {
+            let result = store.execute(&cmd).await;
+            if let (Some(leases), Some(lease)) = (leases, lease)
+                && let Err(e) = leases.release(&lease).await
+            {
+                tracing::warn!(error = %e, "idempotency lease not released; it expires by itself");
+            }
+            (cmd, result)
+        });
+        let (cmd, result) = match run.await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "the command's task failed");
+                return Reply::problem(Problem::new("internal", "internal error"), None);
+            }
+        };
         match result {
             Ok(done) => {
                 self.count(&cmd.action, &done);

@@ -274,3 +274,31 @@ async fn the_server_fires_due_timers() {
     let journal = api.get(&format!("/orders/{id}/transitions")).await;
     assert_eq!(journal.body["items"][1]["event"], "cancel");
 }
+
+/// A request that outlives the request timeout is answered 503, but its command still runs
+/// to its end and releases its lease: the retry on the same key gets the replay (not a 409
+/// until the lease expires, and not a second effect). PostgreSQL + Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_timed_out_request_finishes_and_its_retry_replays() {
+    let api = Arc::new(
+        api(ordo_testkit::Backend::Postgres, |c| {
+            c.request_timeout_ms = 300;
+        })
+        .await,
+    );
+    assert_eq!(api.post("/wallet/w/deposit", "seed", json!({"amount": 5})).await.status, StatusCode::OK);
+    let lock = lock_wallet(&api.db.url, "w").await;
+    let timed_out = api.post("/wallet/w/deposit", "k", json!({"amount": 5})).await;
+    assert_eq!(timed_out.status, StatusCode::SERVICE_UNAVAILABLE, "answered at the timeout");
+    lock.rollback().await.unwrap();
+    let mut retry = api.post("/wallet/w/deposit", "k", json!({"amount": 5})).await;
+    for _ in 0..50 {
+        if retry.status != StatusCode::CONFLICT {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        retry = api.post("/wallet/w/deposit", "k", json!({"amount": 5})).await;
+    }
+    assert_eq!((retry.status, retry.header("idempotent-replayed")), (StatusCode::OK, Some("true")));
+    assert_eq!(api.get("/wallet/w").await.body["balance"], 10, "deposited once");
+}

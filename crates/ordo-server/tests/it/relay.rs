@@ -74,30 +74,31 @@ async fn two_relays_publish_every_event_once_in_order() {
     let store = store(&db).await;
     workload(&store).await;
     let prefix = ordo_testkit::redis_prefix();
+    // Both relays work until all 21 events are out (or a deadline); a relay that finds
+    // nothing may only be waiting for rows the other holds.
+    let published = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let relays: Vec<_> = (0..2)
         .map(|_| {
-            let (store, prefix) = (store.clone(), prefix.clone());
+            let (store, prefix, published) = (store.clone(), prefix.clone(), published.clone());
             tokio::spawn(async move {
                 let relay = Relay::connect(&ordo_testkit::redis_url(), &prefix).await.unwrap();
-                let mut published = 0;
-                for _ in 0..100 {
+                while published.load(std::sync::atomic::Ordering::SeqCst) < 21
+                    && std::time::Instant::now() < deadline
+                {
                     let n = relay.round(&store, 3).await.unwrap();
-                    published += n;
+                    published.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
                     if n == 0 {
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        if relay.round(&store, 3).await.unwrap() == 0 {
-                            break;
-                        }
                     }
                 }
-                published
             })
         })
         .collect();
-    let mut total = 0;
     for r in relays {
-        total += r.await.unwrap();
+        r.await.unwrap();
     }
+    let total = published.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(total, 21, "each event taken by exactly one relay");
     let client = redis().await;
     let orders: Vec<Entry> = client.xrange(format!("{prefix}events:Order"), "-", "+", None).await.unwrap();
