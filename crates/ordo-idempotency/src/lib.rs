@@ -182,7 +182,8 @@ impl Leases {
                 c.internal_command_timeout = timeout.max(Duration::from_millis(1_000));
                 c.max_command_attempts = 1;
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            // Reconnect for ever, at most a second apart: a Redis that is back is used again soon.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2))
             .build()?;
         // `connect` spawns the connection task, which lives with the runtime (leases are made
         // once per process); its handle is not needed, so it is detached.

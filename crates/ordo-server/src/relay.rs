@@ -24,7 +24,7 @@ impl Relay {
         let timeout = Duration::from_millis(RELAY_REDIS_TIMEOUT_MS);
         let client = Builder::from_config(config)
             .with_performance_config(|p| p.default_command_timeout = timeout)
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2))
             .build()
             .map_err(|e| e.to_string())?;
         // The connection task lives with the runtime; its handle is not needed.

@@ -139,7 +139,7 @@ async fn leases_come_back_with_redis() {
     assert!(matches!(l.claim("t", "during").await, Err(LeaseError::Unavailable(_))));
     proxy.set_down(false);
     let mut back = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         if let Ok(Claim::Acquired(_)) = l.claim("t", "after").await {
             back = true;
             break;
