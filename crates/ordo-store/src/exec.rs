@@ -146,12 +146,7 @@ impl Executor {
                 .map(|o| vec![&o.body])
                 .unwrap_or_default(),
         };
-        let rank = |i: ir::Isolation| match i {
-            ir::Isolation::ReadCommitted => 0,
-            ir::Isolation::RepeatableRead => 1,
-            ir::Isolation::Serializable => 2,
-        };
-        bodies.iter().map(|b| b.isolation).max_by_key(|i| rank(*i)).unwrap_or(ir::Isolation::ReadCommitted)
+        bodies.iter().map(|b| b.isolation).max().unwrap_or(ir::Isolation::ReadCommitted)
     }
 
     async fn begin(&self, isolation: ir::Isolation) -> Result<DatabaseTransaction, Stop> {
@@ -183,16 +178,8 @@ impl Executor {
         for cmd in cmds {
             self.check_target(&cmd.action)?;
         }
-        let rank = |i: ir::Isolation| match i {
-            ir::Isolation::ReadCommitted => 0,
-            ir::Isolation::RepeatableRead => 1,
-            ir::Isolation::Serializable => 2,
-        };
-        let isolation = cmds
-            .iter()
-            .map(|c| self.isolation(&c.action))
-            .max_by_key(|i| rank(*i))
-            .unwrap_or(ir::Isolation::ReadCommitted);
+        let isolation =
+            cmds.iter().map(|c| self.isolation(&c.action)).max().unwrap_or(ir::Isolation::ReadCommitted);
         let mut tries = 0;
         loop {
             match self.attempt(cmds, isolation).await {
@@ -232,11 +219,7 @@ impl Executor {
             .iter()
             .flat_map(|m| m.timers.iter().filter_map(|t| m.event(&t.event)))
             .flat_map(|e| e.transitions.iter().map(|t| t.body.isolation))
-            .max_by_key(|i| match i {
-                ir::Isolation::ReadCommitted => 0,
-                ir::Isolation::RepeatableRead => 1,
-                ir::Isolation::Serializable => 2,
-            })
+            .max()
             .unwrap_or(ir::Isolation::ReadCommitted);
         let mut tries = 0;
         loop {
