@@ -5,7 +5,6 @@
 
 use fred::prelude::*;
 use ordo_store::Store;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Events published per round (one database transaction).
@@ -69,23 +68,5 @@ impl Relay {
                 .map_err(|err| err.to_string())?;
         }
         batch.mark_sent(chrono::Utc::now()).await.map_err(|e| e.to_string())
-    }
-}
-
-/// Relays until the runtime stops, a round every `every`, back to back while there is more.
-pub async fn run(relay: Arc<Relay>, store: Arc<Store>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        loop {
-            match relay.round(&store, RELAY_BATCH_MAX).await {
-                Ok(n) if n as u64 == RELAY_BATCH_MAX => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay round failed; the events stay unsent and go next round");
-                    break;
-                }
-            }
-        }
     }
 }

@@ -5,6 +5,7 @@
 use crate::api::{Ctx, Problem, RateLimit, Tenants};
 use crate::config::Config;
 use crate::generated::{GeneratedApi, SPECS};
+use crate::relay::RELAY_BATCH_MAX;
 use ordo_idempotency::{LeaseConfig, Leases};
 use ordo_store::{MigrateAction, Store, StoreConfig};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
@@ -102,22 +103,39 @@ impl Application {
         };
         // With Redis, committed events are relayed to one stream per machine; without it
         // they stay readable through GET /events. All specs share one outbox.
-        if let (Some(url), Some(store)) = (&config.redis_url, stores.first()) {
+        if let (Some(url), Some(store)) = (&config.redis_url, stores.first().cloned()) {
             let relay = Arc::new(crate::relay::Relay::connect(url, &config.redis_prefix).await?);
-            tokio::spawn(crate::relay::run(
-                relay,
-                store.clone(),
-                Duration::from_millis(config.relay_interval_ms),
-            ));
+            let every = Duration::from_millis(config.relay_interval_ms);
+            tokio::spawn(periodically("relay", every, RELAY_BATCH_MAX, move || {
+                let (relay, store) = (relay.clone(), store.clone());
+                async move { relay.round(&store, RELAY_BATCH_MAX).await.map(|n| n as u64) }
+            }));
         }
         // The sweeper of idempotency records past their retention (all stores share the
         // system tables, so one store's connection serves).
         if let Some(store) = stores.first().cloned() {
-            tokio::spawn(sweep(store, Duration::from_millis(config.sweep_interval_ms)));
+            let every = Duration::from_millis(config.sweep_interval_ms);
+            tokio::spawn(periodically("idempotency sweep", every, SWEEP_BATCH_MAX, move || {
+                let store = store.clone();
+                async move {
+                    store.purge_expired(chrono::Utc::now(), SWEEP_BATCH_MAX).await.map_err(|e| e.to_string())
+                }
+            }));
         }
         // Each spec's due timers fire through its store; several servers share the work.
         for store in &stores {
-            tokio::spawn(fire_timers(store.clone(), Duration::from_millis(config.timer_interval_ms)));
+            let store = store.clone();
+            let every = Duration::from_millis(config.timer_interval_ms);
+            tokio::spawn(periodically("timers", every, TIMER_BATCH_MAX, move || {
+                let store = store.clone();
+                async move {
+                    store
+                        .fire_due_timers(chrono::Utc::now(), TIMER_BATCH_MAX)
+                        .await
+                        .map(|n| n as u64)
+                        .map_err(|e| e.to_string())
+                }
+            }));
         }
         let rate = RateLimit::new(config.rate_per_s, config.rate_burst);
         let metrics = Arc::new(crate::telemetry::Metrics::new()?);
@@ -210,41 +228,31 @@ impl Application {
 /// Records purged per statement, so one sweep never holds a long transaction.
 const SWEEP_BATCH_MAX: u64 = 1_000;
 
-async fn sweep(store: Arc<Store>, every: Duration) {
+/// Timers fired per transaction.
+const TIMER_BATCH_MAX: u64 = 100;
+
+/// Runs a batched chore until the runtime stops: a round every `every`, and rounds back to
+/// back while one comes back full (`batch_max` done), so a backlog drains at once. A failed
+/// round is logged and retried on the next tick.
+async fn periodically<F, Fut>(what: &'static str, every: Duration, batch_max: u64, mut round: F)
+where
+    F: FnMut() -> Fut + Send,
+    Fut: Future<Output = Result<u64, String>> + Send,
+{
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
         loop {
-            match store.purge_expired(chrono::Utc::now(), SWEEP_BATCH_MAX).await {
-                Ok(n) if n == SWEEP_BATCH_MAX => continue,
+            match round().await {
+                Ok(n) if n >= batch_max => continue,
                 Ok(n) => {
                     if n > 0 {
-                        tracing::info!(purged = n, "expired idempotency records purged");
+                        tracing::debug!(chore = what, done = n, "round done");
                     }
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "idempotency sweep failed; next round will retry");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Timers fired per transaction.
-const TIMER_BATCH_MAX: u64 = 100;
-
-async fn fire_timers(store: Arc<Store>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        loop {
-            match store.fire_due_timers(chrono::Utc::now(), TIMER_BATCH_MAX).await {
-                Ok(n) if n as u64 == TIMER_BATCH_MAX => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "firing timers failed; next round will retry");
+                    tracing::warn!(chore = what, error = %e, "round failed; the next one retries");
                     break;
                 }
             }
