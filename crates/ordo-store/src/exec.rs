@@ -149,7 +149,7 @@ impl Executor {
         bodies.iter().map(|b| b.isolation).max().unwrap_or(ir::Isolation::ReadCommitted)
     }
 
-    async fn begin(&self, isolation: ir::Isolation) -> Result<DatabaseTransaction, Stop> {
+    pub(crate) async fn begin(&self, isolation: ir::Isolation) -> Result<DatabaseTransaction, Stop> {
         let options = match self.backend() {
             // SQLite has one writer: take the write lock at BEGIN, so that two transactions
             // never both read and then fail to upgrade (the "database is locked" deadlock).
@@ -860,7 +860,7 @@ impl Executor {
     }
 }
 
-fn stop_to_error(s: Stop) -> StoreError {
+pub(crate) fn stop_to_error(s: Stop) -> StoreError {
     match s {
         Stop::Fail(e) => e,
         Stop::Retry => StoreError::Busy { reason: "conflict".to_string() },

@@ -389,19 +389,7 @@ impl Store {
             ),
         };
         let rows = self.exec.db.query_all_raw(stmt).await?;
-        rows.iter()
-            .map(|r| {
-                let txid: i64 = r.try_get("", "txid")?;
-                let seq: i64 = r.try_get("", "seq")?;
-                let payload: String = r.try_get("", "payload")?;
-                Ok(OutboxEvent {
-                    cursor: format!("{txid}-{seq}"),
-                    payload: serde_json::from_str(&payload).unwrap_or(Json::Null),
-                    created_at: r.try_get("", "created_at")?,
-                })
-            })
-            .collect::<Result<_, DbErr>>()
-            .map_err(StoreError::from)
+        rows.iter().map(outbox_event).collect::<Result<_, DbErr>>().map_err(StoreError::from)
     }
 
     /// Takes up to `limit` unsent outbox rows for publishing, in a transaction that holds
@@ -411,17 +399,10 @@ impl Store {
     /// relays run. Publish them, then call [`OutboxBatch::mark_sent`]; dropping the batch
     /// instead leaves them unsent for the next round (at least once).
     pub async fn claim_outbox(&self, limit: u64) -> Result<OutboxBatch, StoreError> {
-        use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
+        use sea_orm::{ConnectionTrait, Statement};
         let backend = self.backend();
         let limit = i64::try_from(limit.clamp(1, EVENTS_PAGE_MAX)).unwrap_or(1);
-        let options = match backend {
-            DbBackend::Sqlite => sea_orm::TransactionOptions {
-                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
-                ..Default::default()
-            },
-            _ => sea_orm::TransactionOptions::default(),
-        };
-        let txn = self.exec.db.begin_with_options(options).await?;
+        let txn = self.exec.begin(ir::Isolation::ReadCommitted).await.map_err(exec::stop_to_error)?;
         let earlier_unsent = "NOT EXISTS (SELECT 1 FROM ordo_outbox p WHERE p.sent_at IS NULL \
              AND p.tenant = o.tenant AND p.machine = o.machine AND p.entity = o.entity AND p.version < o.version)";
         let sql = match backend {
@@ -437,17 +418,10 @@ impl Store {
         let rows = txn.query_all_raw(Statement::from_sql_and_values(backend, sql, [limit.into()])).await?;
         let mut events = Vec::with_capacity(rows.len());
         for r in &rows {
-            let payload: String = r.try_get("", "payload")?;
-            let txid: i64 = r.try_get("", "txid")?;
-            let seq: i64 = r.try_get("", "seq")?;
             events.push(ClaimedEvent {
                 id: r.try_get("", "id")?,
                 machine: r.try_get("", "machine")?,
-                event: OutboxEvent {
-                    cursor: format!("{txid}-{seq}"),
-                    payload: serde_json::from_str(&payload).unwrap_or(Json::Null),
-                    created_at: r.try_get("", "created_at")?,
-                },
+                event: outbox_event(r)?,
             });
         }
         Ok(OutboxBatch { txn, events })
@@ -560,6 +534,18 @@ impl OutboxBatch {
         self.txn.commit().await?;
         Ok(n)
     }
+}
+
+/// An outbox row read with its `txid`, `seq`, `payload` and `created_at` columns.
+fn outbox_event(r: &sea_orm::QueryResult) -> Result<OutboxEvent, DbErr> {
+    let txid: i64 = r.try_get("", "txid")?;
+    let seq: i64 = r.try_get("", "seq")?;
+    let payload: String = r.try_get("", "payload")?;
+    Ok(OutboxEvent {
+        cursor: format!("{txid}-{seq}"),
+        payload: serde_json::from_str(&payload).unwrap_or(Json::Null),
+        created_at: r.try_get("", "created_at")?,
+    })
 }
 
 /// The most journal entries one read returns.
