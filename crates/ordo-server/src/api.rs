@@ -695,18 +695,14 @@ pub fn body(r: &Record) -> Value {
     Value::Object(m)
 }
 
-/// The collection path of a machine, as its routes and `Location` use it: `/orders`.
-pub fn collection(machine: &str) -> String {
-    ordo_spec::ir::table_name(machine)
-}
-
 fn reply(done: &Executed, cmd: &Command) -> Reply<Value> {
     let replayed = done.replayed.then(|| "true".to_string());
     match &done.outcome {
         Outcome::Applied { instance } => {
             let tag = etag(instance.version);
             if let Action::Create { .. } = cmd.action {
-                let location = format!("/{}/{}", collection(&instance.name), instance.id);
+                // Machines are served at their table's name: `/orders/{id}`.
+                let location = format!("/{}/{}", ordo_spec::ir::table_name(&instance.name), instance.id);
                 Reply::Created(Json(body(instance)), location, tag, replayed)
             } else {
                 Reply::Ok(Json(body(instance)), Some(tag), replayed)
