@@ -65,7 +65,7 @@ async fn setup(n: usize) -> Setup {
     let store_db = ordo_testkit::TestDb::postgres().await;
     let spec = ordo_spec::compile(include_str!("../../../specs/order.ordo")).unwrap();
     let store = Store::open(StoreConfig::new(store_db.url.clone()), "order", spec, true).await.unwrap();
-    let cmd = |action| Command { tenant: "t1".to_string(), idempotency: None, action };
+    let cmd = |action| Command { tenant: "t1".to_string(), idempotency: None, action, trace: None };
     let obj = |v: serde_json::Value| v.as_object().cloned().unwrap();
     store
         .execute(&cmd(Action::Operate {

@@ -206,6 +206,7 @@ impl Leases {
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "idempotency.claim", skip_all, err(Display))]
     pub async fn claim(&self, tenant: &str, key: &str) -> Result<Claim, LeaseError> {
         let k = self.redis_key(tenant, key);
         let fence = format!("{k}:fence");
@@ -221,6 +222,7 @@ impl Leases {
     }
 
     /// Releases a lease we hold; false if it had expired (and maybe been claimed again).
+    #[tracing::instrument(level = "debug", name = "idempotency.release", skip_all, err(Display))]
     pub async fn release(&self, lease: &Lease) -> Result<bool, LeaseError> {
         let deleted: i64 = self
             .bounded(self.release.evalsha_with_reload(

@@ -26,6 +26,7 @@ fn main() {
             let c = Command {
                 tenant: "t1".to_string(),
                 idempotency: None,
+                trace: None,
                 action: Action::Operate {
                     resource: "Wallet".into(),
                     key: json!(format!("w{}", i % 50)),

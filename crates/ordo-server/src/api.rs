@@ -2,7 +2,9 @@
 //! (key, fingerprint, Redis lease, replay), the executor, and the mapping of outcomes to
 //! HTTP: typed bodies on success, RFC 9457 problem+json with a stable `type` otherwise.
 
-use crate::telemetry::KeyResult;
+use crate::telemetry::{KeyResult, TraceParent};
+use tracing::Instrument as _;
+use tracing::instrument::WithSubscriber as _;
 use ordo_idempotency::{Claim, Leases};
 use ordo_store::{Action, Command, Executed, IdempotencyKey, Outcome, Record, Rejection, Store, StoreError};
 use poem::Request;
@@ -75,7 +77,8 @@ pub struct TransitionPage {
 pub struct FeedEvent {
     pub cursor: String,
     pub at: chrono::DateTime<chrono::Utc>,
-    /// id, tenant, machine, entity, version, event, from, to, params, at.
+    /// id, tenant, machine, entity, version, event, from, to, params, at; and `traceparent`,
+    /// the W3C trace context of the request that caused it.
     pub event: serde_json::Value,
 }
 
@@ -578,6 +581,9 @@ impl Ctx {
         let Some(store) = self.store(name) else {
             return Reply::problem(Problem::new("not-found", format!("no {name}")), None);
         };
+        let span = tracing::Span::current();
+        span.record("tenant", tenant.as_str());
+        span.record("machine", name);
         let fingerprint = ordo_idempotency::fingerprint(req.method().as_str(), req.uri().path(), &body);
         // The first insurance: hold the key in Redis while the request runs. Redis away
         // means no lease, never a failure: the database record still stops duplicates.
@@ -587,6 +593,7 @@ impl Ctx {
                 Ok(Claim::Acquired(lease)) => Some(lease),
                 Ok(Claim::Held { retry_after_ms }) => {
                     self.metrics.idempotency(KeyResult::InFlight);
+                    span.record("idempotency", KeyResult::InFlight.label());
                     let p = Problem::new(
                         "idempotency-key-in-use",
                         "a request with this key is in flight; retry later",
@@ -600,20 +607,26 @@ impl Ctx {
                 }
             },
         };
-        let cmd = Command { tenant, idempotency: Some(IdempotencyKey { key, fingerprint }), action };
+        let trace = req.extensions().get::<TraceParent>().map(|t| t.0.clone());
+        let cmd = Command { tenant, idempotency: Some(IdempotencyKey { key, fingerprint }), action, trace };
         // The command runs to its end even if the client goes away: its outcome is recorded
         // and its lease released, so the client's retry gets the replay instead of finding
         // the key held until the lease expires.
         let (store, leases) = (store.clone(), self.leases.clone());
-        let run = tokio::spawn(async move {
-            let result = store.execute(&cmd).await;
-            if let (Some(leases), Some(lease)) = (leases, lease)
-                && let Err(e) = leases.release(&lease).await
-            {
-                tracing::warn!(error = %e, "idempotency lease not released; it expires by itself");
+        let run = tokio::spawn(
+            async move {
+                let result = store.execute(&cmd).await;
+                if let (Some(leases), Some(lease)) = (leases, lease)
+                    && let Err(e) = leases.release(&lease).await
+                {
+                    tracing::warn!(error = %e, "idempotency lease not released; it expires by itself");
+                }
+                (cmd, result)
             }
-            (cmd, result)
-        });
+            // The request's span and subscriber go with it.
+            .in_current_span()
+            .with_current_subscriber(),
+        );
         let (cmd, result) = match run.await {
             Ok(done) => done,
             Err(e) => {
@@ -655,6 +668,10 @@ impl Ctx {
             _ => KeyResult::Fresh,
         };
         self.metrics.idempotency(key);
+        let span = tracing::Span::current();
+        span.record("event", event.as_str());
+        span.record("outcome", outcome.as_str());
+        span.record("idempotency", key.label());
         if !done.replayed && key != KeyResult::Reused {
             self.metrics.transition(machine, &event, &outcome);
         }

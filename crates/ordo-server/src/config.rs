@@ -32,6 +32,8 @@ pub struct Config {
     pub redis_prefix: String,
     /// `tenant:key,tenant:key`; empty runs single-tenant without auth (loopback only).
     pub api_keys: String,
+    /// The OTLP/HTTP collector traces go to (e.g. `http://127.0.0.1:4318`); none: no traces.
+    pub otlp_endpoint: Option<String>,
     pub pool_size: u32,
     pub acquire_timeout_ms: u64,
     pub body_bytes_max: usize,
@@ -57,6 +59,7 @@ impl Default for Config {
             redis_url: None,
             redis_prefix: "ordo:".to_string(),
             api_keys: String::new(),
+            otlp_endpoint: None,
             pool_size: ordo_store::POOL_SIZE_DEFAULT,
             acquire_timeout_ms: ordo_store::ACQUIRE_TIMEOUT_MS_DEFAULT,
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
@@ -105,6 +108,9 @@ impl Config {
         }
         if let Some(v) = var(&["ORDO_API_KEYS"]) {
             config.api_keys = v;
+        }
+        if let Some(v) = var(&["ORDO_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]) {
+            config.otlp_endpoint = Some(v).filter(|v| !v.is_empty());
         }
         // The numeric settings, each from `ORDO_<FIELD>` in upper case.
         macro_rules! numbers {

@@ -4,6 +4,8 @@
 use clap::Parser;
 use ordo_server::config::Config;
 use ordo_server::startup::Application;
+use ordo_server::telemetry;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,16 +22,6 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ORDO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
-        )
-        .json()
-        // Every line carries the fields of the request it belongs to (its request id).
-        .with_current_span(true)
-        .with_span_list(false)
-        .init();
     let mut config = match Config::load(cli.config.as_deref(), |k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
@@ -40,6 +32,27 @@ fn main() -> ExitCode {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
+    // Built before the runtime: the exporter's blocking client has threads of its own.
+    let tracer = match config.otlp_endpoint.as_deref().map(telemetry::otlp_tracer).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ordo-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let filter = ["ORDO_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|v| tracing_subscriber::EnvFilter::try_from_env(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(telemetry::LOG_FILTER_DEFAULT));
+    // Human-readable on a terminal, JSON lines for a log collector otherwise.
+    let human = std::io::stderr().is_terminal();
+    if let Err(e) = tracing::subscriber::set_global_default(telemetry::subscriber(filter, human, tracer.as_ref())) {
+        eprintln!("ordo-server: logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(endpoint) = &config.otlp_endpoint {
+        tracing::info!(endpoint = %endpoint, "exporting traces by OTLP/HTTP");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -47,7 +60,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let app = match Application::build(&config).await {
             Ok(app) => app,
             Err(e) => {
@@ -63,7 +76,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    drop(runtime);
+    // The last batch of spans leaves before the process does.
+    if let Some(tracer) = tracer
+        && let Err(e) = tracer.shutdown()
+    {
+        eprintln!("ordo-server: flushing traces: {e}");
+    }
+    code
 }
 
 /// SIGTERM or Ctrl-C.

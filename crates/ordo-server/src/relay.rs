@@ -6,6 +6,7 @@
 use fred::prelude::*;
 use ordo_store::Store;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 /// Events published per round (one database transaction).
 pub const RELAY_BATCH_MAX: u64 = 500;
@@ -39,8 +40,10 @@ impl Relay {
 
     /// One round: claim a batch, `XADD` each event, mark the batch sent. Returns how many
     /// were published. On a Redis error the batch is released unsent.
+    #[tracing::instrument(level = "debug", name = "relay.batch", skip_all, fields(events))]
     pub async fn round(&self, store: &Store, limit: u64) -> Result<usize, String> {
         let batch = store.claim_outbox(limit).await.map_err(|e| e.to_string())?;
+        tracing::Span::current().record("events", batch.events.len());
         for e in &batch.events {
             let p = &e.event.payload;
             let field = |k: &str| match &p[k] {
@@ -48,7 +51,7 @@ impl Relay {
                 serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             };
-            let fields: Vec<(String, String)> = vec![
+            let mut fields: Vec<(String, String)> = vec![
                 ("id".to_string(), field("id")),
                 ("tenant".to_string(), field("tenant")),
                 ("machine".to_string(), field("machine")),
@@ -61,9 +64,13 @@ impl Relay {
                 ("at".to_string(), field("at")),
                 ("cursor".to_string(), e.event.cursor.clone()),
             ];
+            if p["traceparent"].is_string() {
+                fields.push(("traceparent".to_string(), field("traceparent")));
+            }
             let _: String = self
                 .client
                 .xadd(self.stream(&e.machine), false, None::<()>, "*", fields)
+                .instrument(tracing::debug_span!("redis.xadd"))
                 .await
                 .map_err(|err| err.to_string())?;
         }

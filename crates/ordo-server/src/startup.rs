@@ -86,13 +86,14 @@ impl Application {
         let db = ordo_store::connect(&store_config(&config.database_url)).await.map_err(|e| e.to_string())?;
         ordo_store::migrate(&db, &specs, MigrateAction::Up).await.map_err(|e| e.to_string())?;
         let _ = db.close().await;
-        let mut stores = Vec::new();
+        let mut named = Vec::new();
         for (name, spec) in specs {
             let store = Store::open(store_config(&config.database_url), &name, spec, false)
                 .await
                 .map_err(|e| e.to_string())?;
-            stores.push(Arc::new(store));
+            named.push((name, Arc::new(store)));
         }
+        let stores: Vec<Arc<Store>> = named.iter().map(|(_, s)| s.clone()).collect();
         let leases = match &config.redis_url {
             Some(url) => {
                 let mut lc = LeaseConfig::new(url.clone(), config.redis_prefix.clone());
@@ -139,6 +140,7 @@ impl Application {
         }
         let rate = RateLimit::new(config.rate_per_s, config.rate_burst);
         let metrics = Arc::new(crate::telemetry::Metrics::new()?);
+        metrics.watch_stores(&named);
         let ctx = Arc::new(Ctx::new(stores, leases, tenants, rate, metrics.clone()));
         let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
         let docs = service.swagger_ui();
@@ -151,7 +153,7 @@ impl Application {
             .at("/openapi.json", spec_json)
             .at("/healthz", get(healthz))
             .at("/readyz", get(readyz.data(ctx.clone())))
-            .at("/metrics", get(metrics_text.data(metrics.clone())))
+            .at("/metrics", get(metrics_text.data(metrics.clone()).data(ctx.clone())))
             .around(move |ep, mut req| {
                 let metrics = metrics.clone();
                 async move {
@@ -181,7 +183,24 @@ impl Application {
                         .header("x-request-id")
                         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
                         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
-                    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+                    let span = tracing::info_span!(
+                        "request",
+                        otel.name = %format!("{method} {route}"),
+                        otel.kind = "server",
+                        request_id = %request_id,
+                        trace_id = tracing::field::Empty,
+                        method = %method,
+                        route = %route,
+                        status = tracing::field::Empty,
+                        tenant = tracing::field::Empty,
+                        machine = tracing::field::Empty,
+                        event = tracing::field::Empty,
+                        outcome = tracing::field::Empty,
+                        idempotency = tracing::field::Empty,
+                    );
+                    let trace = crate::telemetry::join_trace(&span, req.headers());
+                    span.record("trace_id", tracing::field::display(trace.trace_id()));
+                    req.extensions_mut().insert(crate::telemetry::TraceParent(crate::telemetry::traceparent(&trace)));
                     let call = tracing::Instrument::instrument(tokio::time::timeout(timeout, ep.call(req)), span.clone());
                     let response = match call.await {
                         Ok(r) => r.map(IntoResponse::into_response),
@@ -192,6 +211,7 @@ impl Application {
                     let status = response.as_ref().map_or(500, |r| r.status().as_u16());
                     let elapsed = started.elapsed();
                     metrics.http(&method, &route, status, elapsed.as_secs_f64());
+                    span.record("status", status);
                     tracing::debug!(parent: &span, status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
                     response.map(|mut r| {
                         if let Ok(v) = poem::http::HeaderValue::from_str(&request_id) {
@@ -272,7 +292,13 @@ fn problem_response(p: Problem) -> Response {
 }
 
 #[handler]
-fn metrics_text(metrics: poem::web::Data<&Arc<crate::telemetry::Metrics>>) -> Response {
+async fn metrics_text(
+    metrics: poem::web::Data<&Arc<crate::telemetry::Metrics>>,
+    ctx: poem::web::Data<&Arc<Ctx>>,
+) -> Response {
+    if let Some(store) = ctx.stores().next() {
+        metrics.read_backlog(store).await;
+    }
     Response::builder().content_type("text/plain; version=0.0.4").body(metrics.encode())
 }
 

@@ -2,7 +2,9 @@
 //! `GET /metrics`. Each server (and each test) has its own registry.
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, MeterProvider as _};
+use ordo_store::Store;
+use std::sync::Arc;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 
 /// Request latency buckets, in seconds (OpenTelemetry's defaults suit milliseconds).
@@ -11,10 +13,14 @@ const LATENCY_BUCKETS_S: &[f64] =
 
 pub struct Metrics {
     registry: prometheus::Registry,
-    _provider: SdkMeterProvider,
+    provider: SdkMeterProvider,
     http: Histogram<f64>,
     transitions: Counter<u64>,
     idempotency: Counter<u64>,
+    relay_lag: Gauge<f64>,
+    due_timers: Gauge<u64>,
+    /// The observable instruments over the stores, kept for as long as the metrics are.
+    observed: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
 
 /// How an idempotent request went, as the `result` label of `ordo_idempotency_total`.
@@ -28,7 +34,7 @@ pub enum KeyResult {
 }
 
 impl KeyResult {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             KeyResult::Fresh => "fresh",
             KeyResult::Replayed => "replayed",
@@ -83,7 +89,17 @@ impl Metrics {
                     "idempotent requests by result: fresh, replayed, in_flight, reused, redis_unavailable",
                 )
                 .build(),
-            _provider: provider,
+            relay_lag: meter
+                .f64_gauge("ordo_relay_lag")
+                .with_unit("s")
+                .with_description("age of the oldest outbox event not yet relayed (0: none waits)")
+                .build(),
+            due_timers: meter
+                .u64_gauge("ordo_timers_due")
+                .with_description("timers past their due time, not yet fired")
+                .build(),
+            observed: std::sync::Mutex::new(Vec::new()),
+            provider,
         })
     }
 
@@ -110,6 +126,61 @@ impl Metrics {
         self.idempotency.add(1, &[KeyValue::new("result", result.label())]);
     }
 
+    /// Reports each spec's store (by spec name): executor retries, transactions begun and
+    /// the time spent getting their connections, and the pool's connections.
+    pub fn watch_stores(&self, stores: &[(String, Arc<Store>)]) {
+        let meter = self.provider.meter("ordo");
+        let each = |f: fn(&ordo_store::StoreStats) -> f64| {
+            let stores: Vec<(String, Arc<Store>)> = stores.to_vec();
+            move |o: &dyn opentelemetry::metrics::AsyncInstrument<f64>| {
+                for (name, store) in &stores {
+                    o.observe(f(&store.stats()), &[KeyValue::new("spec", name.clone())]);
+                }
+            }
+        };
+        let counter = |name: &'static str, unit: &'static str, about: &'static str, f| {
+            Box::new(
+                meter.f64_observable_counter(name).with_unit(unit).with_description(about).with_callback(each(f)).build(),
+            ) as Box<dyn std::any::Any + Send + Sync>
+        };
+        let gauge = |name: &'static str, about: &'static str, f| {
+            Box::new(meter.f64_observable_gauge(name).with_description(about).with_callback(each(f)).build())
+                as Box<dyn std::any::Any + Send + Sync>
+        };
+        let instruments = vec![
+            counter("ordo_executor_retries", "", "transactions retried after a transient conflict", |s| {
+                s.retries as f64
+            }),
+            counter("ordo_db_begins", "", "transactions begun", |s| s.begins as f64),
+            counter(
+                "ordo_db_acquire_wait",
+                "s",
+                "time spent getting a pooled connection and beginning (divide by ordo_db_begins_total for the mean)",
+                |s| s.begin_wait_s,
+            ),
+            gauge("ordo_db_pool_connections", "connections open in the pool", |s| f64::from(s.pool_size)),
+            gauge("ordo_db_pool_in_use", "connections of the pool in use", |s| {
+                f64::from(s.pool_size.saturating_sub(s.pool_idle))
+            }),
+            gauge("ordo_db_pool_max", "the pool's bound", |s| f64::from(s.pool_max)),
+        ];
+        if let Ok(mut observed) = self.observed.lock() {
+            observed.extend(instruments);
+        }
+    }
+
+    /// Reads the system tables' backlog (shared by every spec of the database) into the
+    /// relay-lag and due-timer gauges.
+    pub async fn read_backlog(&self, store: &Store) {
+        match store.backlog(chrono::Utc::now()).await {
+            Ok(b) => {
+                self.relay_lag.record(b.oldest_unsent_s, &[]);
+                self.due_timers.record(b.due_timers, &[]);
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the outbox and timer backlog failed"),
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -129,4 +200,104 @@ pub fn route_of(path: &str) -> String {
         parts[2] = "{id}";
     }
     parts.join("/")
+}
+
+/// Spans of these crates are traced; everything else only logs.
+const TRACED_TARGETS: &[&str] = &["ordo_server", "ordo_store", "ordo_idempotency"];
+
+/// The log filter when neither `ORDO_LOG` nor `RUST_LOG` says otherwise. The exporter's own
+/// stack is quiet below warnings, or a slow collector floods the log.
+pub const LOG_FILTER_DEFAULT: &str =
+    "info,sqlx=warn,sea_orm=warn,opentelemetry=warn,opentelemetry_sdk=warn,reqwest=warn,hyper=warn,hyper_util=warn";
+
+/// How long the exporter waits for the collector per batch.
+const OTLP_TIMEOUT_MS: u64 = 5_000;
+
+/// A tracer provider exporting spans by OTLP over HTTP (protobuf) to `endpoint`: the
+/// collector's base URL (`/v1/traces` is added unless it is there). Spans leave in batches
+/// from the exporter's own thread, so a slow collector never holds a request.
+pub fn otlp_tracer(endpoint: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let base = endpoint.trim_end_matches('/');
+    let url = if base.ends_with("/v1/traces") { base.to_string() } else { format!("{base}/v1/traces") };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url)
+        .with_timeout(std::time::Duration::from_millis(OTLP_TIMEOUT_MS))
+        .build()
+        .map_err(|e| format!("OTLP exporter: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name("ordo-server").build();
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// The subscriber of the process: logs (JSON lines, or human-readable `human`), filtered by
+/// `filter`, each line carrying the fields of its request span (request and trace ids);
+/// and, given a tracer provider, our spans as OpenTelemetry traces.
+pub fn subscriber(
+    filter: tracing_subscriber::EnvFilter,
+    human: bool,
+    tracer: Option<&opentelemetry_sdk::trace::SdkTracerProvider>,
+) -> impl tracing::Subscriber + Send + Sync {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let logs = if human {
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter).boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed()
+    };
+    let traces = tracer.map(|p| {
+        let targets = tracing_subscriber::filter::Targets::new()
+            .with_targets(TRACED_TARGETS.iter().map(|t| (*t, tracing::Level::DEBUG)));
+        tracing_opentelemetry::layer().with_tracer(p.tracer("ordo")).with_filter(targets)
+    });
+    tracing_subscriber::registry().with(logs).with(traces)
+}
+
+/// The W3C trace context of one request, kept in the request's extensions: the commands it
+/// runs carry it into their outbox events.
+#[derive(Debug, Clone)]
+pub struct TraceParent(pub String);
+
+/// Joins the request span to the caller's trace (a valid W3C `traceparent` header) and
+/// returns the context the request's work carries on: the exported span's when tracing is
+/// on; else the caller's trace under a span id of our own, or a new trace.
+pub fn join_trace(span: &tracing::Span, headers: &poem::http::HeaderMap) -> opentelemetry::trace::SpanContext {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let carrier = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut fields = std::collections::HashMap::new();
+    for name in ["traceparent", "tracestate"] {
+        if let Some(v) = carrier(name) {
+            fields.insert(name.to_string(), v);
+        }
+    }
+    let remote = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&fields);
+    let remote = remote.span().span_context().clone();
+    if remote.is_valid() {
+        // Fails only when no trace layer is installed: the fallback below covers it.
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote.clone()));
+    }
+    let ours = span.context().span().span_context().clone();
+    if ours.is_valid() {
+        return ours;
+    }
+    let trace_id = if remote.is_valid() { remote.trace_id() } else { TraceId::from(fastrand::u128(1..)) };
+    let flags = if remote.is_valid() { remote.trace_flags() } else { TraceFlags::SAMPLED };
+    SpanContext::new(trace_id, SpanId::from(fastrand::u64(1..)), flags, false, TraceState::default())
+}
+
+/// `00-<trace id>-<span id>-<flags>`.
+pub fn traceparent(cx: &opentelemetry::trace::SpanContext) -> String {
+    format!("00-{}-{}-{:02x}", cx.trace_id(), cx.span_id(), cx.trace_flags().to_u8())
 }

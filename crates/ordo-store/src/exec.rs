@@ -15,6 +15,8 @@ use sea_orm::{
 use serde_json::{Map, Value as Json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// How a step of a command ended when it did not apply.
@@ -119,6 +121,16 @@ pub(crate) struct Executor {
     pub spec: Arc<ir::Spec>,
     pub plans: Arc<Plans>,
     pub config: StoreConfig,
+    pub stats: Stats,
+}
+
+/// Counters of the executor's work, read by the server's metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub retries: AtomicU64,
+    pub begins: AtomicU64,
+    /// Time spent getting a connection from the pool and beginning, in microseconds.
+    pub begin_wait_us: AtomicU64,
 }
 
 impl Executor {
@@ -149,6 +161,7 @@ impl Executor {
         bodies.iter().map(|b| b.isolation).max().unwrap_or(ir::Isolation::ReadCommitted)
     }
 
+    #[tracing::instrument(level = "debug", name = "db.begin", skip_all)]
     pub(crate) async fn begin(&self, isolation: ir::Isolation) -> Result<DatabaseTransaction, Stop> {
         let options = match self.backend() {
             // SQLite has one writer: take the write lock at BEGIN, so that two transactions
@@ -168,12 +181,18 @@ impl Executor {
                 ..TransactionOptions::default()
             },
         };
-        Ok(self.db.begin_with_options(options).await?)
+        let started = std::time::Instant::now();
+        let txn = self.db.begin_with_options(options).await;
+        let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.begins.fetch_add(1, Relaxed);
+        self.stats.begin_wait_us.fetch_add(waited, Relaxed);
+        Ok(txn?)
     }
 
     /// Runs commands in one transaction, each with its own outcome, retrying transient
     /// failures of the whole transaction with jittered backoff up to `config.retries_max`
     /// times, then answering `Busy`. One command is a batch of one.
+    #[tracing::instrument(level = "debug", name = "store.execute", skip_all, fields(commands = cmds.len()))]
     pub async fn execute_batch(&self, cmds: &[Command]) -> Result<Vec<Executed>, StoreError> {
         for cmd in cmds {
             self.check_target(&cmd.action)?;
@@ -195,6 +214,8 @@ impl Executor {
         match stop {
             Stop::Retry if *tries < self.config.retries_max => {
                 *tries += 1;
+                self.stats.retries.fetch_add(1, Relaxed);
+                tracing::debug!(attempt = *tries, "transient conflict; retrying");
                 tokio::time::sleep(backoff(*tries, self.config.retry_backoff_ms_max)).await;
                 Ok(())
             }
@@ -212,6 +233,7 @@ impl Executor {
     /// timer is taken twice), each event goes through the normal path with idempotency key
     /// `timer:<id>` (so a timer fires at most once, even across crashes), and the row goes.
     /// Returns how many timers were taken.
+    #[tracing::instrument(level = "debug", name = "timers.fire", skip_all)]
     pub async fn fire_due_timers(&self, now: DateTime<Utc>, limit: u64) -> Result<usize, StoreError> {
         let isolation = self
             .spec
@@ -256,6 +278,7 @@ impl Executor {
             let entity: String = row.try_get("", "entity")?;
             let cmd = Command {
                 tenant: row.try_get("", "tenant")?,
+                trace: None,
                 idempotency: Some(crate::IdempotencyKey {
                     key: format!("timer:{id}"),
                     fingerprint: "timer".to_string(),
@@ -307,6 +330,7 @@ impl Executor {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", name = "db.transaction", skip_all, fields(isolation = ?isolation))]
     async fn attempt(&self, cmds: &[Command], isolation: ir::Isolation) -> Result<Vec<Executed>, Stop> {
         let txn = self.begin(isolation).await?;
         let now = Utc::now();
@@ -314,7 +338,7 @@ impl Executor {
         for cmd in cmds {
             done.push(self.one(&txn, cmd, now).await?);
         }
-        txn.commit().await?;
+        txn.commit().instrument(tracing::debug_span!("db.commit")).await?;
         Ok(done)
     }
 
@@ -344,7 +368,10 @@ impl Executor {
         let ttl =
             chrono::Duration::milliseconds(i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX));
         b.values.insert("expires_at", Val::Time(now + ttl));
-        let put = keyed.execute_raw(b.statement(self.backend(), &self.plans.system.idempotency_put)).await;
+        let put = keyed
+            .execute_raw(b.statement(self.backend(), &self.plans.system.idempotency_put))
+            .instrument(tracing::debug_span!("idempotency.record"))
+            .await;
         let taken = match put {
             Ok(r) => r.rows_affected() == 0,
             Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => true,
@@ -366,6 +393,7 @@ impl Executor {
 
     /// Applies a command in a savepoint: its writes stay when it applies and are undone
     /// when the lifecycle rejects it.
+    #[tracing::instrument(level = "debug", name = "db.apply", skip_all)]
     async fn decide(
         &self,
         conn: &DatabaseTransaction,
@@ -386,6 +414,7 @@ impl Executor {
         }
     }
 
+    #[tracing::instrument(level = "debug", name = "idempotency.lookup", skip_all, fields(found))]
     async fn stored<C: ConnectionTrait>(
         &self,
         conn: &C,
@@ -396,6 +425,7 @@ impl Executor {
         let mut b = Bind { tenant, now: Some(now), ..Bind::default() };
         b.values.insert("key", Val::Text(key.to_string()));
         let row = conn.query_one_raw(b.statement(self.backend(), &self.plans.system.idempotency_get)).await?;
+        tracing::Span::current().record("found", row.is_some());
         let Some(row) = row else { return Ok(None) };
         let fingerprint: String = row.try_get("", "fingerprint")?;
         let outcome: String = row.try_get("", "outcome")?;
@@ -702,6 +732,7 @@ impl Executor {
 
     /// Applies resource effects in one fixed order (table, then key), so that no two
     /// transactions wait for each other's rows in a cycle.
+    #[tracing::instrument(level = "debug", name = "db.effects", skip_all)]
     async fn effects(
         &self,
         conn: &DatabaseTransaction,
@@ -745,6 +776,7 @@ impl Executor {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(level = "debug", name = "db.journal", skip_all)]
     async fn journal(
         &self,
         conn: &DatabaseTransaction,
@@ -774,7 +806,7 @@ impl Executor {
         b.values.insert("created_at", Val::Time(now));
         conn.execute_raw(b.statement(self.backend(), &self.plans.system.journal)).await?;
 
-        let payload = serde_json::json!({
+        let mut payload = serde_json::json!({
             "id": journal_id,
             "tenant": cmd.tenant,
             "machine": machine,
@@ -786,12 +818,16 @@ impl Executor {
             "params": params,
             "at": Val::Time(now).to_json(),
         });
+        if let Some(trace) = &cmd.trace {
+            payload["traceparent"] = Json::String(trace.clone());
+        }
         b.values.insert("id", text(&Uuid::now_v7().to_string()));
         b.values.insert("payload", Val::Text(payload.to_string()));
         conn.execute_raw(b.statement(self.backend(), &self.plans.system.outbox)).await?;
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", name = "db.timers", skip_all)]
     async fn arm_timers(
         &self,
         conn: &DatabaseTransaction,

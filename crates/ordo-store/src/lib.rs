@@ -68,6 +68,9 @@ pub struct Command {
     /// and a later command with the same key gets that outcome back instead of applying.
     pub idempotency: Option<IdempotencyKey>,
     pub action: Action,
+    /// The W3C `traceparent` of the request that sent it, carried into its outbox event so
+    /// consumers continue the trace.
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,6 +266,27 @@ pub async fn migrate(
         .collect())
 }
 
+/// A snapshot of [`Store::stats`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoreStats {
+    /// Transactions retried after a transient conflict (serialization, deadlock, busy).
+    pub retries: u64,
+    /// Transactions begun, and the total time spent getting a connection and beginning.
+    pub begins: u64,
+    pub begin_wait_s: f64,
+    /// Connections open, idle among them, and the pool's bound.
+    pub pool_size: u32,
+    pub pool_idle: u32,
+    pub pool_max: u32,
+}
+
+/// A snapshot of [`Store::backlog`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    pub oldest_unsent_s: f64,
+    pub due_timers: u64,
+}
+
 /// A spec's compiled plans over a connection pool: the executor.
 pub struct Store {
     exec: exec::Executor,
@@ -284,7 +308,66 @@ impl Store {
         }
         exec::verify_schema(&db, spec_name, &spec).await?;
         let plans = plan::compile(&spec, db.get_database_backend())?;
-        Ok(Store { exec: exec::Executor { db, spec: Arc::new(spec), plans: Arc::new(plans), config } })
+        let stats = exec::Stats::default();
+        Ok(Store { exec: exec::Executor { db, spec: Arc::new(spec), plans: Arc::new(plans), config, stats } })
+    }
+
+    /// What the executor and its pool have done and hold, for metrics.
+    pub fn stats(&self) -> StoreStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.exec.stats;
+        let idle = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let (pool_size, pool_idle) = match self.backend() {
+            DbBackend::Postgres => {
+                let pool = self.exec.db.get_postgres_connection_pool();
+                (pool.size(), idle(pool.num_idle()))
+            }
+            DbBackend::Sqlite => {
+                let pool = self.exec.db.get_sqlite_connection_pool();
+                (pool.size(), idle(pool.num_idle()))
+            }
+            _ => (0, 0),
+        };
+        StoreStats {
+            retries: s.retries.load(Relaxed),
+            begins: s.begins.load(Relaxed),
+            begin_wait_s: s.begin_wait_us.load(Relaxed) as f64 / 1e6,
+            pool_size,
+            pool_idle,
+            pool_max: self.exec.config.pool_size,
+        }
+    }
+
+    /// The work waiting in the system tables at `now`: the age of the oldest unsent outbox
+    /// event (0 when none waits) and how many timers are due.
+    pub async fn backlog(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Backlog, StoreError> {
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, Query};
+        let a = Alias::new;
+        let oldest = Query::select()
+            .expr_as(Func::min(Expr::col(a("created_at"))), a("oldest"))
+            .from(a(schema::OUTBOX))
+            .and_where(Expr::col(a("sent_at")).is_null())
+            .to_owned();
+        let due = Query::select()
+            .expr_as(Func::count(Expr::col(a("id"))), a("due"))
+            .from(a(schema::TIMERS))
+            .and_where(Expr::col(a("due_at")).lte(now))
+            .to_owned();
+        use sea_orm::ConnectionTrait;
+        let db = &self.exec.db;
+        let row = |q: sea_orm::sea_query::SelectStatement| async move {
+            let statement = db.get_database_backend().build(&q);
+            db.query_one_raw(statement).await.map_err(|e| exec::stop_to_error(exec::classify(e)))?.ok_or_else(|| {
+                StoreError::Internal("an aggregate gave no row".to_string())
+            })
+        };
+        let internal = |e: DbErr| StoreError::Internal(e.to_string());
+        let oldest: Option<chrono::DateTime<chrono::Utc>> = row(oldest).await?.try_get("", "oldest").map_err(internal)?;
+        let due: i64 = row(due).await?.try_get("", "due").map_err(internal)?;
+        Ok(Backlog {
+            oldest_unsent_s: oldest.map_or(0.0, |t| Ord::max((now - t).num_milliseconds(), 0) as f64 / 1e3),
+            due_timers: u64::try_from(due).unwrap_or(0),
+        })
     }
 
     pub fn spec(&self) -> &ir::Spec {

@@ -8,6 +8,7 @@ mod idempotency;
 mod metrics;
 mod races;
 mod relay;
+mod traces;
 
 use ordo_server::config::Config;
 use ordo_server::startup::Application;

@@ -53,4 +53,20 @@ on_both!(metrics_count_the_workload, |backend| async move {
         &["ordo_http_request_duration_seconds_count{", "route=\"/orders/{id}/ship\"", "status=\"409\""],
     );
     assert_eq!(conflicts, 2.0);
+    // The store: every command began a transaction; the pool is reported against its bound;
+    // nothing conflicted here.
+    let spec = "spec=\"order\"";
+    assert!(sample(&text, &["ordo_db_begins_total{", spec]) >= 17.0, "{text}");
+    assert!(sample(&text, &["ordo_db_acquire_wait_seconds_total{", spec]) > 0.0);
+    assert_eq!(sample(&text, &["ordo_db_pool_max{", spec]), f64::from(ordo_store::POOL_SIZE_DEFAULT));
+    let open = sample(&text, &["ordo_db_pool_connections{", spec]);
+    assert!(open >= 1.0 && open <= f64::from(ordo_store::POOL_SIZE_DEFAULT), "{open}");
+    assert!(text.contains("\nordo_executor_retries_total{"), "{text}");
+    // No timer is due (the unpaid timeout is 30 minutes away).
+    assert!(text.contains("\nordo_timers_due{"), "{text}");
+    assert_eq!(sample(&text, &["ordo_timers_due{"]), 0.0);
+    if backend == Backend::Sqlite {
+        // Without Redis nothing relays: the outbox waits, and its age shows.
+        assert!(sample(&text, &["ordo_relay_lag_seconds{"]) > 0.0, "{text}");
+    }
 });

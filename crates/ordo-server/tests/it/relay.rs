@@ -21,7 +21,7 @@ async fn store(db: &ordo_testkit::TestDb) -> Arc<Store> {
 }
 
 fn cmd(action: Action) -> Command {
-    Command { tenant: "t1".to_string(), idempotency: None, action }
+    Command { tenant: "t1".to_string(), idempotency: None, action, trace: None }
 }
 
 fn obj(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {

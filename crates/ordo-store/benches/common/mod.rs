@@ -14,7 +14,7 @@ pub fn obj(v: Json) -> Map<String, Json> {
 }
 
 pub fn command(action: Action) -> Command {
-    Command { tenant: "t1".to_string(), idempotency: None, action }
+    Command { tenant: "t1".to_string(), idempotency: None, action, trace: None }
 }
 
 pub fn place(sku: &str, account: &str) -> Command {

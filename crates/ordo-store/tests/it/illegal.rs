@@ -66,6 +66,7 @@ async fn every_illegal_transition_is_rejected(backend: ordo_testkit::Backend, sp
                 let c = ordo_store::Command {
                     tenant: "t1".to_string(),
                     idempotency: None,
+                    trace: None,
                     action: ordo_store::Action::Operate {
                         resource: r.name.clone(),
                         key: json!(key),

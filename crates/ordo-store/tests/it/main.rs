@@ -46,7 +46,7 @@ pub fn obj(v: Json) -> Map<String, Json> {
 }
 
 pub fn cmd(action: Action) -> Command {
-    Command { tenant: "t1".to_string(), idempotency: None, action }
+    Command { tenant: "t1".to_string(), idempotency: None, action, trace: None }
 }
 
 pub fn with_key(mut c: Command, key: &str, fingerprint: &str) -> Command {

@@ -1,0 +1,216 @@
+//! Traces: one request gives the expected span tree at a real OTLP/HTTP collector, joins
+//! the caller's W3C trace, and carries its trace context into the outbox event.
+
+use crate::*;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use ordo_server::telemetry;
+use prost::Message as _;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone)]
+struct Span {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    attributes: BTreeMap<String, String>,
+}
+
+/// A small OTLP/HTTP collector: `POST /v1/traces` with a protobuf body, on a thread and
+/// runtime of its own (the exporter's blocking client must not wait on the test's runtime).
+struct Collector {
+    endpoint: String,
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Collector {
+    fn start() -> Collector {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = spans.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                use poem::listener::{Acceptor as _, Listener as _};
+                let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
+                tx.send(*acceptor.local_addr()[0].as_socket_addr().unwrap()).unwrap();
+                let receive = poem::endpoint::make(move |req: poem::Request| {
+                    let sink = sink.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/v1/traces");
+                        let body = req.into_body().into_bytes().await.unwrap();
+                        let export = ExportTraceServiceRequest::decode(body).unwrap();
+                        let mut spans = sink.lock().unwrap();
+                        for s in export.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+                            let attributes = s
+                                .attributes
+                                .iter()
+                                .map(|kv| {
+                                    let v = match kv.value.as_ref().and_then(|v| v.value.clone()) {
+                                        Some(AnyValue::StringValue(s)) => s,
+                                        Some(AnyValue::IntValue(i)) => i.to_string(),
+                                        Some(AnyValue::BoolValue(b)) => b.to_string(),
+                                        other => format!("{other:?}"),
+                                    };
+                                    (kv.key.clone(), v)
+                                })
+                                .collect();
+                            spans.push(Span {
+                                name: s.name.clone(),
+                                trace_id: hex(&s.trace_id),
+                                span_id: hex(&s.span_id),
+                                parent: hex(&s.parent_span_id),
+                                attributes,
+                            });
+                        }
+                        poem::Response::builder().content_type("application/x-protobuf").body(Vec::<u8>::new())
+                    }
+                });
+                poem::Server::new_with_acceptor(acceptor).run(receive).await.ok();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        Collector { endpoint: format!("http://{addr}"), spans }
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+/// Runs `f` on a plain thread: the exporter's blocking client is built, flushed and shut
+/// down outside any runtime.
+fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().unwrap()
+}
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+on_both!(one_request_gives_the_span_tree, |backend| async move {
+    let collector = Collector::start();
+    let endpoint = collector.endpoint.clone();
+    let tracer = off_runtime(move || telemetry::otlp_tracer(&endpoint).unwrap());
+    let subscriber =
+        telemetry::subscriber(tracing_subscriber::EnvFilter::new("warn"), true, Some(&tracer));
+    let guard = tracing::subscriber::set_default(subscriber);
+    let api = stocked(backend).await;
+    let placed = api
+        .client
+        .post("/orders")
+        .header("Idempotency-Key", "traced-1")
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .content_type("application/json")
+        .body(order().to_string())
+        .send()
+        .await;
+    placed.assert_status(StatusCode::CREATED);
+    let replay = api
+        .client
+        .post("/orders")
+        .header("Idempotency-Key", "traced-1")
+        .content_type("application/json")
+        .body(order().to_string())
+        .send()
+        .await;
+    replay.assert_header("idempotent-replayed", "true");
+    let events = api.get("/events").await;
+    drop(guard);
+    let flushed = tracer.clone();
+    off_runtime(move || flushed.force_flush().unwrap());
+    let spans = collector.spans();
+
+    // The request joined the caller's trace, under the caller's span.
+    let request = spans
+        .iter()
+        .find(|s| s.name == "POST /orders" && s.trace_id == CALLER_TRACE)
+        .unwrap_or_else(|| panic!("no request span in {spans:#?}"));
+    assert_eq!(request.parent, CALLER_SPAN);
+    for (k, v) in [
+        ("machine", "Order"),
+        ("event", "place"),
+        ("outcome", "applied"),
+        ("idempotency", "fresh"),
+        ("tenant", "default"),
+        ("status", "201"),
+        ("route", "/orders"),
+    ] {
+        assert_eq!(request.attributes.get(k).map(String::as_str), Some(v), "{k} of {request:#?}");
+    }
+    // Its descendants, by name, with their parents' names.
+    let by_id: BTreeMap<&str, &Span> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let mut tree = Vec::new();
+    for s in spans.iter().filter(|s| s.trace_id == CALLER_TRACE && s.span_id != request.span_id) {
+        let parent = by_id.get(s.parent.as_str()).map_or("?", |p| p.name.as_str());
+        tree.push(format!("{parent} > {}", s.name));
+    }
+    tree.sort();
+    let mut expected = vec![
+        "POST /orders > store.execute",
+        "store.execute > db.transaction",
+        "db.transaction > db.begin",
+        "db.transaction > idempotency.lookup",
+        "db.transaction > db.apply",
+        "db.apply > db.effects",
+        "db.apply > db.journal",
+        // Placing arms the unpaid-order timeout.
+        "db.apply > db.timers",
+        "db.transaction > idempotency.record",
+        "db.transaction > db.commit",
+    ];
+    if backend == Backend::Postgres {
+        // Redis holds the key while the command runs.
+        expected.extend(["POST /orders > idempotency.claim", "POST /orders > idempotency.release"]);
+    }
+    expected.sort();
+    assert_eq!(tree, expected);
+    // The lookup found nothing the first time; the replay is its own trace and found it.
+    let replayed = spans
+        .iter()
+        .find(|s| s.name == "POST /orders" && s.attributes.get("idempotency").map(String::as_str) == Some("replayed"))
+        .unwrap();
+    assert_ne!(replayed.trace_id, CALLER_TRACE);
+    let found = spans.iter().find(|s| s.trace_id == replayed.trace_id && s.name == "idempotency.lookup").unwrap();
+    assert_eq!(found.attributes.get("found").map(String::as_str), Some("true"));
+    // The outbox event carries the request's trace context.
+    let event = events.body["items"].as_array().unwrap().iter().map(|i| &i["event"]).find(|e| e["event"] == "place").unwrap();
+    assert_eq!(event["traceparent"], format!("00-{CALLER_TRACE}-{}-01", request.span_id));
+    off_runtime(move || tracer.shutdown().unwrap());
+});
+
+on_both!(without_an_exporter_the_callers_trace_still_reaches_the_event, |backend| async move {
+    let api = stocked(backend).await;
+    let send = |key: &'static str, traceparent: &'static str| {
+        api.client
+            .post("/orders")
+            .header("Idempotency-Key", key)
+            .header("traceparent", traceparent)
+            .content_type("application/json")
+            .body(order().to_string())
+            .send()
+    };
+    send("t-1", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").await.assert_status(StatusCode::CREATED);
+    // Not a trace context (all-zero trace id): ignored, a new trace starts.
+    send("t-2", "00-00000000000000000000000000000000-00f067aa0ba902b7-01").await.assert_status(StatusCode::CREATED);
+    let events = api.get("/events").await.body;
+    let placed: Vec<&Value> =
+        events["items"].as_array().unwrap().iter().map(|i| &i["event"]).filter(|e| e["event"] == "place").collect();
+    let trace_of = |i: usize| {
+        let t = placed[i]["traceparent"].as_str().unwrap().to_string();
+        let parts: Vec<String> = t.split('-').map(str::to_string).collect();
+        assert_eq!(parts.len(), 4, "{t}");
+        parts
+    };
+    let first = trace_of(0);
+    assert_eq!(first[1], CALLER_TRACE);
+    assert_ne!(first[2], CALLER_SPAN, "our own span id under the caller's");
+    let second = trace_of(1);
+    assert_ne!(second[1], "0".repeat(32));
+    assert_eq!(second[1].len(), 32);
+});
