@@ -3,8 +3,6 @@
 //! HTTP: typed bodies on success, RFC 9457 problem+json with a stable `type` otherwise.
 
 use crate::telemetry::{KeyResult, TraceParent};
-use tracing::Instrument as _;
-use tracing::instrument::WithSubscriber as _;
 use ordo_idempotency::{Claim, Leases};
 use ordo_store::{Action, Command, Executed, IdempotencyKey, Outcome, Record, Rejection, Store, StoreError};
 use poem::Request;
@@ -14,6 +12,8 @@ use poem_openapi::{ApiResponse, Object};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tracing::Instrument as _;
+use tracing::instrument::WithSubscriber as _;
 
 /// An RFC 9457 problem. `type` is a stable URN per kind (`urn:ordo:problem:not-found`);
 /// the extra members say what a client needs to act.

@@ -46,7 +46,9 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(telemetry::LOG_FILTER_DEFAULT));
     // Human-readable on a terminal, JSON lines for a log collector otherwise.
     let human = std::io::stderr().is_terminal();
-    if let Err(e) = tracing::subscriber::set_global_default(telemetry::subscriber(filter, human, tracer.as_ref())) {
+    if let Err(e) =
+        tracing::subscriber::set_global_default(telemetry::subscriber(filter, human, tracer.as_ref()))
+    {
         eprintln!("ordo-server: logging: {e}");
         return ExitCode::FAILURE;
     }

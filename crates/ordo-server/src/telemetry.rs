@@ -3,9 +3,9 @@
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, MeterProvider as _};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use ordo_store::Store;
 use std::sync::Arc;
-use opentelemetry_sdk::metrics::SdkMeterProvider;
 
 /// Request latency buckets, in seconds (OpenTelemetry's defaults suit milliseconds).
 const LATENCY_BUCKETS_S: &[f64] =
@@ -140,7 +140,12 @@ impl Metrics {
         };
         let counter = |name: &'static str, unit: &'static str, about: &'static str, f| {
             Box::new(
-                meter.f64_observable_counter(name).with_unit(unit).with_description(about).with_callback(each(f)).build(),
+                meter
+                    .f64_observable_counter(name)
+                    .with_unit(unit)
+                    .with_description(about)
+                    .with_callback(each(f))
+                    .build(),
             ) as Box<dyn std::any::Any + Send + Sync>
         };
         let gauge = |name: &'static str, about: &'static str, f| {
@@ -207,8 +212,7 @@ const TRACED_TARGETS: &[&str] = &["ordo_server", "ordo_store", "ordo_idempotency
 
 /// The log filter when neither `ORDO_LOG` nor `RUST_LOG` says otherwise. The exporter's own
 /// stack is quiet below warnings, or a slow collector floods the log.
-pub const LOG_FILTER_DEFAULT: &str =
-    "info,sqlx=warn,sea_orm=warn,opentelemetry=warn,opentelemetry_sdk=warn,reqwest=warn,hyper=warn,hyper_util=warn";
+pub const LOG_FILTER_DEFAULT: &str = "info,sqlx=warn,sea_orm=warn,opentelemetry=warn,opentelemetry_sdk=warn,reqwest=warn,hyper=warn,hyper_util=warn";
 
 /// How long the exporter waits for the collector per batch.
 const OTLP_TIMEOUT_MS: u64 = 5_000;
@@ -271,7 +275,10 @@ pub struct TraceParent(pub String);
 /// Joins the request span to the caller's trace (a valid W3C `traceparent` header) and
 /// returns the context the request's work carries on: the exported span's when tracing is
 /// on; else the caller's trace under a span id of our own, or a new trace.
-pub fn join_trace(span: &tracing::Span, headers: &poem::http::HeaderMap) -> opentelemetry::trace::SpanContext {
+pub fn join_trace(
+    span: &tracing::Span,
+    headers: &poem::http::HeaderMap,
+) -> opentelemetry::trace::SpanContext {
     use opentelemetry::propagation::TextMapPropagator as _;
     use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;

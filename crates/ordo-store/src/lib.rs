@@ -357,12 +357,14 @@ impl Store {
         let db = &self.exec.db;
         let row = |q: sea_orm::sea_query::SelectStatement| async move {
             let statement = db.get_database_backend().build(&q);
-            db.query_one_raw(statement).await.map_err(|e| exec::stop_to_error(exec::classify(e)))?.ok_or_else(|| {
-                StoreError::Internal("an aggregate gave no row".to_string())
-            })
+            db.query_one_raw(statement)
+                .await
+                .map_err(|e| exec::stop_to_error(exec::classify(e)))?
+                .ok_or_else(|| StoreError::Internal("an aggregate gave no row".to_string()))
         };
         let internal = |e: DbErr| StoreError::Internal(e.to_string());
-        let oldest: Option<chrono::DateTime<chrono::Utc>> = row(oldest).await?.try_get("", "oldest").map_err(internal)?;
+        let oldest: Option<chrono::DateTime<chrono::Utc>> =
+            row(oldest).await?.try_get("", "oldest").map_err(internal)?;
         let due: i64 = row(due).await?.try_get("", "due").map_err(internal)?;
         Ok(Backlog {
             oldest_unsent_s: oldest.map_or(0.0, |t| Ord::max((now - t).num_milliseconds(), 0) as f64 / 1e3),

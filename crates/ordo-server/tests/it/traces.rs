@@ -38,7 +38,8 @@ impl Collector {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
                 use poem::listener::{Acceptor as _, Listener as _};
-                let acceptor = poem::listener::TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
+                let acceptor =
+                    poem::listener::TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
                 tx.send(*acceptor.local_addr()[0].as_socket_addr().unwrap()).unwrap();
                 let receive = poem::endpoint::make(move |req: poem::Request| {
                     let sink = sink.clone();
@@ -47,7 +48,9 @@ impl Collector {
                         let body = req.into_body().into_bytes().await.unwrap();
                         let export = ExportTraceServiceRequest::decode(body).unwrap();
                         let mut spans = sink.lock().unwrap();
-                        for s in export.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+                        for s in
+                            export.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans)
+                        {
                             let attributes = s
                                 .attributes
                                 .iter()
@@ -69,7 +72,9 @@ impl Collector {
                                 attributes,
                             });
                         }
-                        poem::Response::builder().content_type("application/x-protobuf").body(Vec::<u8>::new())
+                        poem::Response::builder()
+                            .content_type("application/x-protobuf")
+                            .body(Vec::<u8>::new())
                     }
                 });
                 poem::Server::new_with_acceptor(acceptor).run(receive).await.ok();
@@ -97,8 +102,7 @@ on_both!(one_request_gives_the_span_tree, |backend| async move {
     let collector = Collector::start();
     let endpoint = collector.endpoint.clone();
     let tracer = off_runtime(move || telemetry::otlp_tracer(&endpoint).unwrap());
-    let subscriber =
-        telemetry::subscriber(tracing_subscriber::EnvFilter::new("warn"), true, Some(&tracer));
+    let subscriber = telemetry::subscriber(tracing_subscriber::EnvFilter::new("warn"), true, Some(&tracer));
     let guard = tracing::subscriber::set_default(subscriber);
     let api = stocked(backend).await;
     let placed = api
@@ -173,13 +177,23 @@ on_both!(one_request_gives_the_span_tree, |backend| async move {
     // The lookup found nothing the first time; the replay is its own trace and found it.
     let replayed = spans
         .iter()
-        .find(|s| s.name == "POST /orders" && s.attributes.get("idempotency").map(String::as_str) == Some("replayed"))
+        .find(|s| {
+            s.name == "POST /orders"
+                && s.attributes.get("idempotency").map(String::as_str) == Some("replayed")
+        })
         .unwrap();
     assert_ne!(replayed.trace_id, CALLER_TRACE);
-    let found = spans.iter().find(|s| s.trace_id == replayed.trace_id && s.name == "idempotency.lookup").unwrap();
+    let found =
+        spans.iter().find(|s| s.trace_id == replayed.trace_id && s.name == "idempotency.lookup").unwrap();
     assert_eq!(found.attributes.get("found").map(String::as_str), Some("true"));
     // The outbox event carries the request's trace context.
-    let event = events.body["items"].as_array().unwrap().iter().map(|i| &i["event"]).find(|e| e["event"] == "place").unwrap();
+    let event = events.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["event"])
+        .find(|e| e["event"] == "place")
+        .unwrap();
     assert_eq!(event["traceparent"], format!("00-{CALLER_TRACE}-{}-01", request.span_id));
     off_runtime(move || tracer.shutdown().unwrap());
 });
@@ -195,12 +209,21 @@ on_both!(without_an_exporter_the_callers_trace_still_reaches_the_event, |backend
             .body(order().to_string())
             .send()
     };
-    send("t-1", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").await.assert_status(StatusCode::CREATED);
+    send("t-1", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .await
+        .assert_status(StatusCode::CREATED);
     // Not a trace context (all-zero trace id): ignored, a new trace starts.
-    send("t-2", "00-00000000000000000000000000000000-00f067aa0ba902b7-01").await.assert_status(StatusCode::CREATED);
+    send("t-2", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")
+        .await
+        .assert_status(StatusCode::CREATED);
     let events = api.get("/events").await.body;
-    let placed: Vec<&Value> =
-        events["items"].as_array().unwrap().iter().map(|i| &i["event"]).filter(|e| e["event"] == "place").collect();
+    let placed: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["event"])
+        .filter(|e| e["event"] == "place")
+        .collect();
     let trace_of = |i: usize| {
         let t = placed[i]["traceparent"].as_str().unwrap().to_string();
         let parts: Vec<String> = t.split('-').map(str::to_string).collect();
