@@ -117,6 +117,7 @@ pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     ("malformed-request", 400, "the body or a parameter does not parse"),
     ("payload-too-large", 413, "the body is larger than the configured limit"),
     ("unauthorized", 401, "no valid API key"),
+    ("shadow-not-allowed", 403, "this API key may not send load-test traffic (`X-Load-Test: true`)"),
     ("rate-limited", 429, "the tenant's request rate is over its limit; retry after the given time"),
     ("overloaded", 503, "the database is busy or unavailable; retry after the given time"),
     ("internal", 500, "an internal error; it is logged, never described"),
@@ -163,6 +164,8 @@ pub enum Reply<T: ToJSON> {
     BadRequest(Json<Problem>),
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
     #[oai(status = 409, content_type = "application/problem+json")]
@@ -195,6 +198,7 @@ impl<T: ToJSON> Reply<T> {
         match p.status {
             400 => Reply::BadRequest(Json(p)),
             401 => Reply::Unauthorized(Json(p), "Bearer".to_string()),
+            403 => Reply::Forbidden(Json(p)),
             404 => Reply::NotFound(Json(p), replayed),
             409 => Reply::Conflict(Json(p), None, replayed),
             412 => Reply::PreconditionFailed(Json(p), replayed),
@@ -220,6 +224,7 @@ impl Reply<Value> {
             }
             Reply::BadRequest(p) => Reply::BadRequest(p),
             Reply::Unauthorized(p, w) => Reply::Unauthorized(p, w),
+            Reply::Forbidden(p) => Reply::Forbidden(p),
             Reply::NotFound(p, r) => Reply::NotFound(p, r),
             Reply::Conflict(p, a, r) => Reply::Conflict(p, a, r),
             Reply::PreconditionFailed(p, r) => Reply::PreconditionFailed(p, r),
@@ -302,10 +307,73 @@ impl RateLimit {
     }
 }
 
-/// Where each machine and resource is served from: the store of the spec declaring it.
-pub struct Ctx {
+/// The stores and leases of one kind of traffic (real, or shadow): each machine and
+/// resource is served by the store of the spec declaring it.
+pub struct Lane {
     stores: BTreeMap<String, Arc<Store>>,
     leases: Option<Arc<Leases>>,
+}
+
+impl Lane {
+    pub fn new(stores: Vec<Arc<Store>>, leases: Option<Arc<Leases>>) -> Lane {
+        let mut by_name = BTreeMap::new();
+        for store in stores {
+            let spec = store.spec();
+            for name in spec.machines.iter().map(|m| &m.name).chain(spec.resources.iter().map(|r| &r.name)) {
+                by_name.insert(name.clone(), store.clone());
+            }
+        }
+        Lane { stores: by_name, leases }
+    }
+
+    fn store(&self, name: &str) -> Option<&Arc<Store>> {
+        self.stores.get(name)
+    }
+}
+
+/// The tenants allowed to send shadow traffic: `tenant,tenant`, or `*` for all.
+#[derive(Debug, Clone, Default)]
+pub struct ShadowTenants {
+    all: bool,
+    names: std::collections::BTreeSet<String>,
+}
+
+impl ShadowTenants {
+    pub fn parse(spec: &str) -> ShadowTenants {
+        let names: std::collections::BTreeSet<String> =
+            spec.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect();
+        ShadowTenants { all: names.contains("*"), names }
+    }
+
+    pub fn any(&self) -> bool {
+        self.all || !self.names.is_empty()
+    }
+
+    fn allows(&self, tenant: &str) -> bool {
+        self.all || self.names.contains(tenant)
+    }
+}
+
+/// Whether a request is load-test traffic (`X-Load-Test: true`); `None` when the header
+/// is neither `true` nor `false`.
+pub fn is_shadow(req: &Request) -> Option<bool> {
+    match req.header("X-Load-Test").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false") => Some(false),
+        Some("true") => Some(true),
+        Some(_) => None,
+    }
+}
+
+/// Who sent a request, and the tables that serve it.
+struct Caller<'a> {
+    tenant: String,
+    lane: &'a Lane,
+    shadow: bool,
+}
+
+pub struct Ctx {
+    real: Lane,
+    shadow: Option<(Lane, ShadowTenants)>,
     tenants: Tenants,
     rate: RateLimit,
     pub metrics: Arc<crate::telemetry::Metrics>,
@@ -323,37 +391,70 @@ impl Ctx {
         rate: RateLimit,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Ctx {
-        let mut by_name = BTreeMap::new();
-        for store in stores {
-            let spec = store.spec();
-            for name in spec.machines.iter().map(|m| &m.name).chain(spec.resources.iter().map(|r| &r.name)) {
-                by_name.insert(name.clone(), store.clone());
-            }
-        }
-        Ctx { stores: by_name, leases, tenants, rate, metrics }
+        Ctx { real: Lane::new(stores, leases), shadow: None, tenants, rate, metrics }
     }
 
-    /// The request's tenant, if its key is valid and it is under its rate; else the
-    /// answer to send (large, but sent at once, so boxing would buy nothing).
+    /// Serves `X-Load-Test: true` requests of the allowed tenants from these stores.
+    pub fn with_shadow(
+        mut self,
+        stores: Vec<Arc<Store>>,
+        leases: Option<Arc<Leases>>,
+        allowed: ShadowTenants,
+    ) -> Ctx {
+        self.shadow = Some((Lane::new(stores, leases), allowed));
+        self
+    }
+
+    /// The request's tenant (its API key is valid) and lane (shadow traffic only from the
+    /// tenants allowed to send it); else the answer to send (large, but sent at once, so
+    /// boxing would buy nothing).
     #[allow(clippy::result_large_err)]
-    fn tenant<T: ToJSON>(&self, req: &Request) -> Result<String, Reply<T>> {
+    fn identify<T: ToJSON>(&self, req: &Request) -> Result<Caller<'_>, Reply<T>> {
         let tenant = self.tenants.of(req).ok_or_else(unauthorized)?;
-        self.rate.admit(&tenant).map_err(|wait| {
+        let shadow = is_shadow(req).ok_or_else(|| {
+            Reply::problem(Problem::new("malformed-request", "X-Load-Test must be `true` or `false`"), None)
+        })?;
+        if !shadow {
+            return Ok(Caller { tenant, lane: &self.real, shadow: false });
+        }
+        match &self.shadow {
+            Some((lane, allowed)) if allowed.allows(&tenant) => Ok(Caller { tenant, lane, shadow: true }),
+            _ => Err(Reply::problem(
+                Problem::new(
+                    "shadow-not-allowed",
+                    "this API key may not send load-test traffic (X-Load-Test)",
+                ),
+                None,
+            )),
+        }
+    }
+
+    /// [`Ctx::identify`], and the tenant is under its rate.
+    #[allow(clippy::result_large_err)]
+    fn caller<T: ToJSON>(&self, req: &Request) -> Result<Caller<'_>, Reply<T>> {
+        let caller = self.identify(req)?;
+        self.rate.admit(&caller.tenant).map_err(|wait| {
             Reply::TooManyRequests(Json(Problem::new("rate-limited", "too many requests; slow down")), wait)
         })?;
-        Ok(tenant)
+        Ok(caller)
     }
 
-    pub fn leases(&self) -> Option<&Leases> {
-        self.leases.as_deref()
+    /// Real and shadow lanes' leases (for readiness checks).
+    pub fn leases(&self) -> impl Iterator<Item = &Leases> {
+        std::iter::once(&self.real)
+            .chain(self.shadow.as_ref().map(|(l, _)| l))
+            .filter_map(|l| l.leases.as_deref())
     }
 
-    pub fn stores(&self) -> impl Iterator<Item = &Arc<Store>> {
-        self.stores.values()
+    /// Every store, real and shadow, with whether it is shadow.
+    pub fn stores(&self) -> impl Iterator<Item = (&Arc<Store>, bool)> {
+        let real = self.real.stores.values().map(|s| (s, false));
+        real.chain(self.shadow.iter().flat_map(|(l, _)| l.stores.values().map(|s| (s, true))))
     }
 
-    fn store(&self, name: &str) -> Option<&Arc<Store>> {
-        self.stores.get(name)
+    /// A machine's or resource's spec (the same in both lanes).
+    fn spec_of(&self, name: &str) -> Option<&ordo_spec::ir::Spec> {
+        self.real.store(name).map(|s| s.spec())
     }
 
     /// `POST /<machines>`.
@@ -427,14 +528,14 @@ impl Ctx {
 
     /// `GET /<machines>/{id}`.
     pub async fn get(&self, req: &Request, machine: &str, id: &str) -> Reply<Value> {
-        let tenant = match self.tenant(req) {
-            Ok(t) => t,
+        let caller = match self.caller(req) {
+            Ok(c) => c,
             Err(reply) => return reply,
         };
-        let (Some(store), Ok(id)) = (self.store(machine), id.parse()) else {
+        let (Some(store), Ok(id)) = (caller.lane.store(machine), id.parse()) else {
             return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
         };
-        match store.instance(&tenant, machine, id).await {
+        match store.instance(&caller.tenant, machine, id).await {
             Ok(Some(r)) => Reply::Ok(Json(body(&r)), Some(etag(r.version)), None),
             Ok(None) => Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None),
             Err(e) => store_error(e),
@@ -443,14 +544,14 @@ impl Ctx {
 
     /// `GET /<resources>/{key}`.
     pub async fn get_resource(&self, req: &Request, resource: &str, row_key: Value) -> Reply<Value> {
-        let tenant = match self.tenant(req) {
-            Ok(t) => t,
+        let caller = match self.caller(req) {
+            Ok(c) => c,
             Err(reply) => return reply,
         };
-        let Some(store) = self.store(resource) else {
+        let Some(store) = caller.lane.store(resource) else {
             return Reply::problem(Problem::new("not-found", format!("no resource {resource}")), None);
         };
-        match store.resource(&tenant, resource, &row_key).await {
+        match store.resource(&caller.tenant, resource, &row_key).await {
             Ok(Some(r)) => Reply::Ok(Json(body(&r)), Some(etag(r.version)), None),
             Ok(None) => Reply::problem(Problem::new("not-found", format!("no {resource} `{row_key}`")), None),
             Err(e) => store_error(e),
@@ -463,8 +564,8 @@ impl Ctx {
             Reply::Ok(Json(v), etag, _) => {
                 let state = v["state"].as_str().unwrap_or_default().to_string();
                 let events = self
-                    .store(machine)
-                    .and_then(|s| s.spec().machine(machine))
+                    .spec_of(machine)
+                    .and_then(|s| s.machine(machine))
                     .map(|m| m.events_from(&state).map(|e| e.name.clone()).collect())
                     .unwrap_or_default();
                 Reply::Ok(Json(AllowedEvents { state, events }), etag, None)
@@ -487,12 +588,16 @@ impl Ctx {
             Reply::Ok(_, etag, _) => etag,
             other => return other.typed(),
         };
-        let (Some(store), Some(tenant), Ok(uuid)) = (self.store(machine), self.tenants.of(req), id.parse())
-        else {
+        // Already admitted by the rate limit, for the read above.
+        let caller = match self.identify(req) {
+            Ok(c) => c,
+            Err(reply) => return reply,
+        };
+        let (Some(store), Ok(uuid)) = (caller.lane.store(machine), id.parse()) else {
             return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
         };
         let limit = limit.unwrap_or(100).clamp(1, ordo_store::JOURNAL_PAGE_MAX);
-        match store.journal(&tenant, machine, uuid, after.unwrap_or(0), limit).await {
+        match store.journal(&caller.tenant, machine, uuid, after.unwrap_or(0), limit).await {
             Ok(entries) => {
                 let next_after =
                     (entries.len() as u64 == limit).then(|| entries.last().map(|e| e.version)).flatten();
@@ -515,16 +620,16 @@ impl Ctx {
 
     /// `GET /events?after=&limit=`: the tenant's events, oldest first, from every spec.
     pub async fn events(&self, req: &Request, after: Option<String>, limit: Option<u64>) -> Reply<EventPage> {
-        let tenant = match self.tenant(req) {
-            Ok(t) => t,
+        let caller = match self.caller(req) {
+            Ok(c) => c,
             Err(reply) => return reply,
         };
         // All specs share one database and outbox: any store reads the whole feed.
-        let Some(store) = self.stores.values().next() else {
+        let Some(store) = caller.lane.stores.values().next() else {
             return Reply::Ok(Json(EventPage { items: Vec::new(), next: after }), None, None);
         };
         let limit = limit.unwrap_or(100);
-        match store.events_after(&tenant, after.as_deref(), limit).await {
+        match store.events_after(&caller.tenant, after.as_deref(), limit).await {
             Ok(events) => {
                 let next = events.last().map(|e| e.cursor.clone()).or(after);
                 let items = events
@@ -539,7 +644,7 @@ impl Ctx {
 
     /// `GET /machines/{name}/diagram`: the machine's Mermaid state diagram.
     pub fn diagram(&self, machine: &str) -> DiagramReply {
-        let found = self.store(machine).and_then(|s| s.spec().machine(machine).cloned());
+        let found = self.spec_of(machine).and_then(|s| s.machine(machine).cloned());
         match found {
             Some(m) => {
                 let spec = ordo_spec::ir::Spec { resources: Vec::new(), machines: vec![m] };
@@ -564,8 +669,8 @@ impl Ctx {
         body: Value,
         action: Action,
     ) -> Reply<Value> {
-        let tenant = match self.tenant(req) {
-            Ok(t) => t,
+        let caller = match self.caller(req) {
+            Ok(c) => c,
             Err(reply) => return reply,
         };
         let Some(header) = key else {
@@ -578,21 +683,22 @@ impl Ctx {
             Ok(k) => k,
             Err(e) => return Reply::problem(Problem::new("bad-idempotency-key", e.to_string()), None),
         };
-        let Some(store) = self.store(name) else {
+        let Some(store) = caller.lane.store(name) else {
             return Reply::problem(Problem::new("not-found", format!("no {name}")), None);
         };
+        let Caller { tenant, lane, shadow } = caller;
         let span = tracing::Span::current();
         span.record("tenant", tenant.as_str());
         span.record("machine", name);
         let fingerprint = ordo_idempotency::fingerprint(req.method().as_str(), req.uri().path(), &body);
         // The first insurance: hold the key in Redis while the request runs. Redis away
         // means no lease, never a failure: the database record still stops duplicates.
-        let lease = match self.leases.as_deref() {
+        let lease = match lane.leases.as_deref() {
             None => None,
             Some(leases) => match leases.claim(&tenant, &key).await {
                 Ok(Claim::Acquired(lease)) => Some(lease),
                 Ok(Claim::Held { retry_after_ms }) => {
-                    self.metrics.idempotency(KeyResult::InFlight);
+                    self.metrics.idempotency(KeyResult::InFlight, shadow);
                     span.record("idempotency", KeyResult::InFlight.label());
                     let p = Problem::new(
                         "idempotency-key-in-use",
@@ -601,7 +707,7 @@ impl Ctx {
                     return Reply::Conflict(Json(p), Some(retry_after_ms.div_ceil(1000).max(1)), None);
                 }
                 Err(e) => {
-                    self.metrics.idempotency(KeyResult::RedisUnavailable);
+                    self.metrics.idempotency(KeyResult::RedisUnavailable, shadow);
                     tracing::warn!(error = %e, "idempotency lease skipped");
                     None
                 }
@@ -612,7 +718,7 @@ impl Ctx {
         // The command runs to its end even if the client goes away: its outcome is recorded
         // and its lease released, so the client's retry gets the replay instead of finding
         // the key held until the lease expires.
-        let (store, leases) = (store.clone(), self.leases.clone());
+        let (store, leases) = (store.clone(), lane.leases.clone());
         let run = tokio::spawn(
             async move {
                 let result = store.execute(&cmd).await;
@@ -636,7 +742,7 @@ impl Ctx {
         };
         match result {
             Ok(done) => {
-                self.count(&cmd.action, &done);
+                self.count(&cmd.action, &done, shadow);
                 reply(&done, &cmd)
             }
             Err(e) => store_error(e),
@@ -644,13 +750,11 @@ impl Ctx {
     }
 
     /// Counts a decided command: its outcome, and how its key went.
-    fn count(&self, action: &Action, done: &Executed) {
+    fn count(&self, action: &Action, done: &Executed, shadow: bool) {
         let (machine, event) = match action {
             Action::Create { machine, .. } => {
-                let create = self
-                    .store(machine)
-                    .and_then(|s| s.spec().machine(machine))
-                    .map(|m| m.create.name.clone());
+                let create =
+                    self.spec_of(machine).and_then(|s| s.machine(machine)).map(|m| m.create.name.clone());
                 (machine.as_str(), create.unwrap_or_default())
             }
             Action::Fire { machine, event, .. } => (machine.as_str(), event.clone()),
@@ -667,13 +771,13 @@ impl Ctx {
             Outcome::Rejected { rejection: Rejection::KeyReused } => KeyResult::Reused,
             _ => KeyResult::Fresh,
         };
-        self.metrics.idempotency(key);
+        self.metrics.idempotency(key, shadow);
         let span = tracing::Span::current();
         span.record("event", event.as_str());
         span.record("outcome", outcome.as_str());
         span.record("idempotency", key.label());
         if !done.replayed && key != KeyResult::Reused {
-            self.metrics.transition(machine, &event, &outcome);
+            self.metrics.transition(machine, &event, &outcome, shadow);
         }
     }
 }

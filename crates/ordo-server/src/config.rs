@@ -32,6 +32,10 @@ pub struct Config {
     pub redis_prefix: String,
     /// `tenant:key,tenant:key`; empty runs single-tenant without auth (loopback only).
     pub api_keys: String,
+    /// The tenants allowed to send load-test traffic (`X-Load-Test: true`), served from shadow
+    /// tables and Redis keys: `tenant,tenant`, or `*` for all (single-tenant mode's is
+    /// `default`). Empty: shadow traffic is refused (403).
+    pub shadow_tenants: String,
     /// The OTLP/HTTP collector traces go to (e.g. `http://127.0.0.1:4318`); none: no traces.
     pub otlp_endpoint: Option<String>,
     pub pool_size: u32,
@@ -60,6 +64,7 @@ impl Default for Config {
             redis_prefix: "ordo:".to_string(),
             api_keys: String::new(),
             otlp_endpoint: None,
+            shadow_tenants: String::new(),
             pool_size: ordo_store::POOL_SIZE_DEFAULT,
             acquire_timeout_ms: ordo_store::ACQUIRE_TIMEOUT_MS_DEFAULT,
             body_bytes_max: BODY_BYTES_MAX_DEFAULT,
@@ -108,6 +113,9 @@ impl Config {
         }
         if let Some(v) = var(&["ORDO_API_KEYS"]) {
             config.api_keys = v;
+        }
+        if let Some(v) = var(&["ORDO_SHADOW_TENANTS"]) {
+            config.shadow_tenants = v;
         }
         if let Some(v) = var(&["ORDO_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]) {
             config.otlp_endpoint = Some(v).filter(|v| !v.is_empty());

@@ -76,72 +76,36 @@ impl Application {
             );
         }
         let specs = specs()?;
-        let store_config = |url: &str| {
-            let mut c = StoreConfig::new(url);
+        let store_config = {
+            let mut c = StoreConfig::new(&config.database_url);
             c.pool_size = config.pool_size;
             c.acquire_timeout_ms = config.acquire_timeout_ms;
             c.idempotency_ttl_ms = config.idempotency_ttl_ms;
             c
         };
-        let db = ordo_store::connect(&store_config(&config.database_url)).await.map_err(|e| e.to_string())?;
-        ordo_store::migrate(&db, &specs, MigrateAction::Up).await.map_err(|e| e.to_string())?;
-        let _ = db.close().await;
-        let mut named = Vec::new();
-        for (name, spec) in specs {
-            let store = Store::open(store_config(&config.database_url), &name, spec, false)
-                .await
-                .map_err(|e| e.to_string())?;
-            named.push((name, Arc::new(store)));
-        }
-        let stores: Vec<Arc<Store>> = named.iter().map(|(_, s)| s.clone()).collect();
-        let leases = match &config.redis_url {
-            Some(url) => {
-                let mut lc = LeaseConfig::new(url.clone(), config.redis_prefix.clone());
-                lc.lease_ms = config.lease_ms;
-                Some(Arc::new(Leases::connect(lc).await.map_err(|e| e.to_string())?))
-            }
-            None => None,
+        let real = Lane::open(config, &specs, store_config.clone(), &config.redis_prefix).await?;
+        // Shadow traffic (`X-Load-Test: true`) gets tables and Redis keys of its own.
+        let shadow_tenants = crate::api::ShadowTenants::parse(&config.shadow_tenants);
+        let shadow = if shadow_tenants.any() {
+            let shadow_config = store_config.shadow().map_err(|e| e.to_string())?;
+            let prefix = format!("{}shadow:", config.redis_prefix);
+            Some(Lane::open(config, &specs, shadow_config, &prefix).await?)
+        } else {
+            None
         };
-        // With Redis, committed events are relayed to one stream per machine; without it
-        // they stay readable through GET /events. All specs share one outbox.
-        if let (Some(url), Some(store)) = (&config.redis_url, stores.first().cloned()) {
-            let relay = Arc::new(crate::relay::Relay::connect(url, &config.redis_prefix).await?);
-            let every = Duration::from_millis(config.relay_interval_ms);
-            tokio::spawn(periodically("relay", every, RELAY_BATCH_MAX, move || {
-                let (relay, store) = (relay.clone(), store.clone());
-                async move { relay.round(&store, RELAY_BATCH_MAX).await.map(|n| n as u64) }
-            }));
-        }
-        // The sweeper of idempotency records past their retention (all stores share the
-        // system tables, so one store's connection serves).
-        if let Some(store) = stores.first().cloned() {
-            let every = Duration::from_millis(config.sweep_interval_ms);
-            tokio::spawn(periodically("idempotency sweep", every, SWEEP_BATCH_MAX, move || {
-                let store = store.clone();
-                async move {
-                    store.purge_expired(chrono::Utc::now(), SWEEP_BATCH_MAX).await.map_err(|e| e.to_string())
-                }
-            }));
-        }
-        // Each spec's due timers fire through its store; several servers share the work.
-        for store in &stores {
-            let store = store.clone();
-            let every = Duration::from_millis(config.timer_interval_ms);
-            tokio::spawn(periodically("timers", every, TIMER_BATCH_MAX, move || {
-                let store = store.clone();
-                async move {
-                    store
-                        .fire_due_timers(chrono::Utc::now(), TIMER_BATCH_MAX)
-                        .await
-                        .map(|n| n as u64)
-                        .map_err(|e| e.to_string())
-                }
-            }));
-        }
         let rate = RateLimit::new(config.rate_per_s, config.rate_burst);
         let metrics = Arc::new(crate::telemetry::Metrics::new()?);
-        metrics.watch_stores(&named);
-        let ctx = Arc::new(Ctx::new(stores, leases, tenants, rate, metrics.clone()));
+        metrics.watch_stores(&real.stores, false);
+        if let Some(lane) = &shadow {
+            metrics.watch_stores(&lane.stores, true);
+        }
+        let real_lane = real.into_api();
+        let mut ctx = Ctx::new(real_lane.0, real_lane.1, tenants, rate, metrics.clone());
+        if let Some(lane) = shadow {
+            let (stores, leases) = lane.into_api();
+            ctx = ctx.with_shadow(stores, leases, shadow_tenants);
+        }
+        let ctx = Arc::new(ctx);
         let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
         let docs = service.swagger_ui();
         let spec_json = service.spec_endpoint();
@@ -160,6 +124,7 @@ impl Application {
                     let started = std::time::Instant::now();
                     let method = req.method().to_string();
                     let route = crate::telemetry::route_of(req.uri().path());
+                    let shadow = crate::api::is_shadow(&req).unwrap_or(false);
                     // The body limit: a declared length past it is refused before reading, and a
                     // body without one is read only up to it.
                     let declared = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
@@ -210,7 +175,7 @@ impl Application {
                     };
                     let status = response.as_ref().map_or(500, |r| r.status().as_u16());
                     let elapsed = started.elapsed();
-                    metrics.http(&method, &route, status, elapsed.as_secs_f64());
+                    metrics.http(&method, &route, status, shadow, elapsed.as_secs_f64());
                     span.record("status", status);
                     tracing::debug!(parent: &span, status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
                     response.map(|mut r| {
@@ -242,6 +207,83 @@ impl Application {
     /// The app without its socket, for in-process tests.
     pub fn into_endpoint(self) -> poem::endpoint::BoxEndpoint<'static> {
         self.app
+    }
+}
+
+/// The stores (one per spec, migrated) and leases of one kind of traffic, real or shadow,
+/// with their background chores running.
+struct Lane {
+    stores: Vec<(String, Arc<Store>)>,
+    leases: Option<Arc<Leases>>,
+}
+
+impl Lane {
+    async fn open(
+        config: &Config,
+        specs: &[(String, ordo_spec::ir::Spec)],
+        store_config: StoreConfig,
+        redis_prefix: &str,
+    ) -> Result<Lane, String> {
+        let db = ordo_store::connect(&store_config).await.map_err(|e| e.to_string())?;
+        ordo_store::migrate(&db, specs, MigrateAction::Up).await.map_err(|e| e.to_string())?;
+        let _ = db.close().await;
+        let mut stores = Vec::new();
+        for (name, spec) in specs {
+            let store = Store::open(store_config.clone(), name, spec.clone(), false)
+                .await
+                .map_err(|e| e.to_string())?;
+            stores.push((name.clone(), Arc::new(store)));
+        }
+        let leases = match &config.redis_url {
+            Some(url) => {
+                let mut lc = LeaseConfig::new(url.clone(), redis_prefix.to_string());
+                lc.lease_ms = config.lease_ms;
+                Some(Arc::new(Leases::connect(lc).await.map_err(|e| e.to_string())?))
+            }
+            None => None,
+        };
+        let first = stores.first().map(|(_, s)| s.clone());
+        // With Redis, committed events are relayed to one stream per machine; without it
+        // they stay readable through GET /events. All specs share one outbox.
+        if let (Some(url), Some(store)) = (&config.redis_url, first.clone()) {
+            let relay = Arc::new(crate::relay::Relay::connect(url, redis_prefix).await?);
+            let every = Duration::from_millis(config.relay_interval_ms);
+            tokio::spawn(periodically("relay", every, RELAY_BATCH_MAX, move || {
+                let (relay, store) = (relay.clone(), store.clone());
+                async move { relay.round(&store, RELAY_BATCH_MAX).await.map(|n| n as u64) }
+            }));
+        }
+        // The sweeper of idempotency records past their retention (all stores share the
+        // system tables, so one store's connection serves).
+        if let Some(store) = first {
+            let every = Duration::from_millis(config.sweep_interval_ms);
+            tokio::spawn(periodically("idempotency sweep", every, SWEEP_BATCH_MAX, move || {
+                let store = store.clone();
+                async move {
+                    store.purge_expired(chrono::Utc::now(), SWEEP_BATCH_MAX).await.map_err(|e| e.to_string())
+                }
+            }));
+        }
+        // Each spec's due timers fire through its store; several servers share the work.
+        for (_, store) in &stores {
+            let store = store.clone();
+            let every = Duration::from_millis(config.timer_interval_ms);
+            tokio::spawn(periodically("timers", every, TIMER_BATCH_MAX, move || {
+                let store = store.clone();
+                async move {
+                    store
+                        .fire_due_timers(chrono::Utc::now(), TIMER_BATCH_MAX)
+                        .await
+                        .map(|n| n as u64)
+                        .map_err(|e| e.to_string())
+                }
+            }));
+        }
+        Ok(Lane { stores, leases })
+    }
+
+    fn into_api(self) -> (Vec<Arc<Store>>, Option<Arc<Leases>>) {
+        (self.stores.into_iter().map(|(_, s)| s).collect(), self.leases)
     }
 }
 
@@ -296,8 +338,12 @@ async fn metrics_text(
     metrics: poem::web::Data<&Arc<crate::telemetry::Metrics>>,
     ctx: poem::web::Data<&Arc<Ctx>>,
 ) -> Response {
-    if let Some(store) = ctx.stores().next() {
-        metrics.read_backlog(store).await;
+    // The system tables are shared by the specs of a lane: one store of each reads them.
+    let mut seen = [false; 2];
+    for (store, shadow) in ctx.stores() {
+        if !std::mem::replace(&mut seen[usize::from(shadow)], true) {
+            metrics.read_backlog(store, shadow).await;
+        }
     }
     Response::builder().content_type("text/plain; version=0.0.4").body(metrics.encode())
 }
@@ -311,19 +357,19 @@ fn healthz() -> &'static str {
 #[handler]
 async fn readyz(ctx: poem::web::Data<&Arc<Ctx>>) -> Response {
     use sea_orm::ConnectionTrait;
-    for store in ctx.stores() {
+    for (store, _) in ctx.stores() {
         if let Err(e) = store.connection().execute_unprepared("SELECT 1").await {
             return Response::builder()
                 .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
                 .body(format!("database: {e}"));
         }
     }
-    if let Some(leases) = ctx.leases()
-        && let Err(e) = leases.ping().await
-    {
-        return Response::builder()
-            .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
-            .body(format!("redis: {e}"));
+    for leases in ctx.leases() {
+        if let Err(e) = leases.ping().await {
+            return Response::builder()
+                .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
+                .body(format!("redis: {e}"));
+        }
     }
     Response::builder().body("ready")
 }

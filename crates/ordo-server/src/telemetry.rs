@@ -103,38 +103,43 @@ impl Metrics {
         })
     }
 
-    pub fn http(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    pub fn http(&self, method: &str, route: &str, status: u16, shadow: bool, seconds: f64) {
         let attrs = [
             KeyValue::new("method", method.to_string()),
             KeyValue::new("route", route.to_string()),
             KeyValue::new("status", i64::from(status)),
+            KeyValue::new("shadow", shadow),
         ];
         self.http.record(seconds, &attrs);
     }
 
     /// `outcome` is `applied` or the rejection's problem code.
-    pub fn transition(&self, machine: &str, event: &str, outcome: &str) {
+    pub fn transition(&self, machine: &str, event: &str, outcome: &str, shadow: bool) {
         let attrs = [
             KeyValue::new("machine", machine.to_string()),
             KeyValue::new("event", event.to_string()),
             KeyValue::new("outcome", outcome.to_string()),
+            KeyValue::new("shadow", shadow),
         ];
         self.transitions.add(1, &attrs);
     }
 
-    pub fn idempotency(&self, result: KeyResult) {
-        self.idempotency.add(1, &[KeyValue::new("result", result.label())]);
+    pub fn idempotency(&self, result: KeyResult, shadow: bool) {
+        self.idempotency.add(1, &[KeyValue::new("result", result.label()), KeyValue::new("shadow", shadow)]);
     }
 
-    /// Reports each spec's store (by spec name): executor retries, transactions begun and
+    /// Reports each spec's store (by spec name, and whether it holds shadow traffic): executor retries, transactions begun and
     /// the time spent getting their connections, and the pool's connections.
-    pub fn watch_stores(&self, stores: &[(String, Arc<Store>)]) {
+    pub fn watch_stores(&self, stores: &[(String, Arc<Store>)], shadow: bool) {
         let meter = self.provider.meter("ordo");
         let each = |f: fn(&ordo_store::StoreStats) -> f64| {
             let stores: Vec<(String, Arc<Store>)> = stores.to_vec();
             move |o: &dyn opentelemetry::metrics::AsyncInstrument<f64>| {
                 for (name, store) in &stores {
-                    o.observe(f(&store.stats()), &[KeyValue::new("spec", name.clone())]);
+                    o.observe(
+                        f(&store.stats()),
+                        &[KeyValue::new("spec", name.clone()), KeyValue::new("shadow", shadow)],
+                    );
                 }
             }
         };
@@ -176,11 +181,12 @@ impl Metrics {
 
     /// Reads the system tables' backlog (shared by every spec of the database) into the
     /// relay-lag and due-timer gauges.
-    pub async fn read_backlog(&self, store: &Store) {
+    pub async fn read_backlog(&self, store: &Store, shadow: bool) {
         match store.backlog(chrono::Utc::now()).await {
             Ok(b) => {
-                self.relay_lag.record(b.oldest_unsent_s, &[]);
-                self.due_timers.record(b.due_timers, &[]);
+                let attrs = [KeyValue::new("shadow", shadow)];
+                self.relay_lag.record(b.oldest_unsent_s, &attrs);
+                self.due_timers.record(b.due_timers, &attrs);
             }
             Err(e) => tracing::warn!(error = %e, "reading the outbox and timer backlog failed"),
         }

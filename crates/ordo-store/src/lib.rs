@@ -44,7 +44,13 @@ pub struct StoreConfig {
     pub retries_max: u32,
     pub retry_backoff_ms_max: u64,
     pub idempotency_ttl_ms: u64,
+    /// PostgreSQL only: the schema the tables live in (created when missing); none: the
+    /// connection's default (`public`).
+    pub schema: Option<String>,
 }
+
+/// The PostgreSQL schema, or the suffix of the SQLite file, of shadow traffic's tables.
+pub const SHADOW_SCHEMA: &str = "ordo_shadow";
 
 impl StoreConfig {
     pub fn new(url: impl Into<String>) -> StoreConfig {
@@ -56,7 +62,37 @@ impl StoreConfig {
             retries_max: RETRIES_MAX_DEFAULT,
             retry_backoff_ms_max: RETRY_BACKOFF_MS_MAX_DEFAULT,
             idempotency_ttl_ms: IDEMPOTENCY_TTL_MS_DEFAULT,
+            schema: None,
         }
+    }
+
+    /// The same settings over the shadow tables, which load tests write instead of the real
+    /// ones: the schema `ordo_shadow` of the same PostgreSQL database, or the SQLite file
+    /// beside the real one (`ordo.db` -> `ordo.ordo_shadow.db`). An in-memory database has
+    /// no beside.
+    pub fn shadow(&self) -> Result<StoreConfig, StoreError> {
+        let mut shadow = self.clone();
+        if self.url.starts_with("postgres") {
+            shadow.schema = Some(SHADOW_SCHEMA.to_string());
+            return Ok(shadow);
+        }
+        let in_memory = self.url.contains(":memory:") || self.url.contains("mode=memory");
+        let rest = self.url.strip_prefix("sqlite://").or_else(|| self.url.strip_prefix("sqlite:"));
+        let (Some(rest), false) = (rest, in_memory) else {
+            return Err(StoreError::Invalid(format!(
+                "shadow tables need a PostgreSQL database or an SQLite file, not `{}`",
+                self.url
+            )));
+        };
+        let (path, query) = rest.split_once('?').map_or((rest, None), |(p, q)| (p, Some(q)));
+        let file = std::path::Path::new(path);
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("ordo");
+        let ext = file.extension().and_then(|s| s.to_str()).map_or(String::new(), |e| format!(".{e}"));
+        let name = format!("{stem}.{SHADOW_SCHEMA}{ext}");
+        let shadow_path = file.with_file_name(name);
+        shadow.url =
+            format!("sqlite://{}{}", shadow_path.display(), query.map_or(String::new(), |q| format!("?{q}")));
+        Ok(shadow)
     }
 }
 
@@ -238,7 +274,22 @@ pub async fn connect(config: &StoreConfig) -> Result<DatabaseConnection, StoreEr
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .foreign_keys(true)
         });
-    Database::connect(options).await.map_err(StoreError::from)
+    let Some(schema) = &config.schema else {
+        return Database::connect(options).await.map_err(StoreError::from);
+    };
+    let valid = schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid || !config.url.starts_with("postgres") {
+        return Err(StoreError::Invalid(format!(
+            "schema `{schema}`: a lower-case PostgreSQL identifier, and only with PostgreSQL"
+        )));
+    }
+    options.set_schema_search_path(schema.clone());
+    let db = Database::connect(options).await?;
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).await?;
+    Ok(db)
 }
 
 /// Runs the migrations of every spec the database serves (name and IR, in a stable

@@ -8,6 +8,7 @@ mod idempotency;
 mod metrics;
 mod races;
 mod relay;
+mod shadow;
 mod traces;
 
 use ordo_server::config::Config;
