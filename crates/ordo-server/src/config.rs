@@ -36,6 +36,8 @@ pub struct Config {
     /// tables and Redis keys: `tenant,tenant`, or `*` for all (single-tenant mode's is
     /// `default`). Empty: shadow traffic is refused (403).
     pub shadow_tenants: String,
+    /// Where to record the shape of the traffic (JSON lines; see `record.rs`); none: off.
+    pub record: Option<std::path::PathBuf>,
     /// The OTLP/HTTP collector traces go to (e.g. `http://127.0.0.1:4318`); none: no traces.
     pub otlp_endpoint: Option<String>,
     pub pool_size: u32,
@@ -64,6 +66,7 @@ impl Default for Config {
             redis_prefix: "ordo:".to_string(),
             api_keys: String::new(),
             otlp_endpoint: None,
+            record: None,
             shadow_tenants: String::new(),
             pool_size: ordo_store::POOL_SIZE_DEFAULT,
             acquire_timeout_ms: ordo_store::ACQUIRE_TIMEOUT_MS_DEFAULT,
@@ -113,6 +116,9 @@ impl Config {
         }
         if let Some(v) = var(&["ORDO_API_KEYS"]) {
             config.api_keys = v;
+        }
+        if let Some(v) = var(&["ORDO_RECORD"]) {
+            config.record = Some(v.into()).filter(|p: &std::path::PathBuf| !p.as_os_str().is_empty());
         }
         if let Some(v) = var(&["ORDO_SHADOW_TENANTS"]) {
             config.shadow_tenants = v;

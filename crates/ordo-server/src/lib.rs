@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod record;
 pub mod relay;
 pub mod startup;
 

@@ -109,6 +109,10 @@ impl Application {
         let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
         let docs = service.swagger_ui();
         let spec_json = service.spec_endpoint();
+        let recorder = match &config.record {
+            Some(path) => Some(Arc::new(crate::record::Recorder::open(path).await?)),
+            None => None,
+        };
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let body_max = config.body_bytes_max;
         let app = Route::new()
@@ -120,11 +124,17 @@ impl Application {
             .at("/metrics", get(metrics_text.data(metrics.clone()).data(ctx.clone())))
             .around(move |ep, mut req| {
                 let metrics = metrics.clone();
+                let recorder = recorder.clone();
                 async move {
                     let started = std::time::Instant::now();
                     let method = req.method().to_string();
                     let route = crate::telemetry::route_of(req.uri().path());
                     let shadow = crate::api::is_shadow(&req).unwrap_or(false);
+                    let arrived_ms = chrono::Utc::now().timestamp_millis();
+                    let key = recorder
+                        .as_ref()
+                        .and_then(|_| req.header("idempotency-key"))
+                        .map(crate::record::key_hash);
                     // The body limit: a declared length past it is refused before reading, and a
                     // body without one is read only up to it.
                     let declared = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
@@ -177,6 +187,16 @@ impl Application {
                     let elapsed = started.elapsed();
                     metrics.http(&method, &route, status, shadow, elapsed.as_secs_f64());
                     span.record("status", status);
+                    if let Some(recorder) = recorder.as_ref().filter(|_| crate::record::recorded(&route)) {
+                        recorder.record(crate::record::TrafficRecord {
+                            at_ms: arrived_ms,
+                            method: method.clone(),
+                            route: route.clone(),
+                            status,
+                            key,
+                            shadow,
+                        });
+                    }
                     tracing::debug!(parent: &span, status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
                     response.map(|mut r| {
                         if let Ok(v) = poem::http::HeaderValue::from_str(&request_id) {

@@ -1,0 +1,380 @@
+//! The audit after a run, over the database itself (never the API): each idempotency key
+//! produced at most one effect and every effect has its record; every order's and
+//! transfer's state is the replay of its journal; stock and money are conserved (stock +
+//! held = restocked, never negative; each wallet and account is its deposits less what its
+//! live orders and transfers hold); every 2xx the client saw exists. With shadow traffic,
+//! the real tables are compared with a snapshot taken before the run.
+//!
+//! The conservation checks know the shipped specs (`specs/order.ordo`, `specs/transfer.ordo`):
+//! the load the pressure test sends is theirs.
+
+use crate::driver::Seen;
+use anyhow::{Context, Result};
+use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Statement};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Audit {
+    pub checks: Vec<Check>,
+}
+
+/// At most this many examples per failed check.
+const EXAMPLES_MAX: usize = 5;
+
+impl Audit {
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for c in &self.checks {
+            let _ = writeln!(
+                out,
+                "audit: {:<44} {}  {}",
+                c.name,
+                if c.passed { "pass" } else { "FAIL" },
+                c.detail
+            );
+        }
+        out
+    }
+
+    /// Records a check from its violations (none: passed).
+    fn check(&mut self, name: &str, examined: usize, what: &str, violations: Vec<String>) {
+        let detail = if violations.is_empty() {
+            format!("{examined} {what}")
+        } else {
+            let shown: Vec<&str> = violations.iter().take(EXAMPLES_MAX).map(String::as_str).collect();
+            format!("{} of {examined} {what}: {}", violations.len(), shown.join("; "))
+        };
+        self.checks.push(Check { name: name.to_string(), passed: violations.is_empty(), detail });
+    }
+}
+
+async fn rows(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> Result<Vec<QueryResult>> {
+    let statement = Statement::from_sql_and_values(db.get_database_backend(), sql, values);
+    db.query_all_raw(statement).await.with_context(|| format!("audit query: {sql}"))
+}
+
+fn placeholder(db: &DatabaseConnection) -> &'static str {
+    match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => "$1",
+        _ => "?",
+    }
+}
+
+fn text(r: &QueryResult, col: &str) -> Result<String> {
+    Ok(r.try_get::<Option<String>>("", col)?.unwrap_or_default())
+}
+
+fn int(r: &QueryResult, col: &str) -> Result<i64> {
+    Ok(r.try_get::<Option<i64>>("", col)?.unwrap_or(0))
+}
+
+/// A journal row.
+struct Entry {
+    machine: String,
+    entity: String,
+    version: i64,
+    event: String,
+    from: Option<String>,
+    to: Option<String>,
+    params: Value,
+}
+
+/// Runs every check over `tenant`'s rows; `seen` is what the client saw succeed.
+pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Result<Audit> {
+    let mut audit = Audit::default();
+    let p = placeholder(db);
+    let t = || vec![sea_orm::Value::from(tenant.to_string())];
+
+    // One effect per key.
+    let dup = rows(
+        db,
+        &format!(
+            "SELECT idempotency_key AS k, COUNT(*) AS n FROM ordo_transitions WHERE tenant = {p} \
+             AND idempotency_key IS NOT NULL GROUP BY idempotency_key HAVING COUNT(*) > 1"
+        ),
+        t(),
+    )
+    .await?;
+    let keyed = rows(
+        db,
+        &format!(
+            "SELECT COUNT(*) AS n FROM ordo_transitions WHERE tenant = {p} AND idempotency_key IS NOT NULL"
+        ),
+        t(),
+    )
+    .await?;
+    let keyed = keyed.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0) as usize;
+    let violations = dup
+        .iter()
+        .map(|r| Ok(format!("key {} applied {} times", text(r, "k")?, int(r, "n")?)))
+        .collect::<Result<_>>()?;
+    audit.check("each idempotency key has at most one effect", keyed, "keyed effects", violations);
+
+    // Every effect has its record (the second insurance was written with it).
+    let orphans = rows(
+        db,
+        &format!(
+            "SELECT t.idempotency_key AS k FROM ordo_transitions t LEFT JOIN ordo_idempotency i \
+             ON i.tenant = t.tenant AND i.key = t.idempotency_key \
+             WHERE t.tenant = {p} AND t.idempotency_key IS NOT NULL AND i.key IS NULL"
+        ),
+        t(),
+    )
+    .await?;
+    let violations =
+        orphans.iter().map(|r| Ok(format!("key {} has no record", text(r, "k")?))).collect::<Result<_>>()?;
+    audit.check("every keyed effect has its idempotency record", keyed, "keyed effects", violations);
+
+    // The journal, replayed.
+    let journal: Vec<Entry> = rows(
+        db,
+        &format!(
+            "SELECT machine, entity, version, event, from_state, to_state, params FROM ordo_transitions \
+             WHERE tenant = {p} ORDER BY machine, entity, version"
+        ),
+        t(),
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Entry {
+            machine: text(r, "machine")?,
+            entity: text(r, "entity")?,
+            version: int(r, "version")?,
+            event: text(r, "event")?,
+            from: r.try_get::<Option<String>>("", "from_state")?,
+            to: r.try_get::<Option<String>>("", "to_state")?,
+            params: serde_json::from_str(&text(r, "params")?).unwrap_or(Value::Null),
+        })
+    })
+    .collect::<Result<_>>()?;
+    let mut by_instance: BTreeMap<(&str, &str), Vec<&Entry>> = BTreeMap::new();
+    for e in &journal {
+        by_instance.entry((e.machine.as_str(), e.entity.as_str())).or_default().push(e);
+    }
+
+    let orders = rows(
+        db,
+        &format!("SELECT id, state, version, sku, quantity, account, amount FROM orders WHERE tenant = {p}"),
+        t(),
+    )
+    .await?;
+    let transfers = rows(
+        db,
+        &format!("SELECT id, state, version, payer, payee, amount FROM transfers WHERE tenant = {p}"),
+        t(),
+    )
+    .await?;
+    let mut violations = Vec::new();
+    let mut instances = BTreeSet::new();
+    for (machine, list) in [("Order", &orders), ("Transfer", &transfers)] {
+        for r in list.iter() {
+            let id = r.try_get::<uuid::Uuid>("", "id")?.to_string();
+            let (state, version) = (text(r, "state")?, int(r, "version")?);
+            instances.insert(id.clone());
+            let entries = by_instance.get(&(machine, id.as_str())).map_or(&[][..], Vec::as_slice);
+            if let Some(why) = replay_mismatch(entries, &state, version) {
+                violations.push(format!("{machine} {id}: {why}"));
+            }
+        }
+    }
+    // And no journal of an instance that is not there.
+    for ((machine, entity), _) in by_instance.iter().filter(|((m, _), _)| matches!(*m, "Order" | "Transfer"))
+    {
+        if !instances.contains(*entity) {
+            violations.push(format!("{machine} {entity}: journal rows but no instance"));
+        }
+    }
+    audit.check(
+        "each instance's state is the replay of its journal",
+        orders.len() + transfers.len(),
+        "orders and transfers",
+        violations,
+    );
+
+    // Operations on resources, summed from the journal: restock, deposit, withdraw.
+    let mut added: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for e in &journal {
+        let amount = |name: &str| e.params[name].as_i64().unwrap_or(0);
+        let delta = match (e.machine.as_str(), e.event.as_str()) {
+            ("Inventory", "restock") => amount("quantity"),
+            ("Wallet" | "Account", "deposit") => amount("amount"),
+            ("Wallet" | "Account", "withdraw") => -amount("amount"),
+            _ => continue,
+        };
+        *added.entry((e.machine.as_str(), e.entity.as_str())).or_default() += delta;
+    }
+
+    // Stock: what is available plus what live orders hold is what was restocked.
+    let mut held: BTreeMap<String, i64> = BTreeMap::new();
+    let mut charged: BTreeMap<String, i64> = BTreeMap::new();
+    for r in &orders {
+        let state = text(r, "state")?;
+        if state != "cancelled" {
+            *held.entry(text(r, "sku")?).or_default() += int(r, "quantity")?;
+        }
+        if matches!(state.as_str(), "paid" | "shipped" | "delivered" | "completed") {
+            *charged.entry(text(r, "account")?).or_default() += int(r, "amount")?;
+        }
+    }
+    let stock = rows(db, &format!("SELECT sku, available FROM inventories WHERE tenant = {p}"), t()).await?;
+    let mut violations = Vec::new();
+    for r in &stock {
+        let (sku, available) = (text(r, "sku")?, int(r, "available")?);
+        let restocked = added.get(&("Inventory", sku.as_str())).copied().unwrap_or(0);
+        let h = held.remove(&sku).unwrap_or(0);
+        if available < 0 || available + h != restocked {
+            violations.push(format!("{sku}: available {available} + held {h} != restocked {restocked}"));
+        }
+    }
+    violations.extend(held.keys().map(|sku| format!("{sku}: orders hold stock of a SKU never stocked")));
+    audit.check("stock + held = restocked, never negative", stock.len(), "SKUs", violations);
+
+    // Wallets: deposits less withdrawals less what live paid orders were charged.
+    let wallets = rows(db, &format!("SELECT account, balance FROM wallets WHERE tenant = {p}"), t()).await?;
+    let mut violations = Vec::new();
+    for r in &wallets {
+        let (account, balance) = (text(r, "account")?, int(r, "balance")?);
+        let funded = added.get(&("Wallet", account.as_str())).copied().unwrap_or(0);
+        let c = charged.remove(&account).unwrap_or(0);
+        if balance < 0 || balance + c != funded {
+            violations.push(format!("{account}: balance {balance} + charged {c} != deposited {funded}"));
+        }
+    }
+    violations.extend(charged.keys().map(|a| format!("{a}: orders charged a wallet that does not exist")));
+    audit.check("money conserved across wallets", wallets.len(), "wallets", violations);
+
+    // Accounts: deposits less withdrawals, less what pending and settled transfers took
+    // from the payer, plus what settled ones gave the payee.
+    let mut moved: BTreeMap<String, i64> = BTreeMap::new();
+    for r in &transfers {
+        let (state, amount) = (text(r, "state")?, int(r, "amount")?);
+        if matches!(state.as_str(), "pending" | "settled") {
+            *moved.entry(text(r, "payer")?).or_default() -= amount;
+        }
+        if state == "settled" {
+            *moved.entry(text(r, "payee")?).or_default() += amount;
+        }
+    }
+    let accounts = rows(db, &format!("SELECT id, balance FROM accounts WHERE tenant = {p}"), t()).await?;
+    let mut violations = Vec::new();
+    for r in &accounts {
+        let (id, balance) = (text(r, "id")?, int(r, "balance")?);
+        let funded = added.get(&("Account", id.as_str())).copied().unwrap_or(0);
+        let m = moved.remove(&id).unwrap_or(0);
+        if balance < 0 || balance != funded + m {
+            violations.push(format!("{id}: balance {balance} != deposited {funded} + transfers {m}"));
+        }
+    }
+    violations.extend(
+        moved
+            .iter()
+            .filter(|(_, m)| **m != 0)
+            .map(|(a, _)| format!("{a}: transfers of an account that does not exist")),
+    );
+    audit.check("money conserved across accounts", accounts.len(), "accounts", violations);
+
+    // Every 2xx the client saw.
+    let records: BTreeMap<String, String> =
+        rows(db, &format!("SELECT key, outcome FROM ordo_idempotency WHERE tenant = {p}"), t())
+            .await?
+            .iter()
+            .map(|r| Ok((text(r, "key")?, text(r, "outcome")?)))
+            .collect::<Result<_>>()?;
+    let mut violations = Vec::new();
+    for s in seen {
+        match records.get(&s.key) {
+            None => violations.push(format!("key {}: answered 2xx, no record", s.key)),
+            Some(outcome) if !outcome.contains("\"applied\"") => {
+                violations.push(format!("key {}: answered 2xx, recorded as {outcome}", s.key));
+            }
+            Some(_) => {}
+        }
+        if let Some((table, id)) = &s.created
+            && !instances.contains(id)
+        {
+            violations.push(format!("key {}: created {table} {id}, which does not exist", s.key));
+        }
+    }
+    audit.check("every 2xx the client saw exists", seen.len(), "2xx answers", violations);
+    Ok(audit)
+}
+
+/// Why an instance's journal does not replay to its state and version, if it does not.
+fn replay_mismatch(entries: &[&Entry], state: &str, version: i64) -> Option<String> {
+    let mut current: Option<&str> = None;
+    for (i, e) in entries.iter().enumerate() {
+        if e.version != i as i64 + 1 {
+            return Some(format!("journal version {} at position {}", e.version, i + 1));
+        }
+        if e.from.as_deref() != current {
+            return Some(format!("`{}` from {:?} but the replay is in {:?}", e.event, e.from, current));
+        }
+        current = e.to.as_deref();
+    }
+    if current != Some(state) || entries.len() as i64 != version {
+        return Some(format!(
+            "stored {state} v{version}, the journal replays to {current:?} v{}",
+            entries.len()
+        ));
+    }
+    None
+}
+
+/// What a set of tables holds, to show that a run did not touch them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot(BTreeMap<String, (i64, String)>);
+
+/// Per table: rows, and the latest change (`updated_at`, or `created_at` for the journal
+/// and the records).
+const SNAPSHOT_TABLES: &[(&str, &str)] = &[
+    ("orders", "updated_at"),
+    ("transfers", "updated_at"),
+    ("inventories", "updated_at"),
+    ("wallets", "updated_at"),
+    ("accounts", "updated_at"),
+    ("ordo_transitions", "created_at"),
+    ("ordo_outbox", "created_at"),
+    ("ordo_idempotency", "created_at"),
+    ("ordo_timers", "due_at"),
+];
+
+pub async fn snapshot(db: &DatabaseConnection) -> Result<Snapshot> {
+    let mut out = BTreeMap::new();
+    for (table, column) in SNAPSHOT_TABLES {
+        let r = rows(
+            db,
+            &format!("SELECT COUNT(*) AS n, CAST(MAX({column}) AS TEXT) AS m FROM {table}"),
+            Vec::new(),
+        )
+        .await?;
+        let r = r.first().context("an aggregate gave no row")?;
+        out.insert(table.to_string(), (int(r, "n")?, text(r, "m")?));
+    }
+    Ok(Snapshot(out))
+}
+
+/// Adds the check that `after` is `before` (the real tables, around a shadow run).
+pub fn untouched(audit: &mut Audit, before: &Snapshot, after: &Snapshot) {
+    let violations = before
+        .0
+        .iter()
+        .filter(|(t, v)| after.0.get(*t) != Some(v))
+        .map(|(t, v)| format!("{t}: {v:?} before, {:?} after", after.0.get(t)))
+        .collect();
+    audit.check("shadow traffic left the real tables untouched", before.0.len(), "real tables", violations);
+}

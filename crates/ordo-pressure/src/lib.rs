@@ -1,0 +1,76 @@
+//! Full-link pressure tests: `cargo xtask pressure` drives a running server over HTTP on
+//! 127.0.0.1 with an open model (see `driver`), then audits the database (see `audit`) and
+//! reports (see `report`). The verdict (thresholds and audit) is the exit code.
+
+pub mod audit;
+pub mod driver;
+pub mod report;
+pub mod scenario;
+
+use anyhow::{Context, Result};
+use driver::{Driver, Target};
+use ordo_server::record::TrafficRecord;
+use ordo_store::StoreConfig;
+use report::Report;
+use scenario::Scenario;
+use std::path::PathBuf;
+
+/// A run.
+pub struct Run {
+    pub target: Target,
+    pub scenario: Scenario,
+    /// Instead of the scenario's stages: a recorded traffic shape, and how much faster.
+    pub replay: Option<(Vec<TrafficRecord>, f64)>,
+    /// The server's database, for the audit (none: no audit).
+    pub database: Option<StoreConfig>,
+    /// The tenant the load runs as (the API key's).
+    pub tenant: String,
+    /// Where to write `report.json` and `report.html`.
+    pub out: Option<PathBuf>,
+}
+
+pub async fn run(run: Run) -> Result<Report> {
+    let stages = scenario::parse_stages(&run.scenario.stages)?;
+    let driver = Driver::new(run.target.clone(), run.scenario.clone())?;
+    // The real tables, as they were, when the load is shadow traffic.
+    let real = match (&run.database, run.target.shadow) {
+        (Some(db), true) => {
+            let conn = ordo_store::connect(db).await.context("the audit's database")?;
+            Some((audit::snapshot(&conn).await?, conn))
+        }
+        _ => None,
+    };
+    driver.setup().await?;
+    let (stage_summaries, peak) = match &run.replay {
+        Some((records, speed)) => (vec![driver.replay(records, *speed).await], None),
+        None => driver.run(&stages).await,
+    };
+    let audit = match &run.database {
+        Some(db) => {
+            let config = if run.target.shadow { db.shadow()? } else { db.clone() };
+            let conn = ordo_store::connect(&config).await.context("the audit's database")?;
+            let mut found = audit::audit(&conn, &run.tenant, &driver.seen()).await?;
+            if let Some((before, real)) = &real {
+                audit::untouched(&mut found, before, &audit::snapshot(real).await?);
+            }
+            Some(found)
+        }
+        None => None,
+    };
+    let recorder = driver.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let report = Report {
+        target: run.target.base_url.clone(),
+        shadow: run.target.shadow,
+        scenario: run.scenario.clone(),
+        stages: stage_summaries,
+        peak_per_s: peak,
+        timeline: recorder.timeline(),
+        ops: recorder.ops(),
+        errors: recorder.errors(),
+        audit,
+    };
+    if let Some(dir) = &run.out {
+        report.write(dir)?;
+    }
+    Ok(report)
+}
