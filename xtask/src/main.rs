@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod pressure;
 mod services;
 
 #[derive(Parser)]
@@ -35,6 +36,9 @@ enum Top {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Load a server over HTTP (open model, stages, peak search, lost responses), audit its
+    /// database, and report; exit 1 when a threshold or the audit breaks. See docs/pressure.md.
+    Pressure(Box<pressure::PressureArgs>),
     /// Run the whole test suite: formatting, lints, then every test of the workspace.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Top::Spec(SpecCmd::Check { paths }) => spec_check(&paths),
+        Top::Pressure(args) => pressure::pressure(&workspace_root(), *args),
         Top::Spec(SpecCmd::Graph { file, format }) => {
             let spec = compile_or_report(&file)?;
             let format = match format {
@@ -351,6 +356,26 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         eprintln!("== clients failed: {e:#}");
         return Ok(ExitCode::FAILURE);
     }
+    eprintln!("== pressure: a small audited run on the embedded default, then on PostgreSQL + Redis");
+    let databases = [(None, None), (Some(services.pg_url.as_str()), Some(services.redis_url.as_str()))];
+    for (database, redis) in databases {
+        let mut argv = vec!["cargo xtask", "pressure", "--profile", "dev", "--stages", "100/s:3s"];
+        // A dev build on a shared CI machine: p99 within 500 ms (150 ms is the release default).
+        argv.extend(["--p99-ms", "500"]);
+        let out = std::env::temp_dir().join(format!("ordo-pressure-ci-{}", std::process::id()));
+        let out_arg = out.display().to_string();
+        argv.extend(["--out", &out_arg]);
+        if let (Some(db), Some(redis)) = (database, redis) {
+            argv.extend(["--database-url", db, "--redis-url", redis]);
+        }
+        let Top::Pressure(args) = Cli::try_parse_from(&argv)?.command else { unreachable!() };
+        let code = pressure::pressure(&root, *args)?;
+        let _ = std::fs::remove_dir_all(&out);
+        if code != ExitCode::SUCCESS {
+            eprintln!("== pressure failed");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     eprintln!("== all passed");
     Ok(ExitCode::SUCCESS)
 }
@@ -359,7 +384,6 @@ fn test(extra: &[String]) -> Result<ExitCode> {
 /// starts the server built by the tests on a free port with a scratch SQLite database, and
 /// places and pays an order through the client.
 fn python_client(root: &Path) -> Result<()> {
-    use std::io::{BufRead, BufReader};
     let generator = services::which("openapi-python-client")
         .context("openapi-python-client not found: pip install openapi-python-client")?;
     let dir = std::env::temp_dir().join(format!("ordo-pyclient-{}", std::process::id()));
@@ -378,36 +402,15 @@ fn python_client(root: &Path) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let server = target.join("debug/ordo-server");
-    let mut child = Command::new(&server)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.join("client.db").display()))
-        .env_remove("REDIS_URL")
-        .env("ORDO_LOG", "warn")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", server.display()))?;
-    let result = (|| -> Result<()> {
-        let stderr = child.stderr.take().context("server stderr")?;
-        let mut url = None;
-        for line in BufReader::new(stderr).lines().take(50) {
-            let line = line?;
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                url = rest.split_whitespace().next().map(str::to_string);
-                break;
-            }
-        }
-        let url = url.context("the server did not say where it listens")?;
-        let check = root.join("xtask/clients/python_check.py");
-        let status = Command::new("python3").arg(check).arg(&dir).arg(&url).status()?;
-        if !status.success() {
-            bail!("the Python client check failed");
-        }
-        Ok(())
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
+    let server = pressure::start_server(
+        &pressure::build_server(root, pressure::Profile::Dev)?,
+        &[("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.join("client.db").display()))],
+    )?;
+    let check = root.join("xtask/clients/python_check.py");
+    let status = Command::new("python3").arg(check).arg(&dir).arg(&server.url).status()?;
+    drop(server);
+    let result =
+        if status.success() { Ok(()) } else { Err(anyhow::anyhow!("the Python client check failed")) };
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

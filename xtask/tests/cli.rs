@@ -73,3 +73,28 @@ fn ir_is_json() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["machines"][0]["name"], "Order");
 }
+
+#[test]
+fn pressure_refuses_bad_stages_and_addresses_other_than_loopback() {
+    let out = xtask(&["pressure", "--url", "http://127.0.0.1:9", "--stages", "100:30s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is not a rate such as 100/s"), "{}", stderr(&out));
+    let out = xtask(&["pressure", "--url", "http://192.0.2.1:8080", "--stages", "10/s:1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("127.0.0.1 only"), "{}", stderr(&out));
+    let out = xtask(&["pressure", "--url", "http://127.0.0.1:9", "--replay", "no-such-recording.jsonl"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no-such-recording.jsonl"), "{}", stderr(&out));
+}
+
+#[test]
+fn pressure_against_a_server_that_is_not_there_fails_at_once() {
+    // Nothing listens on port 9 (discard) here: the setup fails with a clear error.
+    let out = xtask(&["pressure", "--url", "http://127.0.0.1:9", "--stages", "10/s:1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("setup:") && stderr(&out).contains("connection refused"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,256 @@
+//! `cargo xtask pressure`: drives a server over HTTP on 127.0.0.1 (a running one given by
+//! `--url`, or one it builds and starts: the embedded default, or PostgreSQL + Redis when
+//! given), audits its database, writes the report, and exits non-zero when a stage broke
+//! its thresholds or the audit failed.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use ordo_pressure::driver::Target;
+use ordo_pressure::scenario::Scenario;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+
+#[derive(Args, Debug, Clone)]
+pub struct PressureArgs {
+    /// A running server to drive (127.0.0.1 only); without it one is built and started.
+    #[arg(long)]
+    url: Option<String>,
+    /// The server's database: audited after the run. For a server started here, the one it
+    /// uses: a PostgreSQL URL gets a fresh database of its own on that server; default: an
+    /// SQLite file in the report directory (the embedded default).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Redis for a server started here (idempotency leases and the event relay).
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// The API key of a running server, and the tenant it belongs to (for the audit).
+    #[arg(long, env = "ORDO_API_KEY")]
+    api_key: Option<String>,
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// Stages, e.g. `100/s:30s,1000/s:30s,peak` (overrides the scenario file's).
+    #[arg(long)]
+    stages: Option<String>,
+    /// A TOML scenario (stages, mix, shares, thresholds, bounds); see docs/pressure.md.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Thresholds: p99 latency and error rate (0.001 = 0.1 %).
+    #[arg(long)]
+    p99_ms: Option<f64>,
+    #[arg(long)]
+    error_rate: Option<f64>,
+    /// At most this many requests.
+    #[arg(long)]
+    max_requests: Option<u64>,
+    /// Mark requests `X-Load-Test: true`: served from shadow tables.
+    #[arg(long)]
+    shadow: bool,
+    /// Replay a traffic shape recorded with ORDO_RECORD (against shadow tables).
+    #[arg(long)]
+    replay: Option<PathBuf>,
+    /// How much faster the replay runs: `1x`, `3x`.
+    #[arg(long, default_value = "1x")]
+    speed: String,
+    /// The report directory (default: target/pressure/<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The build of a server started here.
+    #[arg(long, value_enum, default_value_t = Profile::Release)]
+    profile: Profile,
+    /// Keep the PostgreSQL database created for a started server.
+    #[arg(long)]
+    keep_database: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Release,
+}
+
+/// A server process started from a built binary; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `binary` on a free loopback port with `env`, and waits for it to say where it
+/// listens. Its log is passed through (warnings and errors) so it never fills a pipe.
+pub fn start_server(binary: &Path, env: &[(&str, String)]) -> Result<Server> {
+    let mut cmd = Command::new(binary);
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
+        .env("ORDO_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child =
+        cmd.stderr(Stdio::piped()).spawn().with_context(|| format!("starting {}", binary.display()))?;
+    let stderr = child.stderr.take().context("server stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut url = None;
+    for line in lines.by_ref().take(200) {
+        let line = line?;
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            url = rest.split_whitespace().next().map(str::to_string);
+            break;
+        }
+        eprintln!("server: {line}");
+    }
+    let server = Server { child, url: url.unwrap_or_default() };
+    if server.url.is_empty() {
+        bail!("the server did not say where it listens");
+    }
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("server: {line}");
+        }
+    });
+    Ok(server)
+}
+
+/// Builds the server binary and returns its path.
+pub fn build_server(root: &Path, profile: Profile) -> Result<PathBuf> {
+    let mut cmd = Command::new(crate::cargo());
+    cmd.current_dir(root).args(["build", "-p", "ordo-server", "--bin", "ordo-server"]);
+    if profile == Profile::Release {
+        cmd.arg("--release");
+    }
+    if !cmd.status()?.success() {
+        bail!("building the server failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok(target.join(if profile == Profile::Release { "release" } else { "debug" }).join("ordo-server"))
+}
+
+/// A fresh PostgreSQL database on the server of `url`: its URL, and the admin URL to drop it.
+async fn fresh_postgres(url: &str) -> Result<(String, String)> {
+    use ordo_store::sea_orm::ConnectionTrait;
+    let name = format!("ordo_pressure_{}", chrono_stamp());
+    let admin = ordo_store::sea_orm::Database::connect(url).await.context("connecting to PostgreSQL")?;
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+    let _ = admin.close().await;
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
+    let db_url = format!("{server}/{name}{}", query.map_or(String::new(), |q| format!("?{q}")));
+    Ok((db_url, name))
+}
+
+async fn drop_postgres(admin_url: &str, name: &str) -> Result<()> {
+    use ordo_store::sea_orm::ConnectionTrait;
+    let admin = ordo_store::sea_orm::Database::connect(admin_url).await?;
+    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+    let _ = admin.close().await;
+    Ok(())
+}
+
+fn chrono_stamp() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}_{}", now.as_secs(), std::process::id())
+}
+
+pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
+    let mut scenario = match &args.scenario {
+        Some(file) => Scenario::from_toml(
+            &std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?,
+        )
+        .with_context(|| format!("{}", file.display()))?,
+        None => Scenario { stages: "100/s:10s".to_string(), ..Scenario::default() },
+    };
+    if let Some(s) = &args.stages {
+        scenario.stages = s.clone();
+    }
+    if let Some(p) = args.p99_ms {
+        scenario.thresholds.p99_ms = p;
+    }
+    if let Some(e) = args.error_rate {
+        scenario.thresholds.error_rate = e;
+    }
+    if let Some(m) = args.max_requests {
+        scenario.max_requests = m;
+    }
+    scenario.validate()?;
+    let replay = match &args.replay {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
+            let records =
+                ordo_server::record::read(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            Some((records, ordo_pressure::scenario::parse_speed(&args.speed)?))
+        }
+        None => None,
+    };
+    // A replay of real traffic's shape always goes to the shadow tables.
+    let shadow = args.shadow || replay.is_some();
+    let out = args.out.clone().unwrap_or_else(|| root.join("target/pressure").join(chrono_stamp()));
+    std::fs::create_dir_all(&out)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+
+    // The server: the one given, or one started here with a database of its own.
+    let mut created_db = None;
+    let (server, url, api_key, tenant, database) = match &args.url {
+        Some(url) => {
+            (None, url.clone(), args.api_key.clone(), args.tenant.clone(), args.database_url.clone())
+        }
+        None => {
+            let binary = build_server(root, args.profile)?;
+            let database = match args.database_url.as_deref() {
+                Some(url) if url.starts_with("postgres") => {
+                    let (db_url, name) = runtime.block_on(fresh_postgres(url))?;
+                    created_db = Some((url.to_string(), name));
+                    db_url
+                }
+                Some(url) => url.to_string(),
+                None => format!("sqlite://{}?mode=rwc", out.join("ordo.db").display()),
+            };
+            let key = format!("pressure-{}", chrono_stamp());
+            let mut env = vec![
+                ("DATABASE_URL", database.clone()),
+                ("ORDO_API_KEYS", format!("load:{key}")),
+                ("ORDO_SHADOW_TENANTS", "load".to_string()),
+                // The load is the point: the tenant's rate limit must not shape it.
+                ("ORDO_RATE_PER_S", "1000000".to_string()),
+                ("ORDO_RATE_BURST", "1000000".to_string()),
+            ];
+            if let Some(r) = &args.redis_url {
+                env.push(("REDIS_URL", r.clone()));
+            }
+            let server = start_server(&binary, &env)?;
+            let url = server.url.clone();
+            (Some(server), url, Some(key), "load".to_string(), Some(database))
+        }
+    };
+    eprintln!(
+        "== pressure: {url}{}; report in {}",
+        if shadow { " (shadow traffic)" } else { "" },
+        out.display()
+    );
+    let result = runtime.block_on(ordo_pressure::run(ordo_pressure::Run {
+        target: Target { base_url: url, api_key, shadow },
+        scenario,
+        replay,
+        database: database.map(ordo_store::StoreConfig::new),
+        tenant,
+        out: Some(out.clone()),
+    }));
+    drop(server);
+    if let Some((admin, name)) = &created_db {
+        if args.keep_database {
+            eprintln!("== kept database {name}");
+        } else if let Err(e) = runtime.block_on(drop_postgres(admin, name)) {
+            eprintln!("== could not drop database {name}: {e:#}");
+        }
+    }
+    let report = result?;
+    print!("{}", report.summary());
+    eprintln!("== report: {}", out.join("report.html").display());
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
