@@ -58,6 +58,9 @@ pub struct PressureArgs {
     /// The build of a server started here.
     #[arg(long, value_enum, default_value_t = Profile::Release)]
     profile: Profile,
+    /// A server binary to start instead of building one.
+    #[arg(long)]
+    server_binary: Option<PathBuf>,
     /// Keep the PostgreSQL database created for a started server.
     #[arg(long)]
     keep_database: bool,
@@ -201,7 +204,10 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
             (None, url.clone(), args.api_key.clone(), args.tenant.clone(), args.database_url.clone())
         }
         None => {
-            let binary = build_server(root, args.profile)?;
+            let binary = match &args.server_binary {
+                Some(b) => b.clone(),
+                None => build_server(root, args.profile)?,
+            };
             let database = match args.database_url.as_deref() {
                 Some(url) if url.starts_with("postgres") => {
                     let (db_url, name) = runtime.block_on(fresh_postgres(url))?;

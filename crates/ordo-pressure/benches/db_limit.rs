@@ -1,0 +1,438 @@
+//! The database limit: the order workload through the HTTP API (a server on a socket, on
+//! PostgreSQL + Redis), through the executor in process, and as raw SQL through `pgbench`
+//! running the very statements the executor runs (rendered from the same compiled plans,
+//! in the same transactions and savepoints), on the same database in the same run. The
+//! ratios are the figures: what the API and the executor cost on top of the SQL they send.
+//! Three workloads: fresh transitions (place, pay, ship, deliver), replays (a pay re-sent
+//! with its key: the idempotency path), and the hot SKU (every task places on one SKU).
+//!
+//! `cargo bench -p ordo-pressure --bench db_limit` (or `cargo xtask bench`) runs 10 s per
+//! measurement; under `cargo test` (no `--bench`) 1 s each, as a smoke test that checks the
+//! books. The database comes from `ORDO_TEST_PG_URL` (as `cargo xtask test` sets it) or the
+//! local default; a database of its own is created and dropped.
+
+#![allow(clippy::unwrap_used)]
+
+use ordo_server::config::Config;
+use ordo_server::startup::Application;
+use ordo_spec::ir;
+use ordo_store::plan::{Source, Sql, SqlType};
+use ordo_store::{Outcome, Store, StoreConfig};
+use sea_orm::ConnectionTrait;
+use serde_json::{Value as Json, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[path = "../../ordo-store/benches/common/mod.rs"]
+mod common;
+use common::{ORDER, fire, operate, place};
+
+/// The tenant of every row: the server runs single-tenant (tenant `default`), and the
+/// executor and pgbench write as the same tenant.
+const TENANT: &str = "default";
+
+/// Clients/tasks at most; each has its own SKU and account so that only the hot-SKU run contends.
+const TASKS_MAX: usize = 32;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    Fresh,
+    Replays,
+    Hot,
+}
+
+/// Per second through the executor: each task places, pays, ships and delivers orders
+/// until the time is up (transitions); or re-sends one keyed pay (replays); or only
+/// places, on one SKU (hot).
+async fn executor(store: Arc<Store>, tasks: usize, secs: u64, workload: Workload) -> f64 {
+    let hot = workload == Workload::Hot;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let handles: Vec<_> = (0..tasks)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let sku = if hot { "hot".to_string() } else { format!("sku-{i}") };
+                let account = format!("acct-{i}");
+                let mut transitions = 0u64;
+                if workload == Workload::Replays {
+                    let placed = store.execute(&with_tenant(place(&sku, &account))).await.unwrap();
+                    let Outcome::Applied { instance } = placed.outcome else {
+                        panic!("{:?}", placed.outcome)
+                    };
+                    let mut pay = with_tenant(fire(&instance.id, "pay", json!({})));
+                    pay.idempotency = Some(ordo_store::IdempotencyKey {
+                        key: format!("exec-pay-{i}"),
+                        fingerprint: "pay".to_string(),
+                    });
+                    store.execute(&pay).await.unwrap();
+                    while Instant::now() < deadline {
+                        assert!(store.execute(&pay).await.unwrap().replayed);
+                        transitions += 1;
+                    }
+                    return transitions;
+                }
+                while Instant::now() < deadline {
+                    let placed = store.execute(&with_tenant(place(&sku, &account))).await.unwrap();
+                    let Outcome::Applied { instance } = placed.outcome else {
+                        panic!("{:?}", placed.outcome)
+                    };
+                    transitions += 1;
+                    if hot {
+                        continue;
+                    }
+                    for (event, params) in
+                        [("pay", json!({})), ("ship", json!({"carrier": "ups"})), ("deliver", json!({}))]
+                    {
+                        let done =
+                            store.execute(&with_tenant(fire(&instance.id, event, params))).await.unwrap();
+                        assert!(matches!(done.outcome, Outcome::Applied { .. }), "{:?}", done.outcome);
+                        transitions += 1;
+                    }
+                }
+                transitions
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A statement with its `$n` replaced by pgbench expressions for each slot.
+fn render(sql: &Sql, values: &BTreeMap<&str, String>) -> String {
+    let mut text = sql.sql.clone();
+    for (i, slot) in sql.slots.iter().enumerate().rev() {
+        let expr = match &slot.source {
+            Source::Tenant => format!("'{TENANT}'"),
+            Source::Id => ":id".to_string(),
+            Source::Key => values["key"].clone(),
+            Source::Now => "now()".to_string(),
+            Source::Version => "NULL".to_string(),
+            Source::Param(p) | Source::Value(p) => values.get(p.as_str()).cloned().unwrap_or_else(|| {
+                if slot.ty == SqlType::Uuid { "gen_random_uuid()".to_string() } else { "NULL".to_string() }
+            }),
+            Source::Const(c) => match c.to_json() {
+                Json::String(s) => format!("'{}'", s.replace('\'', "''")),
+                other => other.to_string(),
+            },
+        };
+        // Typed NULLs, as the executor binds them.
+        let expr = match (&expr[..], slot.ty) {
+            ("NULL", SqlType::Of(ir::Type::Text)) => "NULL::text".to_string(),
+            ("NULL", SqlType::Of(ir::Type::Int | ir::Type::Money)) => "NULL::bigint".to_string(),
+            _ => expr,
+        };
+        text = text.replace(&format!("${}", i + 1), &expr);
+    }
+    text
+}
+
+/// The pgbench script of one order's lifecycle (or of one hot-SKU placement): the same
+/// statements, in the same transactions and savepoints, as the executor sends.
+fn script(store: &Store, hot: bool) -> String {
+    let plans = store.plans();
+    let order = &plans.machines["Order"];
+    let sys = &plans.system;
+    let sku = if hot { "'hot'".to_string() } else { "'sku-' || :client_id".to_string() };
+    let account = "'acct-' || :client_id".to_string();
+    let base: BTreeMap<&str, String> = BTreeMap::from([
+        ("sku", sku.clone()),
+        ("quantity", "1".to_string()),
+        ("account", account.clone()),
+        ("amount", "10".to_string()),
+        ("machine", "'Order'".to_string()),
+        ("entity", ":id".to_string()),
+        ("tenant", format!("'{TENANT}'")),
+        ("params", "'{}'".to_string()),
+        ("created_at", "now()".to_string()),
+    ]);
+    let with = |extra: &[(&'static str, String)]| {
+        let mut v = base.clone();
+        for (k, x) in extra {
+            v.insert(k, x.clone());
+        }
+        v
+    };
+    let journal = |event: &str, from: &str, to: &str, version: i64| {
+        let v = with(&[
+            ("version", version.to_string()),
+            ("event", format!("'{event}'")),
+            ("from_state", if from.is_empty() { "NULL".to_string() } else { format!("'{from}'") }),
+            ("to_state", format!("'{to}'")),
+            ("payload", "'{}'".to_string()),
+        ]);
+        format!("{};\n{};\n", render(&sys.journal, &v), render(&sys.outbox, &v))
+    };
+    // Armed for when the spec says (a timer due at once would be fired by the server's
+    // timer chore, and cancel the order under the benchmark).
+    let machine = store.spec().machine("Order").unwrap();
+    let timer = |state: &str, event: &str| {
+        let after_ms = machine.timers.iter().find(|t| t.state == state).unwrap().after_ms;
+        let v = with(&[
+            ("state", format!("'{state}'")),
+            ("event", format!("'{event}'")),
+            ("due_at", format!("now() + interval '{after_ms} milliseconds'")),
+        ]);
+        format!("{};\n", render(&sys.timer_arm, &v))
+    };
+    let cancel =
+        |state: &str| format!("{};\n", render(&sys.timer_cancel, &with(&[("state", format!("'{state}'"))])));
+    let effect = |resource: &str, field: &str, op: ir::DeltaOp, key: &str, amount: &str| {
+        let v = with(&[("key", key.to_string()), ("amount", amount.to_string())]);
+        format!("{};\n", render(&plans.resources[resource].effects[&(field.to_string(), op)], &v))
+    };
+    let tx = |body: String| format!("BEGIN;\nSAVEPOINT s;\n{body}RELEASE SAVEPOINT s;\nCOMMIT;\n");
+    let transition =
+        |event: &str, from: &str| &order.events[event].iter().find(|t| t.from == from).unwrap().update;
+
+    let mut out = String::from("SELECT gen_random_uuid() AS id \\gset\n");
+    out += &tx(format!(
+        "{};\n{}{}{}",
+        render(&order.insert, &base),
+        effect("Inventory", "available", ir::DeltaOp::Sub, &sku, "1"),
+        journal("place", "", "pending", 1),
+        timer("pending", "cancel"),
+    ));
+    if hot {
+        return out;
+    }
+    out += &tx(format!(
+        "{};\n{}{}{}",
+        render(transition("pay", "pending"), &base),
+        effect("Wallet", "balance", ir::DeltaOp::Sub, &account, "10"),
+        journal("pay", "pending", "paid", 2),
+        cancel("pending"),
+    ));
+    let ship = with(&[("carrier", "'ups'".to_string()), ("tracking", "NULL".to_string())]);
+    out += &tx(format!(
+        "{};\n{};\n{}",
+        render(&order.lock, &base),
+        render(transition("ship", "paid"), &ship),
+        journal("ship", "paid", "shipped", 3),
+    ));
+    out += &tx(format!(
+        "{};\n{}{}",
+        render(transition("deliver", "shipped"), &base),
+        journal("deliver", "shipped", "delivered", 4),
+        timer("delivered", "complete"),
+    ));
+    out
+}
+
+/// The pgbench script of a replay: what the executor sends for a keyed command whose
+/// record exists (begin, the record's read, commit).
+fn replay_script(store: &Store) -> String {
+    let values = BTreeMap::from([("key", "'api-pay-' || :client_id".to_string())]);
+    format!("BEGIN;\n{};\nCOMMIT;\n", render(&store.plans().system.idempotency_get, &values))
+}
+
+fn with_tenant(mut c: ordo_store::Command) -> ordo_store::Command {
+    c.tenant = TENANT.to_string();
+    c
+}
+
+/// Per second through the HTTP API, by tasks each sending one request at a time (the
+/// same workloads as `executor`).
+async fn api(base: &str, tasks: usize, secs: u64, workload: Workload, round: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let handles: Vec<_> = (0..tasks)
+        .map(|i| {
+            let (client, base) = (client.clone(), base.to_string());
+            tokio::spawn(async move {
+                let post = |path: String, key: String, body: Json| {
+                    client
+                        .post(format!("{base}{path}"))
+                        .header("Idempotency-Key", key)
+                        .header("Content-Type", "application/json")
+                        .body(body.to_string())
+                        .send()
+                };
+                let sku = if workload == Workload::Hot { "hot".to_string() } else { format!("sku-{i}") };
+                let order = json!({"sku": sku, "quantity": 1, "account": format!("acct-{i}"), "amount": 10});
+                let mut done = 0u64;
+                let mut n = 0u64;
+                let mut key = |what: &str| {
+                    n += 1;
+                    format!("api-{what}-{round}-{i}-{n}")
+                };
+                if workload == Workload::Replays {
+                    let placed = post("/orders".into(), key("place"), order.clone()).await.unwrap();
+                    let placed: Json = serde_json::from_slice(&placed.bytes().await.unwrap()).unwrap();
+                    let path = format!("/orders/{}/pay", placed["id"].as_str().unwrap());
+                    // The key pgbench's replay script reads.
+                    let first = post(path.clone(), format!("api-pay-{i}"), json!({})).await.unwrap();
+                    assert!(first.status().is_success() || first.status() == 409, "{}", first.status());
+                    while Instant::now() < deadline {
+                        let r = post(path.clone(), format!("api-pay-{i}"), json!({})).await.unwrap();
+                        assert_eq!(r.headers()["idempotent-replayed"], "true");
+                        done += 1;
+                    }
+                    return done;
+                }
+                while Instant::now() < deadline {
+                    let placed = post("/orders".into(), key("place"), order.clone()).await.unwrap();
+                    assert_eq!(placed.status(), 201);
+                    done += 1;
+                    if workload == Workload::Hot {
+                        continue;
+                    }
+                    let placed: Json = serde_json::from_slice(&placed.bytes().await.unwrap()).unwrap();
+                    let id = placed["id"].as_str().unwrap().to_string();
+                    for (event, body) in
+                        [("pay", json!({})), ("ship", json!({"carrier": "ups"})), ("deliver", json!({}))]
+                    {
+                        let r = post(format!("/orders/{id}/{event}"), key(event), body).await.unwrap();
+                        assert_eq!(r.status(), 200, "{event}");
+                        done += 1;
+                    }
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The server on a socket, on a runtime (and threads) of its own.
+fn serve(url: &str) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let config = Config {
+        database_url: url.to_string(),
+        redis_url: Some(ordo_testkit::redis_url()),
+        redis_prefix: ordo_testkit::redis_prefix(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        pool_size: TASKS_MAX as u32,
+        rate_per_s: 1_000_000,
+        rate_burst: 1_000_000,
+        ..Config::default()
+    };
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let app = Application::build(&config).await.unwrap();
+            tx.send(format!("http://{}", app.addr)).unwrap();
+            app.run_until(std::future::pending()).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn pgbench_binary() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path().join("bin/pgbench"))).filter(|p| p.exists()).collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().or_else(|| {
+        std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("pgbench")).find(|p| p.is_file()))
+    })
+}
+
+/// Transactions of the script per second, from pgbench's own report.
+fn pgbench(binary: &PathBuf, url: &str, script: &str, clients: usize, secs: u64) -> f64 {
+    let file = std::env::temp_dir().join(format!("ordo-pgbench-{}.sql", uuid::Uuid::now_v7().simple()));
+    std::fs::write(&file, script).unwrap();
+    let out = std::process::Command::new(binary)
+        .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", "2", "-T", &secs.to_string(), "-f"])
+        .arg(&file)
+        .arg(url)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pgbench failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = ")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench's output: {stdout}"))
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let secs = if full { 10 } else { 1 };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let db = ordo_testkit::TestDb::postgres().await;
+        // The server migrates the database (both shipped specs); the executor opens it.
+        let base = serve(&db.url);
+        let spec = ordo_spec::compile(ORDER).unwrap();
+        let mut config = StoreConfig::new(db.url.clone());
+        config.pool_size = TASKS_MAX as u32;
+        let store = Arc::new(Store::open(config, "order", spec, false).await.unwrap());
+        for i in 0..TASKS_MAX {
+            let restock = json!({"quantity": 1_000_000_000});
+            let deposit = json!({"amount": 1_000_000_000_000i64});
+            store.execute(&with_tenant(operate("Inventory", &format!("sku-{i}"), "restock", restock))).await.unwrap();
+            store.execute(&with_tenant(operate("Wallet", &format!("acct-{i}"), "deposit", deposit))).await.unwrap();
+        }
+        store
+            .execute(&with_tenant(operate("Inventory", "hot", "restock", json!({"quantity": 1_000_000_000}))))
+            .await
+            .unwrap();
+
+        let pgbench_bin = pgbench_binary();
+        let tasks = TASKS_MAX;
+        println!("order workload on PostgreSQL (+ Redis for the API), {tasks} tasks, {secs} s per measurement, per second");
+        println!(
+            "{:<44} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "workload", "API", "executor", "pgbench", "API/raw", "exec/raw"
+        );
+        let workloads = [
+            ("fresh transitions (place-pay-ship-deliver)", Workload::Fresh),
+            ("replays (pay re-sent with its key)", Workload::Replays),
+            ("hot SKU (place on one SKU)", Workload::Hot),
+        ];
+        for (round, (label, workload)) in workloads.into_iter().enumerate() {
+            let api_rate = api(&base, tasks, secs, workload, round).await;
+            let exec_rate = executor(store.clone(), tasks, secs, workload).await;
+            assert!(api_rate > 0.0 && exec_rate > 0.0);
+            let raw = pgbench_bin.as_ref().map(|bin| match workload {
+                Workload::Fresh => pgbench(bin, &db.url, &script(&store, false), tasks, secs) * 4.0,
+                Workload::Hot => pgbench(bin, &db.url, &script(&store, true), tasks, secs),
+                Workload::Replays => pgbench(bin, &db.url, &replay_script(&store), tasks, secs),
+            });
+            match raw {
+                Some(raw) => println!(
+                    "{label:<44} {api_rate:>10.0} {exec_rate:>10.0} {raw:>10.0} {:>10.2} {:>10.2}",
+                    api_rate / raw,
+                    exec_rate / raw
+                ),
+                None => println!("{label:<44} {api_rate:>10.0} {exec_rate:>10.0} {:>10} {:>10} {:>10}", "no pgbench", "-", "-"),
+            }
+        }
+
+        // The books balance: every order has its journal rows, and no stock went missing.
+        let q = |sql: &str| sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql.to_string());
+        let conn = store.connection();
+        let n = |row: Option<sea_orm::QueryResult>| row.unwrap().try_get::<i64>("", "n").unwrap();
+        let orders = n(conn.query_one_raw(q("SELECT COUNT(*) AS n FROM orders")).await.unwrap());
+        let journal = n(conn
+            .query_one_raw(q("SELECT COUNT(*) AS n FROM ordo_transitions WHERE machine = 'Order'"))
+            .await
+            .unwrap());
+        let versions = n(conn
+            .query_one_raw(q("SELECT COALESCE(SUM(version), 0)::bigint AS n FROM orders"))
+            .await
+            .unwrap());
+        assert_eq!(journal, versions, "one journal row per version");
+        let taken = n(conn
+            .query_one_raw(q("SELECT (SUM(1000000000 - available))::bigint AS n FROM inventories"))
+            .await
+            .unwrap());
+        assert_eq!(taken, orders, "each order took one item");
+        println!("{orders} orders, {journal} journal rows: consistent");
+    });
+}
