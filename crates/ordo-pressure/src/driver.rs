@@ -677,14 +677,17 @@ impl Driver {
     }
 
     /// The peak search: double until a threshold breaks, then bisect.
-    async fn peak(self: &Arc<Self>, from: f64) -> Option<f64> {
+    async fn peak(self: &Arc<Self>, from: f64) -> (Option<f64>, Vec<StageSummary>) {
         let p = self.scenario.peak.clone();
         let mut rate = from.max(p.start_per_s);
         let mut good: Option<f64> = None;
         let mut bad: Option<f64> = None;
+        let mut steps = Vec::new();
         while !self.stop.load(Relaxed) && rate <= p.max_per_s {
             let s = self.rate_stage(format!("peak {rate:.0}/s"), rate, p.step_secs).await;
-            if s.passed {
+            let passed = s.passed;
+            steps.push(s);
+            if passed {
                 good = Some(rate);
                 rate *= 2.0;
             } else {
@@ -699,16 +702,26 @@ impl Driver {
             }
             let mid = (g + b) / 2.0;
             let s = self.rate_stage(format!("peak {mid:.0}/s"), mid, p.step_secs).await;
-            if s.passed { good = Some(mid) } else { bad = Some(mid) }
+            if s.passed {
+                good = Some(mid)
+            } else {
+                bad = Some(mid)
+            }
+            steps.push(s);
         }
-        good
+        (good, steps)
     }
 
-    /// Runs the stages. Returns each stage's summary and the peak found, if one was asked for.
-    pub async fn run(self: &Arc<Self>, stages: &[Stage]) -> (Vec<StageSummary>, Option<f64>) {
+    /// Runs the stages. Returns each stage's summary, the peak found (if one was asked
+    /// for) and the steps of its search (which break thresholds by design).
+    pub async fn run(
+        self: &Arc<Self>,
+        stages: &[Stage],
+    ) -> (Vec<StageSummary>, Option<f64>, Vec<StageSummary>) {
         let progress = tokio::spawn(progress(self.clone()));
         let mut summaries = Vec::new();
         let mut peak = None;
+        let mut peak_steps = Vec::new();
         let mut last_rate = 0.0;
         for stage in stages {
             if self.stop.load(Relaxed) {
@@ -719,12 +732,23 @@ impl Driver {
                     summaries.push(self.rate_stage(stage.label(), *per_s, *secs).await);
                     last_rate = *per_s;
                 }
-                Stage::Peak => peak = self.peak(last_rate).await,
+                Stage::Peak => {
+                    let (found, steps) = self.peak(last_rate).await;
+                    peak = found;
+                    peak_steps.extend(steps);
+                    // How the service runs with headroom: half the peak, held twice as long.
+                    if let Some(p) = peak.filter(|_| !self.stop.load(Relaxed)) {
+                        let secs = self.scenario.peak.step_secs * 2.0;
+                        summaries.push(
+                            self.rate_stage(format!("50% of peak {:.0}/s", p / 2.0), p / 2.0, secs).await,
+                        );
+                    }
+                }
             }
         }
         progress.abort();
         eprintln!();
-        (summaries, peak)
+        (summaries, peak, peak_steps)
     }
 
     /// Replays a recorded traffic shape `speed` times faster.

@@ -41,8 +41,8 @@ pub async fn run(run: Run) -> Result<Report> {
         _ => None,
     };
     driver.setup().await?;
-    let (stage_summaries, peak) = match &run.replay {
-        Some((records, speed)) => (vec![driver.replay(records, *speed).await], None),
+    let (stage_summaries, peak, peak_steps) = match &run.replay {
+        Some((records, speed)) => (vec![driver.replay(records, *speed).await], None, Vec::new()),
         None => driver.run(&stages).await,
     };
     let audit = match &run.database {
@@ -64,6 +64,7 @@ pub async fn run(run: Run) -> Result<Report> {
         scenario: run.scenario.clone(),
         stages: stage_summaries,
         peak_per_s: peak,
+        peak_steps,
         timeline: recorder.timeline(),
         ops: recorder.ops(),
         errors: recorder.errors(),

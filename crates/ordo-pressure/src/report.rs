@@ -271,6 +271,8 @@ pub struct Report {
     pub scenario: Scenario,
     pub stages: Vec<StageSummary>,
     pub peak_per_s: Option<f64>,
+    /// The rates the peak search held, and how each went (breaking one is how it stops).
+    pub peak_steps: Vec<StageSummary>,
     pub timeline: Vec<Second>,
     pub ops: BTreeMap<String, OpCounts>,
     pub errors: BTreeMap<String, u64>,
@@ -278,9 +280,11 @@ pub struct Report {
 }
 
 impl Report {
-    /// The stages kept their thresholds and the audit (if run) passed.
+    /// The stages kept their thresholds, a peak search found a rate that does, and the
+    /// audit (if run) passed.
     pub fn passed(&self) -> bool {
-        self.stages.iter().all(|s| s.passed) && self.audit.as_ref().is_none_or(|a| a.passed())
+        let peak_found = self.peak_steps.is_empty() || self.peak_per_s.is_some();
+        self.stages.iter().all(|s| s.passed) && peak_found && self.audit.as_ref().is_none_or(|a| a.passed())
     }
 
     pub fn summary(&self) -> String {
@@ -300,10 +304,11 @@ impl Report {
             "p99.9 ms",
             "max ms"
         );
-        for s in &self.stages {
+        let search = self.peak_steps.iter().map(|s| (s, " (search)"));
+        for (s, note) in self.stages.iter().map(|s| (s, "")).chain(search) {
             let _ = writeln!(
                 out,
-                "{:<22} {:>9.0} {:>9.0} {:>8} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1}  {}",
+                "{:<22} {:>9.0} {:>9.0} {:>8} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1}  {}{note}",
                 s.label,
                 s.target_per_s,
                 s.achieved_per_s,
@@ -325,7 +330,7 @@ impl Report {
                 self.scenario.thresholds.p99_ms,
                 self.scenario.thresholds.error_rate * 100.0
             );
-        } else if self.stages.iter().any(|s| s.label.starts_with("peak")) {
+        } else if !self.peak_steps.is_empty() {
             let _ = writeln!(out, "peak sustainable rate: none (the first rate tried broke a threshold)");
         }
         for (kind, n) in &self.errors {
@@ -371,7 +376,7 @@ impl Report {
         );
         let errors = chart("Errors per second", &[("errors", "#c92a2a", series(|s| s.errors as f64))], None);
         let mut rows = String::new();
-        for s in &self.stages {
+        for s in self.stages.iter().chain(&self.peak_steps) {
             let _ = write!(
                 rows,
                 "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td class=\"{}\">{}</td></tr>",

@@ -194,3 +194,26 @@ async fn recorded_traffic_replays_faster_against_shadow_tables() {
     );
     let _ = std::fs::remove_file(file);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_peak_search_climbs_then_holds_half_the_peak() {
+    let server = serve(Backend::Sqlite, |_| {}).await;
+    let mut scenario = small("peak");
+    scenario.peak.start_per_s = 25.0;
+    scenario.peak.step_secs = 0.5;
+    scenario.peak.max_per_s = 100.0;
+    let report = run(load(&server, scenario.clone(), false)).await.unwrap();
+    assert!(report.passed(), "{}", report.summary());
+    let rates: Vec<f64> = report.peak_steps.iter().map(|s| s.target_per_s).collect();
+    assert_eq!(rates, [25.0, 50.0, 100.0], "doubling up to the bound");
+    assert_eq!(report.peak_per_s, Some(100.0));
+    assert_eq!(report.stages.len(), 1);
+    assert_eq!(report.stages[0].label, "50% of peak 50/s");
+    // A threshold nothing keeps: the first rate breaks it, no peak, and the run fails.
+    scenario.thresholds.p99_ms = 0.001;
+    let report = run(load(&server, scenario, false)).await.unwrap();
+    assert_eq!(report.peak_steps.len(), 1);
+    assert_eq!(report.peak_per_s, None);
+    assert!(!report.passed());
+    assert!(report.summary().contains("peak sustainable rate: none"), "{}", report.summary());
+}
