@@ -86,6 +86,31 @@ pub struct StageSummary {
     pub why: Option<String>,
 }
 
+/// The columns of a stage's row, in the summary and the HTML page.
+const STAGE_COLUMNS: [&str; 12] = [
+    "stage", "target/s", "sent/s", "ok", "rejected", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+    "max ms", "verdict",
+];
+
+impl StageSummary {
+    fn cells(&self) -> [String; 12] {
+        [
+            self.label.clone(),
+            format!("{:.0}", self.target_per_s),
+            format!("{:.0}", self.achieved_per_s),
+            self.ok.to_string(),
+            self.rejected.to_string(),
+            self.errors.to_string(),
+            format!("{:.1}", self.p50_ms),
+            format!("{:.1}", self.p90_ms),
+            format!("{:.1}", self.p99_ms),
+            format!("{:.1}", self.p999_ms),
+            format!("{:.1}", self.max_ms),
+            self.why.clone().unwrap_or_else(|| "ok".to_string()),
+        ]
+    }
+}
+
 /// One second of the run (by intended send time).
 #[derive(Debug, Clone, Serialize)]
 pub struct Second {
@@ -289,39 +314,24 @@ impl Report {
 
     pub fn summary(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<22} {:>9} {:>9} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9} {:>9}  verdict",
-            "stage",
-            "target/s",
-            "sent/s",
-            "ok",
-            "rejected",
-            "errors",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "p99.9 ms",
-            "max ms"
-        );
+        let width = [22, 9, 9, 8, 8, 7, 8, 8, 8, 9, 9];
+        let line = |cells: &[String]| -> String {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                let _ = match width.get(i) {
+                    Some(w) if i == 0 => write!(l, "{c:<w$} "),
+                    Some(w) => write!(l, "{c:>w$} "),
+                    None => write!(l, " {c}"),
+                };
+            }
+            l.trim_end().to_string() + "\n"
+        };
+        out.push_str(&line(&STAGE_COLUMNS.map(str::to_string)));
         let search = self.peak_steps.iter().map(|s| (s, " (search)"));
         for (s, note) in self.stages.iter().map(|s| (s, "")).chain(search) {
-            let _ = writeln!(
-                out,
-                "{:<22} {:>9.0} {:>9.0} {:>8} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1}  {}{note}",
-                s.label,
-                s.target_per_s,
-                s.achieved_per_s,
-                s.ok,
-                s.rejected,
-                s.errors,
-                s.p50_ms,
-                s.p90_ms,
-                s.p99_ms,
-                s.p999_ms,
-                s.max_ms,
-                s.why.as_deref().unwrap_or("ok")
-            );
+            let mut cells = s.cells();
+            cells[11].push_str(note);
+            out.push_str(&line(&cells));
         }
         if let Some(p) = self.peak_per_s {
             let _ = writeln!(
@@ -377,23 +387,14 @@ impl Report {
         let errors = chart("Errors per second", &[("errors", "#c92a2a", series(|s| s.errors as f64))], None);
         let mut rows = String::new();
         for s in self.stages.iter().chain(&self.peak_steps) {
-            let _ = write!(
-                rows,
-                "<tr><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td class=\"{}\">{}</td></tr>",
-                escape(&s.label),
-                s.target_per_s,
-                s.achieved_per_s,
-                s.ok,
-                s.rejected,
-                s.errors,
-                s.p50_ms,
-                s.p90_ms,
-                s.p99_ms,
-                s.p999_ms,
-                s.max_ms,
-                if s.passed { "pass" } else { "fail" },
-                escape(s.why.as_deref().unwrap_or("ok"))
-            );
+            let cells = s.cells();
+            let class = if s.passed { "pass" } else { "fail" };
+            rows.push_str("<tr>");
+            for (i, c) in cells.iter().enumerate() {
+                let class = if i == 11 { format!(" class=\"{class}\"") } else { String::new() };
+                let _ = write!(rows, "<td{class}>{}</td>", escape(c));
+            }
+            rows.push_str("</tr>");
         }
         let audit = self.audit.as_ref().map_or_else(
             || "<p>Not run (no database given).</p>".to_string(),
@@ -415,6 +416,7 @@ impl Report {
         let errors_list: String =
             self.errors.iter().map(|(k, n)| format!("<li>{}: {n}</li>", escape(k))).collect();
         let verdict = if self.passed() { "PASS" } else { "FAIL" };
+        let header: String = STAGE_COLUMNS.iter().map(|c| format!("<th>{c}</th>")).collect();
         format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>Ordo pressure report</title><style>\
              body{{font-family:system-ui,sans-serif;margin:2em;color:#212529}}table{{border-collapse:collapse;margin:1em 0}}\
@@ -422,8 +424,7 @@ impl Report {
              .pass{{color:#2b8a3e}}.fail{{color:#c92a2a;font-weight:bold}}svg{{display:block;margin:1em 0}}</style></head><body>\
              <h1>Ordo pressure report: <span class=\"{}\">{verdict}</span></h1>\
              <p>Target {} {}; thresholds p99 &le; {} ms, errors &le; {:.3}%{}.</p>\
-             <h2>Stages</h2><table><tr><th>stage</th><th>target/s</th><th>sent/s</th><th>2xx</th><th>rejected</th><th>errors</th>\
-             <th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>verdict</th></tr>{rows}</table>\
+             <h2>Stages</h2><table><tr>{header}</tr>{rows}</table>\
              {latency}{throughput}{errors}<h2>Errors</h2><ul>{errors_list}</ul><h2>Audit</h2>{audit}</body></html>",
             if self.passed() { "pass" } else { "fail" },
             escape(&self.target),

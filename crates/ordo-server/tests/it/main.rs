@@ -59,7 +59,23 @@ impl Api {
         body: Option<&str>,
         auth: Option<&str>,
     ) -> Reply {
+        self.call_with(method, path, key, body, auth, &[]).await
+    }
+
+    /// [`Api::call`] with more headers.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+        auth: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let mut req = self.client.request(method, path);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }

@@ -14,19 +14,9 @@ async fn send(
     auth: &str,
     shadow: &str,
 ) -> Reply {
-    let mut req = api.client.request(if body.is_some() { Method::POST } else { Method::GET }, path);
-    req = req.header("Authorization", format!("Bearer {auth}")).header("X-Load-Test", shadow);
-    if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
-    }
-    if let Some(b) = body {
-        req = req.header("Content-Type", "application/json").body(b.to_string());
-    }
-    let resp = req.send().await.0;
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.into_body().into_string().await.unwrap();
-    Reply { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+    let method = if body.is_some() { Method::POST } else { Method::GET };
+    let body = body.map(|b| b.to_string());
+    api.call_with(method, path, key, body.as_deref(), Some(auth), &[("X-Load-Test", shadow)]).await
 }
 
 on_both!(shadow_traffic_never_touches_the_real_tables, |backend| async move {
