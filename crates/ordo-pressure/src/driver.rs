@@ -747,7 +747,7 @@ impl Driver {
             }
         }
         progress.abort();
-        eprintln!();
+        end_progress();
         (summaries, peak, peak_steps)
     }
 
@@ -770,7 +770,7 @@ impl Driver {
         });
         self.run_schedule(schedule, stage).await;
         progress.abort();
-        eprintln!();
+        end_progress();
         lock(&self.recorder).end_stage(stage, self.started.elapsed(), &self.scenario.thresholds)
     }
 }
@@ -836,14 +836,29 @@ fn transport(e: &reqwest::Error) -> String {
     }
 }
 
-/// The live progress line, once a second.
+/// The live progress line: rewritten every second on a terminal, a line every five
+/// seconds in a log.
 async fn progress(d: Arc<Driver>) {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stderr().is_terminal();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    loop {
+    for n in 1u64.. {
         tick.tick().await;
         let line = lock(&d.recorder).progress_line(d.started.elapsed());
-        eprint!("\r{line}   ");
+        if terminal {
+            eprint!("\r{line}   ");
+        } else if n % 5 == 0 {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Ends the rewritten progress line on a terminal.
+fn end_progress() {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() {
+        eprintln!();
     }
 }
 
