@@ -303,6 +303,30 @@ fn configuration_layers() {
     std::fs::write(&file, "no_such_setting = 1\n").unwrap();
     assert!(Config::load(Some(&file), |_| None).unwrap_err().contains("no_such_setting"));
     assert!(Config::load(None, |k| (k == "ORDO_LISTEN").then(|| "nowhere".to_string())).is_err());
+    // Telemetry, shadow traffic and recording: ORDO_OTLP_ENDPOINT wins over the standard name.
+    let env = |k: &str| match k {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4318".to_string()),
+        "ORDO_SHADOW_TENANTS" => Some("shop,*".to_string()),
+        "ORDO_RECORD" => Some("/tmp/traffic.jsonl".to_string()),
+        _ => None,
+    };
+    std::fs::write(&file, "").unwrap();
+    let c = Config::load(Some(&file), env).unwrap();
+    assert_eq!(c.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+    assert_eq!(c.shadow_tenants, "shop,*");
+    assert_eq!(c.record.as_deref(), Some(std::path::Path::new("/tmp/traffic.jsonl")));
+    let both = |k: &str| match k {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://standard:4318".to_string()),
+        "ORDO_OTLP_ENDPOINT" => Some("http://ours:4318".to_string()),
+        _ => None,
+    };
+    assert_eq!(Config::load(Some(&file), both).unwrap().otlp_endpoint.as_deref(), Some("http://ours:4318"));
+    let none = Config::load(Some(&file), |_| None).unwrap();
+    assert_eq!(
+        (none.otlp_endpoint, none.record, none.shadow_tenants.as_str()),
+        (None, None, ""),
+        "all off by default"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
