@@ -70,7 +70,9 @@ pub struct Recorder {
 pub struct StageSummary {
     pub label: String,
     pub target_per_s: f64,
-    pub achieved_per_s: f64,
+    /// Requests answered per second of the stage (its last answers included): below the
+    /// target when the server falls behind.
+    pub done_per_s: f64,
     pub secs: f64,
     pub requests: u64,
     pub ok: u64,
@@ -88,7 +90,7 @@ pub struct StageSummary {
 
 /// The columns of a stage's row, in the summary and the HTML page.
 const STAGE_COLUMNS: [&str; 12] = [
-    "stage", "target/s", "sent/s", "ok", "rejected", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+    "stage", "target/s", "done/s", "ok", "rejected", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
     "max ms", "verdict",
 ];
 
@@ -97,7 +99,7 @@ impl StageSummary {
         [
             self.label.clone(),
             format!("{:.0}", self.target_per_s),
-            format!("{:.0}", self.achieved_per_s),
+            format!("{:.0}", self.done_per_s),
             self.ok.to_string(),
             self.rejected.to_string(),
             self.errors.to_string(),
@@ -220,7 +222,7 @@ impl Recorder {
         StageSummary {
             label: s.label.clone(),
             target_per_s: s.target_per_s,
-            achieved_per_s: s.counts.requests as f64 / secs,
+            done_per_s: s.counts.requests as f64 / secs,
             secs,
             requests: s.counts.requests,
             ok: s.counts.ok,
