@@ -43,7 +43,15 @@ impl Relay {
     #[tracing::instrument(level = "debug", name = "relay.batch", skip_all, fields(events))]
     pub async fn round(&self, store: &Store, limit: u64) -> Result<usize, String> {
         let batch = store.claim_outbox(limit).await.map_err(|e| e.to_string())?;
-        tracing::Span::current().record("events", batch.events.len());
+        let span = tracing::Span::current();
+        span.record("events", batch.events.len());
+        // Each event's request trace, linked from the batch that publishes it.
+        for e in &batch.events {
+            if let Some(parent) = e.event.payload["traceparent"].as_str() {
+                let cx = crate::telemetry::remote_context(parent, None);
+                tracing_opentelemetry::OpenTelemetrySpanExt::add_link(&span, cx);
+            }
+        }
         for e in &batch.events {
             let p = &e.event.payload;
             let field = |k: &str| match &p[k] {

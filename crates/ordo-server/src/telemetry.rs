@@ -285,18 +285,10 @@ pub fn join_trace(
     span: &tracing::Span,
     headers: &poem::http::HeaderMap,
 ) -> opentelemetry::trace::SpanContext {
-    use opentelemetry::propagation::TextMapPropagator as _;
     use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let carrier = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let mut fields = std::collections::HashMap::new();
-    for name in ["traceparent", "tracestate"] {
-        if let Some(v) = carrier(name) {
-            fields.insert(name.to_string(), v);
-        }
-    }
-    let remote = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&fields);
-    let remote = remote.span().span_context().clone();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let remote = remote_context(header("traceparent").unwrap_or_default(), header("tracestate"));
     if remote.is_valid() {
         // Fails only when no trace layer is installed: the fallback below covers it.
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote.clone()));
@@ -308,6 +300,18 @@ pub fn join_trace(
     let trace_id = if remote.is_valid() { remote.trace_id() } else { TraceId::from(fastrand::u128(1..)) };
     let flags = if remote.is_valid() { remote.trace_flags() } else { TraceFlags::SAMPLED };
     SpanContext::new(trace_id, SpanId::from(fastrand::u64(1..)), flags, false, TraceState::default())
+}
+
+/// The span context a W3C `traceparent` (and `tracestate`) names; invalid when it is not one.
+pub fn remote_context(traceparent: &str, tracestate: Option<&str>) -> opentelemetry::trace::SpanContext {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    let mut fields = std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    if let Some(state) = tracestate {
+        fields.insert("tracestate".to_string(), state.to_string());
+    }
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&fields);
+    cx.span().span_context().clone()
 }
 
 /// `00-<trace id>-<span id>-<flags>`.

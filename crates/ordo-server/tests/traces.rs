@@ -28,6 +28,8 @@ struct Span {
     span_id: String,
     parent: String,
     attributes: BTreeMap<String, String>,
+    /// (trace id, span id) of each linked span.
+    links: Vec<(String, String)>,
 }
 
 /// A small OTLP/HTTP collector: `POST /v1/traces` with a protobuf body, on a thread and
@@ -82,6 +84,7 @@ impl Collector {
                                 span_id: hex(&s.span_id),
                                 parent: hex(&s.parent_span_id),
                                 attributes,
+                                links: s.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
                             });
                         }
                         poem::Response::builder()
@@ -139,6 +142,7 @@ on_both!(one_request_gives_the_span_tree, |backend| async move {
     if backend == Backend::Postgres {
         config.redis_url = Some(ordo_testkit::redis_url());
         config.redis_prefix = ordo_testkit::redis_prefix();
+        config.relay_interval_ms = 50;
     }
     let client = TestClient::new(Application::build(&config).await.unwrap().into_endpoint());
     client
@@ -221,4 +225,19 @@ on_both!(one_request_gives_the_span_tree, |backend| async move {
         .find(|e| e["event"] == "place")
         .unwrap();
     assert_eq!(event["traceparent"], format!("00-{caller_trace}-{}-01", request.span_id));
+    if backend == Backend::Postgres {
+        // The relay's batch that published the event links to the request's span.
+        let linked = (caller_trace.to_string(), request.span_id.clone());
+        let mut found = false;
+        for _ in 0..100 {
+            let flushed = tracer.clone();
+            off_runtime(move || flushed.force_flush().unwrap());
+            found = collector.spans().iter().any(|s| s.name == "relay.batch" && s.links.contains(&linked));
+            if found {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(found, "no relay.batch span links to {linked:?}");
+    }
 });
