@@ -20,9 +20,14 @@ struct Server {
     base_url: String,
     db: TestDb,
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// One load test at a time: several at once on a small machine would measure each other.
+    _alone: tokio::sync::MutexGuard<'static, ()>,
 }
 
+static ONE_LOAD_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn serve(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Server {
+    let alone = ONE_LOAD_AT_A_TIME.lock().await;
     let db = TestDb::new(backend).await;
     let mut config = Config {
         database_url: db.url.clone(),
@@ -44,7 +49,7 @@ async fn serve(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Server {
     tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    Server { base_url, db, _stop: stop }
+    Server { base_url, db, _stop: stop, _alone: alone }
 }
 
 /// A few hundred requests in seconds. The dev build on a shared 2-core machine is slower
