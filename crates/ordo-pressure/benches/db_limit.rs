@@ -96,11 +96,7 @@ async fn executor(store: Arc<Store>, tasks: usize, secs: u64, workload: Workload
             })
         })
         .collect();
-    let mut total = 0;
-    for h in handles {
-        total += h.await.unwrap();
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+    per_second(start, handles).await
 }
 
 /// A statement with its `$n` replaced by pgbench expressions for each slot.
@@ -224,6 +220,15 @@ fn script(store: &Store, hot: bool) -> String {
     out
 }
 
+/// What the tasks did, per second since `start`.
+async fn per_second(start: Instant, tasks: Vec<tokio::task::JoinHandle<u64>>) -> f64 {
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
 /// The pgbench script of a replay: what the executor sends for a keyed command whose
 /// record exists (begin, the record's read, commit).
 fn replay_script(store: &Store) -> String {
@@ -297,11 +302,7 @@ async fn api(base: &str, tasks: usize, secs: u64, workload: Workload, round: usi
             })
         })
         .collect();
-    let mut total = 0;
-    for h in handles {
-        total += h.await.unwrap();
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+    per_second(start, handles).await
 }
 
 /// The server on a socket, on a runtime (and threads) of its own.

@@ -231,32 +231,21 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
             *charged.entry(text(r, "account")?).or_default() += int(r, "amount")?;
         }
     }
-    let stock = rows(db, &format!("SELECT sku, available FROM inventories WHERE tenant = {p}"), t()).await?;
-    let mut violations = Vec::new();
-    for r in &stock {
-        let (sku, available) = (text(r, "sku")?, int(r, "available")?);
-        let restocked = added.get(&("Inventory", sku.as_str())).copied().unwrap_or(0);
-        let h = held.remove(&sku).unwrap_or(0);
-        if available < 0 || available + h != restocked {
-            violations.push(format!("{sku}: available {available} + held {h} != restocked {restocked}"));
+    let conserved = |resource: &'static str, sql: String, pending: BTreeMap<String, i64>| {
+        let added = &added;
+        async move {
+            let found = rows(db, &sql, vec![sea_orm::Value::from(tenant.to_string())]).await?;
+            conservation(resource, &found, added, pending)
         }
-    }
-    violations.extend(held.keys().map(|sku| format!("{sku}: orders hold stock of a SKU never stocked")));
-    audit.check("stock + held = restocked, never negative", stock.len(), "SKUs", violations);
+    };
+    let stock = format!("SELECT sku AS k, available AS v FROM inventories WHERE tenant = {p}");
+    let (n, violations) = conserved("Inventory", stock, held).await?;
+    audit.check("stock + held = restocked, never negative", n, "SKUs", violations);
 
     // Wallets: deposits less withdrawals less what live paid orders were charged.
-    let wallets = rows(db, &format!("SELECT account, balance FROM wallets WHERE tenant = {p}"), t()).await?;
-    let mut violations = Vec::new();
-    for r in &wallets {
-        let (account, balance) = (text(r, "account")?, int(r, "balance")?);
-        let funded = added.get(&("Wallet", account.as_str())).copied().unwrap_or(0);
-        let c = charged.remove(&account).unwrap_or(0);
-        if balance < 0 || balance + c != funded {
-            violations.push(format!("{account}: balance {balance} + charged {c} != deposited {funded}"));
-        }
-    }
-    violations.extend(charged.keys().map(|a| format!("{a}: orders charged a wallet that does not exist")));
-    audit.check("money conserved across wallets", wallets.len(), "wallets", violations);
+    let wallets = format!("SELECT account AS k, balance AS v FROM wallets WHERE tenant = {p}");
+    let (n, violations) = conserved("Wallet", wallets, charged).await?;
+    audit.check("money conserved across wallets", n, "wallets", violations);
 
     // Accounts: deposits less withdrawals, less what pending and settled transfers took
     // from the payer, plus what settled ones gave the payee.
@@ -264,29 +253,15 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
     for r in &transfers {
         let (state, amount) = (text(r, "state")?, int(r, "amount")?);
         if matches!(state.as_str(), "pending" | "settled") {
-            *moved.entry(text(r, "payer")?).or_default() -= amount;
+            *moved.entry(text(r, "payer")?).or_default() += amount;
         }
         if state == "settled" {
-            *moved.entry(text(r, "payee")?).or_default() += amount;
+            *moved.entry(text(r, "payee")?).or_default() -= amount;
         }
     }
-    let accounts = rows(db, &format!("SELECT id, balance FROM accounts WHERE tenant = {p}"), t()).await?;
-    let mut violations = Vec::new();
-    for r in &accounts {
-        let (id, balance) = (text(r, "id")?, int(r, "balance")?);
-        let funded = added.get(&("Account", id.as_str())).copied().unwrap_or(0);
-        let m = moved.remove(&id).unwrap_or(0);
-        if balance < 0 || balance != funded + m {
-            violations.push(format!("{id}: balance {balance} != deposited {funded} + transfers {m}"));
-        }
-    }
-    violations.extend(
-        moved
-            .iter()
-            .filter(|(_, m)| **m != 0)
-            .map(|(a, _)| format!("{a}: transfers of an account that does not exist")),
-    );
-    audit.check("money conserved across accounts", accounts.len(), "accounts", violations);
+    let accounts = format!("SELECT id AS k, balance AS v FROM accounts WHERE tenant = {p}");
+    let (n, violations) = conserved("Account", accounts, moved).await?;
+    audit.check("money conserved across accounts", n, "accounts", violations);
 
     // Every 2xx the client saw.
     let records: BTreeMap<String, String> =
@@ -312,6 +287,32 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
     }
     audit.check("every 2xx the client saw exists", seen.len(), "2xx answers", violations);
     Ok(audit)
+}
+
+/// Conservation over a resource's rows (`k`, `v`): each value is never negative, and the
+/// value plus what instances hold of it (`held`, by key) is what the journal's operations
+/// put in (`added`). Instances holding some of a row that does not exist are violations too.
+fn conservation(
+    resource: &str,
+    found: &[QueryResult],
+    added: &BTreeMap<(&str, &str), i64>,
+    mut held: BTreeMap<String, i64>,
+) -> Result<(usize, Vec<String>)> {
+    let mut violations = Vec::new();
+    for r in found {
+        let (key, value) = (text(r, "k")?, int(r, "v")?);
+        let put_in = added.get(&(resource, key.as_str())).copied().unwrap_or(0);
+        let h = held.remove(&key).unwrap_or(0);
+        if value < 0 || value + h != put_in {
+            violations.push(format!("{resource} {key}: {value} + held by instances {h} != put in {put_in}"));
+        }
+    }
+    violations.extend(
+        held.iter()
+            .filter(|(_, h)| **h != 0)
+            .map(|(k, h)| format!("{resource} {k}: instances hold {h} of a row that does not exist")),
+    );
+    Ok((found.len(), violations))
 }
 
 /// Why an instance's journal does not replay to its state and version, if it does not.
