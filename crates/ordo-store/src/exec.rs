@@ -199,12 +199,28 @@ impl Executor {
         }
         let isolation =
             cmds.iter().map(|c| self.isolation(&c.action)).max().unwrap_or(ir::Isolation::ReadCommitted);
+        // A single keyed command whose outcome is recorded is answered from the record with
+        // no transaction: a retry costs one read. One that is not recorded goes on without
+        // reading again; its record's insert still finds a winner that commits meanwhile.
+        let mut looked_up = false;
+        if let [cmd] = cmds
+            && let Some(idem) = &cmd.idempotency
+        {
+            let found =
+                self.stored(&self.db, &cmd.tenant, &idem.key, Utc::now()).await.map_err(stop_to_error)?;
+            if let Some(found) = found {
+                return Ok(vec![replay(found, &idem.fingerprint)]);
+            }
+            looked_up = true;
+        }
         let mut tries = 0;
         loop {
-            match self.attempt(cmds, isolation).await {
+            match self.attempt(cmds, isolation, looked_up).await {
                 Ok(done) => return Ok(done),
                 Err(stop) => self.after_failure(&mut tries, stop).await?,
             }
+            // A retry reads the record again, in its transaction.
+            looked_up = false;
         }
     }
 
@@ -295,7 +311,7 @@ impl Executor {
             };
             // Whatever the outcome (applied, or rejected because the instance moved on), the
             // timer is spent; leaving its state already deleted it when the event applied.
-            self.one(&txn, &cmd, now).await?;
+            self.one(&txn, &cmd, now, false).await?;
             let delete =
                 Query::delete().from_table(a(schema::TIMERS)).and_where(Expr::col(a("id")).eq(id)).to_owned();
             txn.execute(&delete).await?;
@@ -331,12 +347,18 @@ impl Executor {
     }
 
     #[tracing::instrument(level = "debug", name = "db.transaction", skip_all, fields(isolation = ?isolation))]
-    async fn attempt(&self, cmds: &[Command], isolation: ir::Isolation) -> Result<Vec<Executed>, Stop> {
+    /// `looked_up`: the command's record was just looked for, and was not there.
+    async fn attempt(
+        &self,
+        cmds: &[Command],
+        isolation: ir::Isolation,
+        looked_up: bool,
+    ) -> Result<Vec<Executed>, Stop> {
         let txn = self.begin(isolation).await?;
         let now = Utc::now();
         let mut done = Vec::with_capacity(cmds.len());
         for cmd in cmds {
-            done.push(self.one(&txn, cmd, now).await?);
+            done.push(self.one(&txn, cmd, now, looked_up).await?);
         }
         txn.commit().instrument(tracing::debug_span!("db.commit")).await?;
         Ok(done)
@@ -350,11 +372,12 @@ impl Executor {
         txn: &DatabaseTransaction,
         cmd: &Command,
         now: DateTime<Utc>,
+        looked_up: bool,
     ) -> Result<Executed, Stop> {
         let Some(idem) = &cmd.idempotency else {
             return Ok(Executed { outcome: self.decide(txn, cmd, now).await?, replayed: false });
         };
-        if let Some(found) = self.stored(txn, &cmd.tenant, &idem.key, now).await? {
+        if !looked_up && let Some(found) = self.stored(txn, &cmd.tenant, &idem.key, now).await? {
             return Ok(replay(found, &idem.fingerprint));
         }
         let keyed = txn.begin().await?;
