@@ -230,10 +230,10 @@ async fn per_second(start: Instant, tasks: Vec<tokio::task::JoinHandle<u64>>) ->
 }
 
 /// The pgbench script of a replay: what the executor sends for a keyed command whose
-/// record exists (begin, the record's read, commit).
+/// record exists (the record's read, outside any transaction).
 fn replay_script(store: &Store) -> String {
     let values = BTreeMap::from([("key", "'api-pay-' || :client_id".to_string())]);
-    format!("BEGIN;\n{};\nCOMMIT;\n", render(&store.plans().system.idempotency_get, &values))
+    format!("{};\n", render(&store.plans().system.idempotency_get, &values))
 }
 
 fn with_tenant(mut c: ordo_store::Command) -> ordo_store::Command {
