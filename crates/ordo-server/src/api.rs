@@ -385,23 +385,17 @@ fn unauthorized<T: ToJSON>() -> Reply<T> {
 
 impl Ctx {
     pub fn new(
-        stores: Vec<Arc<Store>>,
-        leases: Option<Arc<Leases>>,
+        real: Lane,
         tenants: Tenants,
         rate: RateLimit,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Ctx {
-        Ctx { real: Lane::new(stores, leases), shadow: None, tenants, rate, metrics }
+        Ctx { real, shadow: None, tenants, rate, metrics }
     }
 
-    /// Serves `X-Load-Test: true` requests of the allowed tenants from these stores.
-    pub fn with_shadow(
-        mut self,
-        stores: Vec<Arc<Store>>,
-        leases: Option<Arc<Leases>>,
-        allowed: ShadowTenants,
-    ) -> Ctx {
-        self.shadow = Some((Lane::new(stores, leases), allowed));
+    /// Serves `X-Load-Test: true` requests of the allowed tenants from `lane`.
+    pub fn with_shadow(mut self, lane: Lane, allowed: ShadowTenants) -> Ctx {
+        self.shadow = Some((lane, allowed));
         self
     }
 

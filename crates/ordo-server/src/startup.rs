@@ -2,7 +2,7 @@
 //! health and readiness, and the limits around every request. It binds before it serves,
 //! so port 0 works and the bound port is known.
 
-use crate::api::{Ctx, Problem, RateLimit, Tenants};
+use crate::api::{Ctx, Lane, Problem, RateLimit, Tenants};
 use crate::config::Config;
 use crate::generated::{GeneratedApi, SPECS};
 use crate::relay::RELAY_BATCH_MAX;
@@ -31,7 +31,8 @@ pub fn openapi_json() -> String {
     let metrics = crate::telemetry::Metrics::new().map(Arc::new);
     match metrics {
         Ok(m) => {
-            openapi(Arc::new(Ctx::new(Vec::new(), None, Tenants::default(), RateLimit::new(1, 1), m))).spec()
+            let nothing = Lane::new(Vec::new(), None);
+            openapi(Arc::new(Ctx::new(nothing, Tenants::default(), RateLimit::new(1, 1), m))).spec()
         }
         Err(e) => e,
     }
@@ -83,27 +84,18 @@ impl Application {
             c.idempotency_ttl_ms = config.idempotency_ttl_ms;
             c
         };
-        let real = Lane::open(config, &specs, store_config.clone(), &config.redis_prefix).await?;
+        let metrics = Arc::new(crate::telemetry::Metrics::new()?);
+        let real =
+            open_lane(config, &specs, store_config.clone(), &config.redis_prefix, &metrics, false).await?;
+        let rate = RateLimit::new(config.rate_per_s, config.rate_burst);
+        let mut ctx = Ctx::new(real, tenants, rate, metrics.clone());
         // Shadow traffic (`X-Load-Test: true`) gets tables and Redis keys of its own.
         let shadow_tenants = crate::api::ShadowTenants::parse(&config.shadow_tenants);
-        let shadow = if shadow_tenants.any() {
+        if shadow_tenants.any() {
             let shadow_config = store_config.shadow().map_err(|e| e.to_string())?;
             let prefix = format!("{}shadow:", config.redis_prefix);
-            Some(Lane::open(config, &specs, shadow_config, &prefix).await?)
-        } else {
-            None
-        };
-        let rate = RateLimit::new(config.rate_per_s, config.rate_burst);
-        let metrics = Arc::new(crate::telemetry::Metrics::new()?);
-        metrics.watch_stores(&real.stores, false);
-        if let Some(lane) = &shadow {
-            metrics.watch_stores(&lane.stores, true);
-        }
-        let real_lane = real.into_api();
-        let mut ctx = Ctx::new(real_lane.0, real_lane.1, tenants, rate, metrics.clone());
-        if let Some(lane) = shadow {
-            let (stores, leases) = lane.into_api();
-            ctx = ctx.with_shadow(stores, leases, shadow_tenants);
+            let shadow = open_lane(config, &specs, shadow_config, &prefix, &metrics, true).await?;
+            ctx = ctx.with_shadow(shadow, shadow_tenants);
         }
         let ctx = Arc::new(ctx);
         let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
@@ -231,80 +223,71 @@ impl Application {
 }
 
 /// The stores (one per spec, migrated) and leases of one kind of traffic, real or shadow,
-/// with their background chores running.
-struct Lane {
-    stores: Vec<(String, Arc<Store>)>,
-    leases: Option<Arc<Leases>>,
-}
-
-impl Lane {
-    async fn open(
-        config: &Config,
-        specs: &[(String, ordo_spec::ir::Spec)],
-        store_config: StoreConfig,
-        redis_prefix: &str,
-    ) -> Result<Lane, String> {
-        let db = ordo_store::connect(&store_config).await.map_err(|e| e.to_string())?;
-        ordo_store::migrate(&db, specs, MigrateAction::Up).await.map_err(|e| e.to_string())?;
-        let _ = db.close().await;
-        let mut stores = Vec::new();
-        for (name, spec) in specs {
-            let store = Store::open(store_config.clone(), name, spec.clone(), false)
-                .await
-                .map_err(|e| e.to_string())?;
-            stores.push((name.clone(), Arc::new(store)));
+/// with their background chores running and their metrics reported.
+async fn open_lane(
+    config: &Config,
+    specs: &[(String, ordo_spec::ir::Spec)],
+    store_config: StoreConfig,
+    redis_prefix: &str,
+    metrics: &crate::telemetry::Metrics,
+    shadow: bool,
+) -> Result<Lane, String> {
+    let db = ordo_store::connect(&store_config).await.map_err(|e| e.to_string())?;
+    ordo_store::migrate(&db, specs, MigrateAction::Up).await.map_err(|e| e.to_string())?;
+    let _ = db.close().await;
+    let mut stores = Vec::new();
+    for (name, spec) in specs {
+        let store =
+            Store::open(store_config.clone(), name, spec.clone(), false).await.map_err(|e| e.to_string())?;
+        stores.push((name.clone(), Arc::new(store)));
+    }
+    let leases = match &config.redis_url {
+        Some(url) => {
+            let mut lc = LeaseConfig::new(url.clone(), redis_prefix.to_string());
+            lc.lease_ms = config.lease_ms;
+            Some(Arc::new(Leases::connect(lc).await.map_err(|e| e.to_string())?))
         }
-        let leases = match &config.redis_url {
-            Some(url) => {
-                let mut lc = LeaseConfig::new(url.clone(), redis_prefix.to_string());
-                lc.lease_ms = config.lease_ms;
-                Some(Arc::new(Leases::connect(lc).await.map_err(|e| e.to_string())?))
-            }
-            None => None,
-        };
-        let first = stores.first().map(|(_, s)| s.clone());
-        // With Redis, committed events are relayed to one stream per machine; without it
-        // they stay readable through GET /events. All specs share one outbox.
-        if let (Some(url), Some(store)) = (&config.redis_url, first.clone()) {
-            let relay = Arc::new(crate::relay::Relay::connect(url, redis_prefix).await?);
-            let every = Duration::from_millis(config.relay_interval_ms);
-            tokio::spawn(periodically("relay", every, RELAY_BATCH_MAX, move || {
-                let (relay, store) = (relay.clone(), store.clone());
-                async move { relay.round(&store, RELAY_BATCH_MAX).await.map(|n| n as u64) }
-            }));
-        }
-        // The sweeper of idempotency records past their retention (all stores share the
-        // system tables, so one store's connection serves).
-        if let Some(store) = first {
-            let every = Duration::from_millis(config.sweep_interval_ms);
-            tokio::spawn(periodically("idempotency sweep", every, SWEEP_BATCH_MAX, move || {
-                let store = store.clone();
-                async move {
-                    store.purge_expired(chrono::Utc::now(), SWEEP_BATCH_MAX).await.map_err(|e| e.to_string())
-                }
-            }));
-        }
-        // Each spec's due timers fire through its store; several servers share the work.
-        for (_, store) in &stores {
+        None => None,
+    };
+    let first = stores.first().map(|(_, s)| s.clone());
+    // With Redis, committed events are relayed to one stream per machine; without it
+    // they stay readable through GET /events. All specs share one outbox.
+    if let (Some(url), Some(store)) = (&config.redis_url, first.clone()) {
+        let relay = Arc::new(crate::relay::Relay::connect(url, redis_prefix).await?);
+        let every = Duration::from_millis(config.relay_interval_ms);
+        tokio::spawn(periodically("relay", every, RELAY_BATCH_MAX, move || {
+            let (relay, store) = (relay.clone(), store.clone());
+            async move { relay.round(&store, RELAY_BATCH_MAX).await.map(|n| n as u64) }
+        }));
+    }
+    // The sweeper of idempotency records past their retention (all stores share the
+    // system tables, so one store's connection serves).
+    if let Some(store) = first {
+        let every = Duration::from_millis(config.sweep_interval_ms);
+        tokio::spawn(periodically("idempotency sweep", every, SWEEP_BATCH_MAX, move || {
             let store = store.clone();
-            let every = Duration::from_millis(config.timer_interval_ms);
-            tokio::spawn(periodically("timers", every, TIMER_BATCH_MAX, move || {
-                let store = store.clone();
-                async move {
-                    store
-                        .fire_due_timers(chrono::Utc::now(), TIMER_BATCH_MAX)
-                        .await
-                        .map(|n| n as u64)
-                        .map_err(|e| e.to_string())
-                }
-            }));
-        }
-        Ok(Lane { stores, leases })
+            async move {
+                store.purge_expired(chrono::Utc::now(), SWEEP_BATCH_MAX).await.map_err(|e| e.to_string())
+            }
+        }));
     }
-
-    fn into_api(self) -> (Vec<Arc<Store>>, Option<Arc<Leases>>) {
-        (self.stores.into_iter().map(|(_, s)| s).collect(), self.leases)
+    // Each spec's due timers fire through its store; several servers share the work.
+    for (_, store) in &stores {
+        let store = store.clone();
+        let every = Duration::from_millis(config.timer_interval_ms);
+        tokio::spawn(periodically("timers", every, TIMER_BATCH_MAX, move || {
+            let store = store.clone();
+            async move {
+                store
+                    .fire_due_timers(chrono::Utc::now(), TIMER_BATCH_MAX)
+                    .await
+                    .map(|n| n as u64)
+                    .map_err(|e| e.to_string())
+            }
+        }));
     }
+    metrics.watch_stores(&stores, shadow);
+    Ok(Lane::new(stores.into_iter().map(|(_, s)| s).collect(), leases))
 }
 
 /// Records purged per statement, so one sweep never holds a long transaction.
