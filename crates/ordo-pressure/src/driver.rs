@@ -570,7 +570,11 @@ impl Driver {
             self.note_seen(&op, a);
         }
         if replay_of.is_none() {
-            self.learn(&op, &first);
+            // Of two parallel copies, the one that ran (not replayed, not refused as in
+            // use) says what was made.
+            let ran = |a: &Answer| !a.replayed && a.problem() != "idempotency-key-in-use";
+            let fresh = twin.as_ref().filter(|t| !ran(&first) && ran(t)).unwrap_or(&first);
+            self.learn(&op, fresh);
             let later = lose && op.key.is_some() && first.class() != Class::Error && {
                 let mut w = lock(&self.world);
                 w.rng.f64() < self.scenario.lost_later_share
