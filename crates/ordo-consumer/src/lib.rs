@@ -60,7 +60,8 @@ impl ConsumerConfig {
 }
 
 /// One event as the relay published it: `id`, `tenant`, `machine`, `entity`, `version`,
-/// `event`, `from`, `to`, `params` (JSON), `at`, `cursor`.
+/// `event`, `from`, `to`, `params` (JSON), `at`, `cursor`, and `traceparent` when the
+/// request that caused it carried a trace context.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub stream_id: String,
@@ -169,7 +170,35 @@ impl Consumer {
         Ok(poll)
     }
 
+    /// Handles one entry in a span that continues the trace of the request that caused
+    /// the event (its `traceparent`), when the worker exports traces.
     async fn one(&self, handler: &dyn Handler, event: Event, poll: &mut Poll) -> Result<(), ConsumerError> {
+        use opentelemetry::propagation::TextMapPropagator as _;
+        use tracing::Instrument as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let span = tracing::info_span!(
+            "consumer.handle",
+            otel.kind = "consumer",
+            stream = %self.config.stream,
+            event = %event.get("event"),
+            entity = %event.get("entity"),
+            event_id = %event.id(),
+        );
+        if let Some(parent) = event.fields.get("traceparent") {
+            let carrier = HashMap::from([("traceparent".to_string(), parent.clone())]);
+            let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+            // Fails only when the worker has no trace layer: then there is nothing to join.
+            let _ = span.set_parent(cx);
+        }
+        self.process(handler, event, poll).instrument(span).await
+    }
+
+    async fn process(
+        &self,
+        handler: &dyn Handler,
+        event: Event,
+        poll: &mut Poll,
+    ) -> Result<(), ConsumerError> {
         let c = &self.config;
         let pending: Vec<(String, String, u64, u64)> = self
             .redis

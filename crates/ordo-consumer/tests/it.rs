@@ -59,13 +59,14 @@ struct Setup {
     redis: Client,
 }
 
-/// `n` orders placed and paid in a store, relayed to `<prefix>events:Order`; a worker
-/// database with the read model's table.
-async fn setup(n: usize) -> Setup {
+/// `n` orders placed and paid in a store (by requests with the trace context `trace`),
+/// relayed to `<prefix>events:Order`; a worker database with the read model's table.
+async fn setup(n: usize, trace: Option<&str>) -> Setup {
     let store_db = ordo_testkit::TestDb::postgres().await;
     let spec = ordo_spec::compile(include_str!("../../../specs/order.ordo")).unwrap();
     let store = Store::open(StoreConfig::new(store_db.url.clone()), "order", spec, true).await.unwrap();
-    let cmd = |action| Command { tenant: "t1".to_string(), idempotency: None, action, trace: None };
+    let trace = trace.map(str::to_string);
+    let cmd = |action| Command { tenant: "t1".to_string(), idempotency: None, action, trace: trace.clone() };
     let obj = |v: serde_json::Value| v.as_object().cloned().unwrap();
     store
         .execute(&cmd(Action::Operate {
@@ -160,7 +161,7 @@ async fn drain(consumer: &Consumer, handler: &ReadModel) -> ordo_consumer::Poll 
 /// reclaims its entries, acknowledges the two without applying them again, and applies the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_after_commit_before_ack_applies_once() {
-    let s = setup(10).await;
+    let s = setup(10, None).await;
     let handler = ReadModel { calls: AtomicUsize::new(0), poison: Mutex::new(None) };
     let b = Consumer::connect(config(&s, "b"), s.worker.clone()).await.unwrap();
     // Consumer "a" reads three entries, commits two of them (processed rows), then dies.
@@ -208,7 +209,7 @@ async fn a_crash_after_commit_before_ack_applies_once() {
 /// deliveries, and the group moves on to the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poison_message_goes_to_the_dead_letter_stream() {
-    let s = setup(5).await;
+    let s = setup(5, None).await;
     let first: Vec<Entry> = s.redis.xrange(s.stream.as_str(), "-", "+", Some(1)).await.unwrap();
     let poison_id = first[0].1["id"].clone();
     let handler = ReadModel { calls: AtomicUsize::new(0), poison: Mutex::new(Some(poison_id.clone())) };
@@ -229,4 +230,51 @@ async fn a_poison_message_goes_to_the_dead_letter_stream() {
         count(&s.worker, "SELECT COUNT(*) FROM order_states WHERE state = 'paid'").await as usize,
         s.orders
     );
+}
+
+/// Records the trace each event was handled in.
+struct Traced(Mutex<Vec<String>>);
+
+impl Handler for Traced {
+    fn handle<'a>(
+        &'a self,
+        _txn: &'a DatabaseTransaction,
+        _e: &'a Event,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            use opentelemetry::trace::TraceContextExt as _;
+            use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+            let cx = tracing::Span::current().context();
+            self.0.lock().unwrap().push(cx.span().span_context().trace_id().to_string());
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_runs_in_the_trace_of_the_request() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    // The worker's subscriber: a trace layer (spans kept in process, not exported).
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("worker")));
+    // This binary's one process-wide subscriber (see ordo-server's tests/traces.rs for why
+    // not a scoped one); the other tests here do not look at spans.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let s = setup(2, Some(&format!("00-{trace}-00f067aa0ba902b7-01"))).await;
+    let consumer = Consumer::connect(config(&s, "t"), s.worker.clone()).await.unwrap();
+    let handler = Traced(Mutex::new(Vec::new()));
+    let mut applied = 0;
+    for _ in 0..20 {
+        applied += consumer.poll(&handler).await.unwrap().applied;
+        if applied >= s.orders * 2 {
+            break;
+        }
+    }
+    let seen = handler.0.into_inner().unwrap();
+    // Two orders, placed and paid: four events, each handled in the request's trace.
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen.iter().all(|t| t == trace), "{seen:?}");
 }
