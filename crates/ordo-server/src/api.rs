@@ -685,11 +685,23 @@ impl Ctx {
         span.record("tenant", tenant.as_str());
         span.record("machine", name);
         let fingerprint = ordo_idempotency::fingerprint(req.method().as_str(), req.uri().path(), &body);
+        let trace = req.extensions().get::<TraceParent>().map(|t| t.0.clone());
+        let idempotency = Some(IdempotencyKey { key: key.clone(), fingerprint });
+        let cmd = Command { tenant, idempotency, action, trace };
+        // A request already decided is answered from its record: one read, no lease.
+        match store.recorded(&cmd).await {
+            Ok(Some(done)) => {
+                self.count(&cmd.action, &done, shadow);
+                return reply(&done, &cmd);
+            }
+            Ok(None) => {}
+            Err(e) => return store_error(e),
+        }
         // The first insurance: hold the key in Redis while the request runs. Redis away
         // means no lease, never a failure: the database record still stops duplicates.
         let lease = match lane.leases.as_deref() {
             None => None,
-            Some(leases) => match leases.claim(&tenant, &key).await {
+            Some(leases) => match leases.claim(&cmd.tenant, &key).await {
                 Ok(Claim::Acquired(lease)) => Some(lease),
                 Ok(Claim::Held { retry_after_ms }) => {
                     self.metrics.idempotency(KeyResult::InFlight, shadow);
@@ -707,15 +719,13 @@ impl Ctx {
                 }
             },
         };
-        let trace = req.extensions().get::<TraceParent>().map(|t| t.0.clone());
-        let cmd = Command { tenant, idempotency: Some(IdempotencyKey { key, fingerprint }), action, trace };
         // The command runs to its end even if the client goes away: its outcome is recorded
         // and its lease released, so the client's retry gets the replay instead of finding
         // the key held until the lease expires.
         let (store, leases) = (store.clone(), lane.leases.clone());
         let run = tokio::spawn(
             async move {
-                let result = store.execute(&cmd).await;
+                let result = store.execute_unrecorded(&cmd).await;
                 if let (Some(leases), Some(lease)) = (leases, lease)
                     && let Err(e) = leases.release(&lease).await
                 {

@@ -192,27 +192,38 @@ impl Executor {
     /// Runs commands in one transaction, each with its own outcome, retrying transient
     /// failures of the whole transaction with jittered backoff up to `config.retries_max`
     /// times, then answering `Busy`. One command is a batch of one.
-    #[tracing::instrument(level = "debug", name = "store.execute", skip_all, fields(commands = cmds.len()))]
     pub async fn execute_batch(&self, cmds: &[Command]) -> Result<Vec<Executed>, StoreError> {
+        // A single keyed command whose outcome is recorded is answered from the record with
+        // no transaction: a retry costs one read.
+        if let [cmd] = cmds
+            && cmd.idempotency.is_some()
+        {
+            if let Some(done) = self.recorded(cmd).await? {
+                return Ok(vec![done]);
+            }
+            return self.run(cmds, true).await;
+        }
+        self.run(cmds, false).await
+    }
+
+    /// The outcome recorded under a keyed command's key, if any: its replay, or `KeyReused`
+    /// when the key was used for another request. One read, outside any transaction.
+    pub async fn recorded(&self, cmd: &Command) -> Result<Option<Executed>, StoreError> {
+        let Some(idem) = &cmd.idempotency else { return Ok(None) };
+        let found = self.stored(&self.db, &cmd.tenant, &idem.key, Utc::now()).await.map_err(stop_to_error)?;
+        Ok(found.map(|f| replay(f, &idem.fingerprint)))
+    }
+
+    /// Runs the commands in a transaction, retried as `execute_batch` says. `looked_up`: the
+    /// (single) command's record was just looked for and was not there, so the first attempt
+    /// does not read it again; its record's insert still finds a winner that commits meanwhile.
+    #[tracing::instrument(level = "debug", name = "store.execute", skip_all, fields(commands = cmds.len()))]
+    pub async fn run(&self, cmds: &[Command], mut looked_up: bool) -> Result<Vec<Executed>, StoreError> {
         for cmd in cmds {
             self.check_target(&cmd.action)?;
         }
         let isolation =
             cmds.iter().map(|c| self.isolation(&c.action)).max().unwrap_or(ir::Isolation::ReadCommitted);
-        // A single keyed command whose outcome is recorded is answered from the record with
-        // no transaction: a retry costs one read. One that is not recorded goes on without
-        // reading again; its record's insert still finds a winner that commits meanwhile.
-        let mut looked_up = false;
-        if let [cmd] = cmds
-            && let Some(idem) = &cmd.idempotency
-        {
-            let found =
-                self.stored(&self.db, &cmd.tenant, &idem.key, Utc::now()).await.map_err(stop_to_error)?;
-            if let Some(found) = found {
-                return Ok(vec![replay(found, &idem.fingerprint)]);
-            }
-            looked_up = true;
-        }
         let mut tries = 0;
         loop {
             match self.attempt(cmds, isolation, looked_up).await {

@@ -317,6 +317,11 @@ pub async fn migrate(
         .collect())
 }
 
+/// The outcome of a batch of one.
+fn only(mut done: Vec<Executed>) -> Result<Executed, StoreError> {
+    done.pop().ok_or_else(|| StoreError::Internal("a batch of one gave no outcome".to_string()))
+}
+
 /// A snapshot of [`Store::stats`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StoreStats {
@@ -443,8 +448,21 @@ impl Store {
     /// Runs one command in one transaction. Rejections are `Ok` outcomes; `Err` is for
     /// what the lifecycle did not decide (busy, unavailable, unknown names).
     pub async fn execute(&self, cmd: &Command) -> Result<Executed, StoreError> {
-        let mut done = self.exec.execute_batch(std::slice::from_ref(cmd)).await?;
-        done.pop().ok_or_else(|| StoreError::Internal("a batch of one gave no outcome".to_string()))
+        only(self.exec.execute_batch(std::slice::from_ref(cmd)).await?)
+    }
+
+    /// The outcome recorded under a keyed command's key, if any: its replay (or `KeyReused`
+    /// when the key was used for another request), with one read and no transaction. The
+    /// server asks before it takes the Redis lease, so a retry needs neither.
+    pub async fn recorded(&self, cmd: &Command) -> Result<Option<Executed>, StoreError> {
+        self.exec.recorded(cmd).await
+    }
+
+    /// [`Store::execute`] after [`Store::recorded`] found nothing: the record is not read
+    /// again (the record's insert still meets a request that committed meanwhile, and
+    /// answers with its outcome).
+    pub async fn execute_unrecorded(&self, cmd: &Command) -> Result<Executed, StoreError> {
+        only(self.exec.run(std::slice::from_ref(cmd), cmd.idempotency.is_some()).await?)
     }
 
     /// Runs several commands in one transaction, each with its own outcome (a rejection
