@@ -35,6 +35,10 @@ const TENANT: &str = "default";
 
 /// Clients/tasks at most; each has its own SKU and account so that only the hot-SKU run contends.
 const TASKS_MAX: usize = 32;
+/// Database connections of each contender: the server's pool, the executor's pool and
+/// pgbench's clients. Equal, so each gets the same share of the database; and together
+/// well under PostgreSQL's default of 100.
+const CONNECTIONS: usize = 16;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Workload {
@@ -313,7 +317,7 @@ fn serve(url: &str) -> String {
         redis_url: Some(ordo_testkit::redis_url()),
         redis_prefix: ordo_testkit::redis_prefix(),
         listen: "127.0.0.1:0".parse().unwrap(),
-        pool_size: TASKS_MAX as u32,
+        pool_size: CONNECTIONS as u32,
         rate_per_s: 1_000_000,
         rate_burst: 1_000_000,
         ..Config::default()
@@ -371,13 +375,19 @@ fn main() {
         let base = serve(&db.url);
         let spec = ordo_spec::compile(ORDER).unwrap();
         let mut config = StoreConfig::new(db.url.clone());
-        config.pool_size = TASKS_MAX as u32;
+        config.pool_size = CONNECTIONS as u32;
         let store = Arc::new(Store::open(config, "order", spec, false).await.unwrap());
         for i in 0..TASKS_MAX {
             let restock = json!({"quantity": 1_000_000_000});
             let deposit = json!({"amount": 1_000_000_000_000i64});
-            store.execute(&with_tenant(operate("Inventory", &format!("sku-{i}"), "restock", restock))).await.unwrap();
-            store.execute(&with_tenant(operate("Wallet", &format!("acct-{i}"), "deposit", deposit))).await.unwrap();
+            store
+                .execute(&with_tenant(operate("Inventory", &format!("sku-{i}"), "restock", restock)))
+                .await
+                .unwrap();
+            store
+                .execute(&with_tenant(operate("Wallet", &format!("acct-{i}"), "deposit", deposit)))
+                .await
+                .unwrap();
         }
         store
             .execute(&with_tenant(operate("Inventory", "hot", "restock", json!({"quantity": 1_000_000_000}))))
@@ -386,7 +396,10 @@ fn main() {
 
         let pgbench_bin = pgbench_binary();
         let tasks = TASKS_MAX;
-        println!("order workload on PostgreSQL (+ Redis for the API), {tasks} tasks, {secs} s per measurement, per second");
+        println!(
+            "order workload on PostgreSQL (+ Redis for the API), {tasks} tasks on {CONNECTIONS} connections \
+             (pgbench: {CONNECTIONS} clients), {secs} s per measurement, per second"
+        );
         println!(
             "{:<44} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "workload", "API", "executor", "pgbench", "API/raw", "exec/raw"
@@ -401,9 +414,9 @@ fn main() {
             let exec_rate = executor(store.clone(), tasks, secs, workload).await;
             assert!(api_rate > 0.0 && exec_rate > 0.0);
             let raw = pgbench_bin.as_ref().map(|bin| match workload {
-                Workload::Fresh => pgbench(bin, &db.url, &script(&store, false), tasks, secs) * 4.0,
-                Workload::Hot => pgbench(bin, &db.url, &script(&store, true), tasks, secs),
-                Workload::Replays => pgbench(bin, &db.url, &replay_script(&store), tasks, secs),
+                Workload::Fresh => pgbench(bin, &db.url, &script(&store, false), CONNECTIONS, secs) * 4.0,
+                Workload::Hot => pgbench(bin, &db.url, &script(&store, true), CONNECTIONS, secs),
+                Workload::Replays => pgbench(bin, &db.url, &replay_script(&store), CONNECTIONS, secs),
             });
             match raw {
                 Some(raw) => println!(
@@ -411,7 +424,10 @@ fn main() {
                     api_rate / raw,
                     exec_rate / raw
                 ),
-                None => println!("{label:<44} {api_rate:>10.0} {exec_rate:>10.0} {:>10} {:>10} {:>10}", "no pgbench", "-", "-"),
+                None => println!(
+                    "{label:<44} {api_rate:>10.0} {exec_rate:>10.0} {:>10} {:>10} {:>10}",
+                    "no pgbench", "-", "-"
+                ),
             }
         }
 
