@@ -314,6 +314,12 @@ impl Report {
         self.stages.iter().all(|s| s.passed) && peak_found && self.audit.as_ref().is_none_or(|a| a.passed())
     }
 
+    /// The stages, then the peak search's steps (marked), as the tables show them.
+    fn rows(&self) -> impl Iterator<Item = (&StageSummary, &'static str)> {
+        let search = self.peak_steps.iter().map(|s| (s, " (search)"));
+        self.stages.iter().map(|s| (s, "")).chain(search)
+    }
+
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let width = [22, 9, 9, 8, 8, 7, 8, 8, 8, 9, 9];
@@ -329,8 +335,7 @@ impl Report {
             l.trim_end().to_string() + "\n"
         };
         out.push_str(&line(&STAGE_COLUMNS.map(str::to_string)));
-        let search = self.peak_steps.iter().map(|s| (s, " (search)"));
-        for (s, note) in self.stages.iter().map(|s| (s, "")).chain(search) {
+        for (s, note) in self.rows() {
             let mut cells = s.cells();
             cells[11].push_str(note);
             out.push_str(&line(&cells));
@@ -388,8 +393,9 @@ impl Report {
         );
         let errors = chart("Errors per second", &[("errors", "#c92a2a", series(|s| s.errors as f64))], None);
         let mut rows = String::new();
-        for s in self.stages.iter().chain(&self.peak_steps) {
-            let cells = s.cells();
+        for (s, note) in self.rows() {
+            let mut cells = s.cells();
+            cells[11].push_str(note);
             let class = if s.passed { "pass" } else { "fail" };
             rows.push_str("<tr>");
             for (i, c) in cells.iter().enumerate() {
@@ -415,8 +421,11 @@ impl Report {
                 out + "</table>"
             },
         );
-        let errors_list: String =
+        let mut errors_list: String =
             self.errors.iter().map(|(k, n)| format!("<li>{}: {n}</li>", escape(k))).collect();
+        if errors_list.is_empty() {
+            errors_list.push_str("<li>none</li>");
+        }
         let verdict = if self.passed() { "PASS" } else { "FAIL" };
         let header: String = STAGE_COLUMNS.iter().map(|c| format!("<th>{c}</th>")).collect();
         format!(
