@@ -314,10 +314,15 @@ impl Report {
         self.stages.iter().all(|s| s.passed) && peak_found && self.audit.as_ref().is_none_or(|a| a.passed())
     }
 
-    /// The stages, then the peak search's steps (marked), as the tables show them.
-    fn rows(&self) -> impl Iterator<Item = (&StageSummary, &'static str)> {
+    /// The stages, then the peak search's steps (marked), with their cells as the tables
+    /// show them.
+    fn rows(&self) -> impl Iterator<Item = (&StageSummary, [String; 12])> {
         let search = self.peak_steps.iter().map(|s| (s, " (search)"));
-        self.stages.iter().map(|s| (s, "")).chain(search)
+        self.stages.iter().map(|s| (s, "")).chain(search).map(|(s, note)| {
+            let mut cells = s.cells();
+            cells[11].push_str(note);
+            (s, cells)
+        })
     }
 
     pub fn summary(&self) -> String {
@@ -335,9 +340,7 @@ impl Report {
             l.trim_end().to_string() + "\n"
         };
         out.push_str(&line(&STAGE_COLUMNS.map(str::to_string)));
-        for (s, note) in self.rows() {
-            let mut cells = s.cells();
-            cells[11].push_str(note);
+        for (_, cells) in self.rows() {
             out.push_str(&line(&cells));
         }
         if let Some(p) = self.peak_per_s {
@@ -393,9 +396,7 @@ impl Report {
         );
         let errors = chart("Errors per second", &[("errors", "#c92a2a", series(|s| s.errors as f64))], None);
         let mut rows = String::new();
-        for (s, note) in self.rows() {
-            let mut cells = s.cells();
-            cells[11].push_str(note);
+        for (s, cells) in self.rows() {
             let class = if s.passed { "pass" } else { "fail" };
             rows.push_str("<tr>");
             for (i, c) in cells.iter().enumerate() {
