@@ -34,6 +34,12 @@ impl From<DbErr> for Stop {
     }
 }
 
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Stop {
+        Stop::Fail(e)
+    }
+}
+
 impl From<Rejection> for Stop {
     fn from(r: Rejection) -> Stop {
         Stop::Reject(r)
@@ -335,24 +341,18 @@ impl Executor {
         let unknown = |what: String| Err(StoreError::UnknownTarget(what));
         match action {
             Action::Create { machine, .. } => {
-                if self.spec.machine(machine).is_none() {
-                    return unknown(format!("machine `{machine}`"));
-                }
+                self.machine(machine)?;
             }
-            Action::Fire { machine, event, .. } => match self.spec.machine(machine) {
-                None => return unknown(format!("machine `{machine}`")),
-                Some(m) if m.event(event).is_none() => {
+            Action::Fire { machine, event, .. } => {
+                if self.machine(machine)?.event(event).is_none() {
                     return unknown(format!("event `{event}` of `{machine}`"));
                 }
-                Some(_) => {}
-            },
-            Action::Operate { resource, operation, .. } => match self.spec.resource(resource) {
-                None => return unknown(format!("resource `{resource}`")),
-                Some(r) if !r.operations.iter().any(|o| o.name == *operation) => {
+            }
+            Action::Operate { resource, operation, .. } => {
+                if !self.resource(resource)?.operations.iter().any(|o| o.name == *operation) {
                     return unknown(format!("operation `{operation}` of `{resource}`"));
                 }
-                Some(_) => {}
-            },
+            }
         }
         Ok(())
     }
@@ -697,10 +697,7 @@ impl Executor {
         params: &Map<String, Json>,
         now: DateTime<Utc>,
     ) -> Result<Record, Stop> {
-        let r = self
-            .spec
-            .resource(resource)
-            .ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("resource `{resource}`"))))?;
+        let r = self.resource(resource)?;
         let op = r
             .operations
             .iter()
@@ -887,10 +884,12 @@ impl Executor {
         Ok(())
     }
 
-    fn machine(&self, name: &str) -> Result<&ir::Machine, Stop> {
-        self.spec
-            .machine(name)
-            .ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("machine `{name}`"))))
+    fn machine(&self, name: &str) -> Result<&ir::Machine, StoreError> {
+        self.spec.machine(name).ok_or_else(|| StoreError::UnknownTarget(format!("machine `{name}`")))
+    }
+
+    fn resource(&self, name: &str) -> Result<&ir::Resource, StoreError> {
+        self.spec.resource(name).ok_or_else(|| StoreError::UnknownTarget(format!("resource `{name}`")))
     }
 
     pub async fn instance(
@@ -899,10 +898,7 @@ impl Executor {
         machine: &str,
         id: Uuid,
     ) -> Result<Option<Record>, StoreError> {
-        let m = self
-            .spec
-            .machine(machine)
-            .ok_or_else(|| StoreError::UnknownTarget(format!("machine `{machine}`")))?;
+        let m = self.machine(machine)?;
         let b = Bind { tenant, id: Some(id), ..Bind::default() };
         let row =
             self.db.query_one_raw(b.statement(self.backend(), &self.plans.machines[machine].select)).await?;
@@ -915,10 +911,7 @@ impl Executor {
         resource: &str,
         key: &Json,
     ) -> Result<Option<Record>, StoreError> {
-        let r = self
-            .spec
-            .resource(resource)
-            .ok_or_else(|| StoreError::UnknownTarget(format!("resource `{resource}`")))?;
+        let r = self.resource(resource)?;
         let key = value::from_json(&r.key, Some(key))
             .map_err(|e| StoreError::Invalid(format!("{}: {}", e.field, e.reason)))?;
         let b = Bind { tenant, key: Some(&key), ..Bind::default() };
