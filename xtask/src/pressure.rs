@@ -135,28 +135,8 @@ pub fn build_server(root: &Path, profile: Profile) -> Result<PathBuf> {
     Ok(target.join(if profile == Profile::Release { "release" } else { "debug" }).join("ordo-server"))
 }
 
-/// A fresh PostgreSQL database on the server of `url`: its URL, and the admin URL to drop it.
-async fn fresh_postgres(url: &str) -> Result<(String, String)> {
-    use ordo_store::sea_orm::ConnectionTrait;
-    let name = format!("ordo_pressure_{}", chrono_stamp());
-    let admin = ordo_store::sea_orm::Database::connect(url).await.context("connecting to PostgreSQL")?;
-    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
-    let _ = admin.close().await;
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
-    let db_url = format!("{server}/{name}{}", query.map_or(String::new(), |q| format!("?{q}")));
-    Ok((db_url, name))
-}
-
-async fn drop_postgres(admin_url: &str, name: &str) -> Result<()> {
-    use ordo_store::sea_orm::ConnectionTrait;
-    let admin = ordo_store::sea_orm::Database::connect(admin_url).await?;
-    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
-    let _ = admin.close().await;
-    Ok(())
-}
-
-fn chrono_stamp() -> String {
+/// A name part unique to this run.
+fn stamp() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}_{}", now.as_secs(), std::process::id())
 }
@@ -193,12 +173,12 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
     };
     // A replay of real traffic's shape always goes to the shadow tables.
     let shadow = args.shadow || replay.is_some();
-    let out = args.out.clone().unwrap_or_else(|| root.join("target/pressure").join(chrono_stamp()));
+    let out = args.out.clone().unwrap_or_else(|| root.join("target/pressure").join(stamp()));
     std::fs::create_dir_all(&out)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
 
     // The server: the one given, or one started here with a database of its own.
-    let mut created_db = None;
+    let mut created_db: Option<ordo_testkit::TestDb> = None;
     let (server, url, api_key, tenant, database) = match &args.url {
         Some(url) => {
             (None, url.clone(), args.api_key.clone(), args.tenant.clone(), args.database_url.clone())
@@ -210,14 +190,17 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
             };
             let database = match args.database_url.as_deref() {
                 Some(url) if url.starts_with("postgres") => {
-                    let (db_url, name) = runtime.block_on(fresh_postgres(url))?;
-                    created_db = Some((url.to_string(), name));
+                    let db = runtime
+                        .block_on(ordo_testkit::TestDb::postgres_on(url))
+                        .map_err(anyhow::Error::msg)?;
+                    let db_url = db.url.clone();
+                    created_db = Some(db);
                     db_url
                 }
                 Some(url) => url.to_string(),
                 None => format!("sqlite://{}?mode=rwc", out.join("ordo.db").display()),
             };
-            let key = format!("pressure-{}", chrono_stamp());
+            let key = format!("pressure-{}", stamp());
             let mut env = vec![
                 ("DATABASE_URL", database.clone()),
                 ("ORDO_API_KEYS", format!("load:{key}")),
@@ -248,12 +231,8 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
         out: Some(out.clone()),
     }));
     drop(server);
-    if let Some((admin, name)) = &created_db {
-        if args.keep_database {
-            eprintln!("== kept database {name}");
-        } else if let Err(e) = runtime.block_on(drop_postgres(admin, name)) {
-            eprintln!("== could not drop database {name}: {e:#}");
-        }
+    if let Some(db) = created_db.filter(|_| args.keep_database) {
+        eprintln!("== kept database {}", db.keep());
     }
     let report = result?;
     print!("{}", report.summary());

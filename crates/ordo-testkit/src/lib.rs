@@ -59,8 +59,15 @@ pub struct TestDb {
 }
 
 enum Cleanup {
-    Postgres { admin: String, name: String },
-    Sqlite { path: PathBuf },
+    Postgres {
+        admin: String,
+        name: String,
+    },
+    Sqlite {
+        path: PathBuf,
+    },
+    /// Kept on purpose (see [`TestDb::keep`]).
+    Kept,
 }
 
 impl TestDb {
@@ -73,15 +80,32 @@ impl TestDb {
 
     /// A new database on the test PostgreSQL server.
     pub async fn postgres() -> TestDb {
-        let admin = pg_admin_url();
+        TestDb::postgres_on(&pg_admin_url())
+            .await
+            .unwrap_or_else(|e| panic!("{e}; run the suite with `cargo xtask test`, which starts one"))
+    }
+
+    /// A new database on the PostgreSQL server of `admin` (any database URL of it).
+    pub async fn postgres_on(admin: &str) -> Result<TestDb, String> {
         let name = format!("ordo_t_{}", uuid::Uuid::now_v7().simple());
-        let conn = Database::connect(&admin).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable at {admin} ({e}); run the suite with `cargo xtask test`, which starts one")
-        });
-        conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        let conn = Database::connect(admin)
+            .await
+            .map_err(|e| format!("PostgreSQL is not reachable at {admin} ({e})"))?;
+        let created = conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await;
         let _ = conn.close().await;
-        let url = with_database(&admin, &name);
-        TestDb { url, backend: Backend::Postgres, cleanup: Cleanup::Postgres { admin, name } }
+        created.map_err(|e| format!("creating a database at {admin}: {e}"))?;
+        let url = with_database(admin, &name);
+        Ok(TestDb {
+            url,
+            backend: Backend::Postgres,
+            cleanup: Cleanup::Postgres { admin: admin.to_string(), name },
+        })
+    }
+
+    /// Keeps the database (it is not removed when this is dropped); returns its URL.
+    pub fn keep(mut self) -> String {
+        self.cleanup = Cleanup::Kept;
+        self.url.clone()
     }
 
     /// A new SQLite file in the temp directory.
@@ -104,6 +128,7 @@ pub fn with_database(url: &str, name: &str) -> String {
 impl Drop for TestDb {
     fn drop(&mut self) {
         match &self.cleanup {
+            Cleanup::Kept => {}
             Cleanup::Sqlite { path } => {
                 for suffix in ["", "-wal", "-shm"] {
                     let mut p = path.clone().into_os_string();
