@@ -634,8 +634,9 @@ impl Driver {
     async fn run_schedule(self: &Arc<Self>, schedule: impl Iterator<Item = (Duration, Slot)>, stage: usize) {
         let start = Instant::now();
         let deadline = self.started + Duration::from_secs_f64(self.scenario.max_secs);
-        // Recorded keys map to keys of this run, so a recorded retry is a retry here too.
-        let mut keys: BTreeMap<String, (Op, Answer)> = BTreeMap::new();
+        // Recorded keys map to requests of this run, so a recorded retry is a retry here too
+        // (sent as is: it takes nothing from the world's lists).
+        let mut keys: BTreeMap<String, Op> = BTreeMap::new();
         for (offset, slot) in schedule {
             let at = start + offset;
             if at > deadline {
@@ -644,16 +645,11 @@ impl Driver {
             }
             tokio::time::sleep_until(at).await;
             let (op, replay_of) = match &slot {
-                Slot::Recorded(_, Some(k)) if keys.contains_key(k) => {
-                    let (op, first) = keys[k].clone();
-                    (op, Some(first))
-                }
+                Slot::Recorded(_, Some(k)) if keys.contains_key(k) => (keys[k].clone(), None),
                 _ => self.slot_op(&slot),
             };
             if let Slot::Recorded(_, Some(k)) = &slot {
-                keys.entry(k.clone()).or_insert_with(|| {
-                    (op.clone(), Answer { status: None, body: Value::Null, replayed: false, error: None })
-                });
+                keys.entry(k.clone()).or_insert_with(|| Op { taken: None, ..op.clone() });
             }
             let lose = matches!(slot, Slot::New);
             if !self.launch(op, at, stage, replay_of, lose) {
@@ -671,13 +667,32 @@ impl Driver {
         }
     }
 
-    /// One stage at a constant rate.
-    async fn rate_stage(self: &Arc<Self>, label: String, per_s: f64, secs: f64) -> StageSummary {
+    /// One stage: a schedule (at `per_s` on average), recorded and judged on its own.
+    async fn stage(
+        self: &Arc<Self>,
+        label: String,
+        per_s: f64,
+        schedule: impl Iterator<Item = (Duration, Slot)>,
+    ) -> StageSummary {
         let stage = lock(&self.recorder).begin_stage(label, per_s, self.started.elapsed());
-        let n = (per_s * secs).round() as u64;
-        let schedule = (0..n).map(move |i| (Duration::from_secs_f64(i as f64 / per_s), Slot::New));
         self.run_schedule(schedule, stage).await;
         lock(&self.recorder).end_stage(stage, self.started.elapsed(), &self.scenario.thresholds)
+    }
+
+    /// One stage at a constant rate.
+    async fn rate_stage(self: &Arc<Self>, label: String, per_s: f64, secs: f64) -> StageSummary {
+        let n = (per_s * secs).round() as u64;
+        let schedule = (0..n).map(move |i| (Duration::from_secs_f64(i as f64 / per_s), Slot::New));
+        self.stage(label, per_s, schedule).await
+    }
+
+    /// Runs `work` under the live progress line.
+    async fn with_progress<T>(self: &Arc<Self>, work: impl Future<Output = T>) -> T {
+        let progress = tokio::spawn(progress(self.clone()));
+        let out = work.await;
+        progress.abort();
+        end_progress();
+        out
     }
 
     /// The peak search: double until a threshold breaks, then bisect.
@@ -722,7 +737,13 @@ impl Driver {
         self: &Arc<Self>,
         stages: &[Stage],
     ) -> (Vec<StageSummary>, Option<f64>, Vec<StageSummary>) {
-        let progress = tokio::spawn(progress(self.clone()));
+        self.with_progress(self.stages(stages)).await
+    }
+
+    async fn stages(
+        self: &Arc<Self>,
+        stages: &[Stage],
+    ) -> (Vec<StageSummary>, Option<f64>, Vec<StageSummary>) {
         let mut summaries = Vec::new();
         let mut peak = None;
         let mut peak_steps = Vec::new();
@@ -750,8 +771,6 @@ impl Driver {
                 }
             }
         }
-        progress.abort();
-        end_progress();
         (summaries, peak, peak_steps)
     }
 
@@ -761,21 +780,15 @@ impl Driver {
         records: &[ordo_server::record::TrafficRecord],
         speed: f64,
     ) -> StageSummary {
-        let progress = tokio::spawn(progress(self.clone()));
-        let label = format!("replay {speed}x");
         let first = records.first().map_or(0, |r| r.at_ms);
         let span_s = records.last().map_or(0, |r| r.at_ms - first) as f64 / 1e3 / speed;
         let rate = if span_s > 0.0 { records.len() as f64 / span_s } else { records.len() as f64 };
-        let stage = lock(&self.recorder).begin_stage(label, rate, self.started.elapsed());
         let schedule = records.iter().filter_map(move |r| {
             let kind = op_of_route(&r.method, &r.route)?;
             let offset = Duration::from_secs_f64((r.at_ms - first) as f64 / 1e3 / speed);
             Some((offset, Slot::Recorded(kind, r.key.clone())))
         });
-        self.run_schedule(schedule, stage).await;
-        progress.abort();
-        end_progress();
-        lock(&self.recorder).end_stage(stage, self.started.elapsed(), &self.scenario.thresholds)
+        self.with_progress(self.stage(format!("replay {speed}x"), rate, schedule)).await
     }
 }
 
