@@ -288,7 +288,9 @@ pub fn join_trace(
     use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let remote = remote_context(header("traceparent").unwrap_or_default(), header("tracestate"));
+    // Most requests send no trace context: nothing to parse then.
+    let remote = header("traceparent")
+        .map_or_else(SpanContext::empty_context, |parent| remote_context(parent, header("tracestate")));
     if remote.is_valid() {
         // Fails only when no trace layer is installed: the fallback below covers it.
         let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote.clone()));
