@@ -166,7 +166,7 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
             let records =
-                ordo_server::record::read(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                ordo_record::read(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             Some((records, ordo_pressure::scenario::parse_speed(&args.speed)?))
         }
         None => None,

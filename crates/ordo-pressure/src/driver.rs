@@ -777,7 +777,7 @@ impl Driver {
     /// Replays a recorded traffic shape `speed` times faster.
     pub async fn replay(
         self: &Arc<Self>,
-        records: &[ordo_server::record::TrafficRecord],
+        records: &[ordo_record::TrafficRecord],
         speed: f64,
     ) -> StageSummary {
         let first = records.first().map_or(0, |r| r.at_ms);

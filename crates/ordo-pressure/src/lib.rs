@@ -9,7 +9,7 @@ pub mod scenario;
 
 use anyhow::{Context, Result};
 use driver::{Driver, Target};
-use ordo_server::record::TrafficRecord;
+use ordo_record::TrafficRecord;
 use ordo_store::StoreConfig;
 use report::Report;
 use scenario::Scenario;

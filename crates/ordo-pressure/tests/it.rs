@@ -180,7 +180,7 @@ async fn recorded_traffic_replays_faster_against_shadow_tables() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(!text.contains("Bearer") && !text.contains(API_KEY) && !text.contains("amount"), "shape only");
-    let records = ordo_server::record::read(&text).unwrap();
+    let records = ordo_record::read(&text).unwrap();
     let sent: u64 = recorded.stages[0].requests;
     assert!(records.len() as u64 >= sent, "{} records for {sent} requests", records.len());
     let span_ms = records.last().unwrap().at_ms - records.first().unwrap().at_ms;
