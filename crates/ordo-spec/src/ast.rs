@@ -58,6 +58,8 @@ impl Item {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     pub name: Ident,
+    /// `was Old`: the name in the deployed spec.
+    pub was: Option<Ident>,
     pub key: FieldDecl,
     pub members: Vec<ResourceMember>,
     pub span: Span,
@@ -100,6 +102,7 @@ pub enum MachineMember {
     Create(CreateDecl),
     Event(EventDecl),
     Timer(TimerDecl),
+    Removed(RemovedDecl),
 }
 
 impl MachineMember {
@@ -110,6 +113,7 @@ impl MachineMember {
             MachineMember::Create(c) => c.span,
             MachineMember::Event(e) => e.span,
             MachineMember::Timer(t) => t.span,
+            MachineMember::Removed(r) => r.span,
         }
     }
 }
@@ -118,8 +122,12 @@ impl MachineMember {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldDecl {
     pub name: Ident,
+    /// `was old`: the name in the deployed spec (machine and resource fields only).
+    pub was: Option<Ident>,
     pub ty: TypeRef,
     pub checks: Vec<CheckCond>,
+    /// `backfill expr`: the value of rows that existed before the field.
+    pub backfill: Option<Expr>,
     pub span: Span,
 }
 
@@ -180,6 +188,8 @@ impl StateKind {
 pub struct StateDecl {
     pub kind: StateKind,
     pub names: Vec<Ident>,
+    /// Parallel to `names`: `state settled was shipped`.
+    pub was: Vec<Option<Ident>>,
     pub span: Span,
 }
 
@@ -194,10 +204,20 @@ pub struct CreateDecl {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventDecl {
     pub name: Ident,
+    /// `was old`: the name in the deployed spec (on any one declaration of the event).
+    pub was: Option<Ident>,
     pub params: Vec<FieldDecl>,
     pub sources: Vec<Ident>,
     pub target: Ident,
     pub body: Option<Block>,
+    pub span: Span,
+}
+
+/// `removed shipped -> delivered`: where live instances of a state that is gone go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemovedDecl {
+    pub state: Ident,
+    pub into: Ident,
     pub span: Span,
 }
 

@@ -23,6 +23,9 @@ const ROUTE_NAMES: &[&str] = &["get"];
 /// Columns every resource table has.
 const RESOURCE_COLUMNS: &[&str] = &["tenant", "version", "created_at", "updated_at"];
 
+mod evolution;
+use evolution::Named;
+
 pub fn check(spec: &ast::Spec) -> (Option<ir::Spec>, Vec<Diagnostic>) {
     let mut cx = Checker { diags: Vec::new(), resources: HashMap::new() };
     let out = cx.spec(spec);
@@ -172,6 +175,15 @@ impl Checker {
             }
         }
 
+        let resource_names: Vec<Named<'_>> = spec
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                ast::Item::Resource(r) => Some(Named { name: &r.name, was: r.was.as_ref() }),
+                ast::Item::Machine(_) => None,
+            })
+            .collect();
+        self.renames("resource", &resource_names);
         let mut resources = Vec::new();
         for item in &spec.items {
             if let ast::Item::Resource(r) = item
@@ -275,7 +287,14 @@ impl Checker {
             taken.insert(f.name.name.clone(), f.name.span);
             let ty = lower_type(f.ty.base);
             let checks = f.checks.iter().filter_map(|c| self.field_check(f, ty, c)).collect();
-            out.push(ir::Field { name: f.name.name.clone(), ty, optional: f.ty.optional, checks });
+            out.push(ir::Field {
+                name: f.name.name.clone(),
+                ty,
+                optional: f.ty.optional,
+                checks,
+                was: f.was.as_ref().map(|w| w.name.clone()),
+                backfill: None,
+            });
         }
         out
     }
@@ -351,16 +370,12 @@ impl Checker {
 
     fn resource(&mut self, r: &ast::Resource) -> Option<ir::Resource> {
         let mut taken = HashMap::new();
+        self.no_evolution(&r.key, "key");
         let key_fields = self.fields(&[&r.key], "field", RESOURCE_COLUMNS, &mut taken);
         // A key with a bad name has been reported; keep it anyway, so that effects on this
         // resource are still checked instead of each reporting an unknown resource.
         let key = key_fields.into_iter().next().or_else(|| {
-            Some(ir::Field {
-                name: r.key.name.name.clone(),
-                ty: lower_type(r.key.ty.base),
-                optional: r.key.ty.optional,
-                checks: Vec::new(),
-            })
+            Some(ir::Field::plain(&r.key.name.name, lower_type(r.key.ty.base), r.key.ty.optional))
         });
         if let Some(k) = &key
             && (k.optional || !matches!(k.ty, ir::Type::Text | ir::Type::Int))
@@ -387,9 +402,11 @@ impl Checker {
                 ast::ResourceMember::Operation(_) => None,
             })
             .collect();
-        let fields = self.fields(&field_decls, "field", RESOURCE_COLUMNS, &mut taken);
+        let mut fields = self.fields(&field_decls, "field", RESOURCE_COLUMNS, &mut taken);
+        self.field_renames(&field_decls);
         let mut row: Vec<ir::Field> = key.iter().cloned().collect();
         row.extend(fields.iter().cloned());
+        self.backfills(&field_decls, &mut fields);
 
         let mut op_names: HashMap<String, Span> = HashMap::new();
         let mut operations = Vec::new();
@@ -426,10 +443,14 @@ impl Checker {
             key: key?,
             fields,
             operations,
+            was: r.was.as_ref().map(|w| w.name.clone()),
         })
     }
 
     fn params(&mut self, decls: &[ast::FieldDecl]) -> Vec<ir::Field> {
+        for d in decls {
+            self.no_evolution(d, "parameter");
+        }
         let refs: Vec<&ast::FieldDecl> = decls.iter().collect();
         self.fields(&refs, "parameter", &[], &mut HashMap::new())
     }
@@ -445,13 +466,15 @@ impl Checker {
                 _ => None,
             })
             .collect();
-        let fields = self.fields(&field_decls, "field", MACHINE_COLUMNS, &mut HashMap::new());
+        let mut fields = self.fields(&field_decls, "field", MACHINE_COLUMNS, &mut HashMap::new());
+        self.field_renames(&field_decls);
+        self.backfills(&field_decls, &mut fields);
 
         // States.
         let mut states: Vec<(ir::State, Span)> = Vec::new();
         for mm in &m.members {
             let ast::MachineMember::States(decl) = mm else { continue };
-            for n in &decl.names {
+            for (n, was) in decl.names.iter().zip(&decl.was) {
                 self.name_length(n);
                 if let Some((_, first)) = states.iter().find(|(s, _)| s.name == n.name) {
                     let first = *first;
@@ -471,7 +494,10 @@ impl Checker {
                     StateKind::Normal => ir::StateKind::Normal,
                     StateKind::Final => ir::StateKind::Final,
                 };
-                states.push((ir::State { name: n.name.clone(), kind }, n.span));
+                states.push((
+                    ir::State { name: n.name.clone(), kind, was: was.as_ref().map(|w| w.name.clone()) },
+                    n.span,
+                ));
             }
         }
         let initials: Vec<&(ir::State, Span)> =
@@ -509,6 +535,25 @@ impl Checker {
                 Some(first.name.clone())
             }
         };
+        let state_names: Vec<Named<'_>> = m
+            .members
+            .iter()
+            .filter_map(|mm| match mm {
+                ast::MachineMember::States(d) => Some(d),
+                _ => None,
+            })
+            .flat_map(|d| d.names.iter().zip(&d.was).map(|(name, was)| Named { name, was: was.as_ref() }))
+            .collect();
+        self.renames("state", &state_names);
+        let removed_decls: Vec<&ast::RemovedDecl> = m
+            .members
+            .iter()
+            .filter_map(|mm| match mm {
+                ast::MachineMember::Removed(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        let removed = self.removed_states(&removed_decls, &states);
         let state_kind = |name: &str| states.iter().find(|(s, _)| s.name == name).map(|(s, _)| s.kind);
 
         // Create.
@@ -652,8 +697,22 @@ impl Checker {
                 let body = self.body(d.body.as_ref(), &scope);
                 transitions.push(ir::Transition { from, to: d.target.name.clone(), body });
             }
-            events.push(ir::Event { name: name.clone(), params, transitions });
+            events.push(ir::Event {
+                name: name.clone(),
+                params,
+                transitions,
+                was: self.event_was(name, decls),
+            });
         }
+
+        let event_names: Vec<Named<'_>> = order
+            .iter()
+            .map(|name| {
+                let decls = &groups[name];
+                Named { name: &decls[0].name, was: decls.iter().find_map(|d| d.was.as_ref()) }
+            })
+            .collect();
+        self.renames("event", &event_names);
 
         // Reachability and dead ends, only when the graph is sound: with an unknown state
         // in it, every state after the typo would be reported too.
@@ -813,6 +872,7 @@ impl Checker {
             create: create?,
             events,
             timers,
+            removed,
         })
     }
 

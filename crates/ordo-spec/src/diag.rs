@@ -64,6 +64,11 @@ codes! {
     DuplicateAssignment => "ordo::duplicate-assignment", "one field assigned or changed twice in one body";
     KeyImmutable => "ordo::key-immutable", "a resource operation changes the resource's key";
     BadCheck => "ordo::bad-check", "a `check` that cannot apply to its field's type";
+    RenameConflict => "ordo::rename-conflict", "a `was` names something the spec still declares, or two things claim one old name";
+    RemovedStateDeclared => "ordo::removed-state-declared", "a `removed` state is still declared, or removed twice";
+    BackfillBreaksCheck => "ordo::backfill-breaks-check", "a constant `backfill` that the field's own `check` refuses";
+    BackfillSelf => "ordo::backfill-self", "a `backfill` that reads the field it fills";
+    MisplacedEvolution => "ordo::misplaced-evolution", "`was` or `backfill` on a parameter or a key, where it means nothing";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

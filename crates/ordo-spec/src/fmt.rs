@@ -133,7 +133,7 @@ impl Printer<'_> {
     }
 
     fn resource(&mut self, r: &Resource) {
-        let header = format!("resource {} key {}", r.name.name, field_text(&r.key));
+        let header = format!("resource {}{} key {}", r.name.name, was_text(&r.was), field_text(&r.key));
         let open = brace_after(self.src, r.key.span.end);
         let close = Span::new(r.span.end.saturating_sub(1), r.span.end);
         self.block(&header, r.span.start, open, close, |p| {
@@ -158,7 +158,12 @@ impl Printer<'_> {
                 match member {
                     MachineMember::Field(f) => p.line(&field_text(f), f.span.start, f.span.end),
                     MachineMember::States(s) => {
-                        let names: Vec<&str> = s.names.iter().map(|n| n.name.as_str()).collect();
+                        let names: Vec<String> = s
+                            .names
+                            .iter()
+                            .zip(&s.was)
+                            .map(|(n, w)| format!("{}{}", n.name, was_text(w)))
+                            .collect();
                         p.line(
                             &format!("{} {}", s.kind.keyword(), names.join(", ")),
                             s.span.start,
@@ -172,8 +177,9 @@ impl Printer<'_> {
                     MachineMember::Event(e) => {
                         let sources: Vec<&str> = e.sources.iter().map(|n| n.name.as_str()).collect();
                         let header = format!(
-                            "on {}{}: {} -> {}",
+                            "on {}{}{}: {} -> {}",
                             e.name.name,
+                            was_text(&e.was),
                             params_text(&e.params),
                             sources.join(", "),
                             e.target.name
@@ -184,6 +190,11 @@ impl Printer<'_> {
                         &format!("after {} in {}: {}", t.after.text, t.state.name, t.event.name),
                         t.span.start,
                         t.span.end,
+                    ),
+                    MachineMember::Removed(r) => p.line(
+                        &format!("removed {} -> {}", r.state.name, r.into.name),
+                        r.span.start,
+                        r.span.end,
                     ),
                 }
             }
@@ -217,8 +228,13 @@ fn brace_after(src: &str, from: usize) -> usize {
     src.get(from..).and_then(|rest| rest.find('{')).map_or(from, |i| from + i + 1)
 }
 
+/// ` was old`, or nothing.
+fn was_text(was: &Option<Ident>) -> String {
+    was.as_ref().map_or(String::new(), |w| format!(" was {}", w.name))
+}
+
 fn field_text(f: &FieldDecl) -> String {
-    let mut s = format!("{}: {}", f.name.name, f.ty.base.keyword());
+    let mut s = format!("{}{}: {}", f.name.name, was_text(&f.was), f.ty.base.keyword());
     if f.ty.optional {
         s.push('?');
     }
@@ -227,6 +243,10 @@ fn field_text(f: &FieldDecl) -> String {
         s.push_str(c.op.symbol());
         s.push(' ');
         write_literal(&mut s, &c.value);
+    }
+    if let Some(b) = &f.backfill {
+        s.push_str(" backfill ");
+        s.push_str(&expr_text(b));
     }
     s
 }

@@ -41,6 +41,20 @@ pub struct Field {
     pub optional: bool,
     /// All must hold (when the value is present); the store makes them CHECK constraints.
     pub checks: Vec<Check>,
+    /// `was old`: the field's name in the deployed spec (a rename, for migrations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was: Option<String>,
+    /// `backfill expr`: what rows that existed before the field get, computed over the row
+    /// (`Expr::Field` names the row's other fields). Migrations only; creates give the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<Expr>,
+}
+
+impl Field {
+    /// A field of `ty` without checks or evolution clauses.
+    pub fn plain(name: &str, ty: Type, optional: bool) -> Field {
+        Field { name: name.to_string(), ty, optional, checks: Vec::new(), was: None, backfill: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +80,9 @@ pub struct Resource {
     pub key: Field,
     pub fields: Vec<Field>,
     pub operations: Vec<Operation>,
+    /// `was Old`: the resource's name in the deployed spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was: Option<String>,
 }
 
 impl Resource {
@@ -93,6 +110,15 @@ pub struct Machine {
     pub create: Create,
     pub events: Vec<Event>,
     pub timers: Vec<Timer>,
+    /// `removed old -> new`: where live instances of states the spec no longer has go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<Removed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub state: String,
+    pub into: String,
 }
 
 impl Machine {
@@ -130,6 +156,9 @@ pub enum StateKind {
 pub struct State {
     pub name: String,
     pub kind: StateKind,
+    /// `was old`: the state's name in the deployed spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was: Option<String>,
 }
 
 /// How an instance comes into being: its body runs with the machine's fields as input.
@@ -147,6 +176,9 @@ pub struct Event {
     pub params: Vec<Field>,
     /// At most one transition per source state (the checker guarantees it).
     pub transitions: Vec<Transition>,
+    /// `was old`: the event's name in the deployed spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was: Option<String>,
 }
 
 impl Event {

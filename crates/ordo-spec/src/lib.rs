@@ -7,6 +7,7 @@
 pub mod ast;
 mod check;
 pub mod diag;
+pub mod diff;
 pub mod docs;
 pub mod fmt;
 pub mod graph;

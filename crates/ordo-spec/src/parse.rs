@@ -322,6 +322,8 @@ fn starts_line(rule: Rule) -> bool {
             | Rule::create_decl
             | Rule::event_decl
             | Rule::timer_decl
+            | Rule::removed_decl
+            | Rule::kw_removed
             | Rule::kw_initial
             | Rule::kw_state
             | Rule::kw_final
@@ -431,7 +433,7 @@ fn describe_rule(rule: Rule) -> &'static str {
         Rule::ident_char => "a letter, digit or `_`",
         Rule::name_body => "a name",
         Rule::resource_member => "a field or an operation",
-        Rule::machine_member => "a field, states, `create`, `on` or `after`",
+        Rule::machine_member => "a field, states, `create`, `on`, `after` or `removed`",
         Rule::statement => "a statement (`require`, `set`, an effect, `lock` or `isolation`)",
         Rule::lock_mode => "`optimistic` or `pessimistic`",
         Rule::lock_wait => "`nowait` or `skip locked`",
@@ -465,6 +467,14 @@ fn describe_rule(rule: Rule) -> &'static str {
         Rule::kw_self => "`self`",
         Rule::kw_lock => "`lock`",
         Rule::kw_isolation => "`isolation`",
+        Rule::kw_was => "`was`",
+        Rule::kw_backfill => "`backfill`",
+        Rule::kw_removed => "`removed`",
+        Rule::was => "`was` and the old name",
+        Rule::backfill => "`backfill` and a value",
+        Rule::removed_decl => "a removed state (`removed old -> new`)",
+        Rule::state_defs => "a list of state names",
+        Rule::state_def => "a state name",
         Rule::open_brace => "`{`",
         Rule::close_brace => "`}`",
         Rule::open_paren => "`(`",
@@ -597,6 +607,9 @@ fn children<'i>(pair: Pair<'i, Rule>) -> impl Iterator<Item = Pair<'i, Rule>> {
                 | Rule::kw_self
                 | Rule::kw_lock
                 | Rule::kw_isolation
+                | Rule::kw_was
+                | Rule::kw_backfill
+                | Rule::kw_removed
                 | Rule::open_brace
                 | Rule::close_brace
                 | Rule::open_paren
@@ -610,6 +623,11 @@ fn children<'i>(pair: Pair<'i, Rule>) -> impl Iterator<Item = Pair<'i, Rule>> {
                 | Rule::dot
         )
     })
+}
+
+/// The old name of a `was old` clause.
+fn was_name(pair: Pair<'_, Rule>) -> Option<Ident> {
+    children(pair).next().map(ident)
 }
 
 fn ident(pair: Pair<'_, Rule>) -> Ident {
@@ -645,6 +663,8 @@ impl Converter {
         let span = span_of(&pair);
         let mut it = children(pair);
         let name = it.next().map(ident).unwrap_or_else(|| missing(span));
+        let mut it = it.peekable();
+        let was = it.next_if(|p| p.as_rule() == Rule::was).and_then(was_name);
         let key = it.next().map(|p| self.field(p)).unwrap_or_else(|| missing_field(span));
         let members = it
             .map(|p| match p.as_rule() {
@@ -652,7 +672,7 @@ impl Converter {
                 _ => ResourceMember::Field(self.field(p)),
             })
             .collect();
-        Resource { name, key, members, span }
+        Resource { name, was, key, members, span }
     }
 
     fn operation(&mut self, pair: Pair<'_, Rule>) -> Operation {
@@ -689,8 +709,14 @@ impl Converter {
                     Rule::final_decl => StateKind::Final,
                     _ => StateKind::Normal,
                 };
-                let names = children(pair).flat_map(children).map(ident).collect();
-                MachineMember::States(StateDecl { kind, names, span })
+                let (mut names, mut was) = (Vec::new(), Vec::new());
+                for def in children(pair).flat_map(children) {
+                    let mut parts = children(def);
+                    let Some(name) = parts.next() else { continue };
+                    names.push(ident(name));
+                    was.push(parts.next().and_then(was_name));
+                }
+                MachineMember::States(StateDecl { kind, names, was, span })
             }
             Rule::create_decl => {
                 let mut name = missing(span);
@@ -708,6 +734,7 @@ impl Converter {
             }
             Rule::event_decl => {
                 let mut name = missing(span);
+                let mut was = None;
                 let mut params = Vec::new();
                 let mut sources = Vec::new();
                 let mut target = missing(span);
@@ -715,6 +742,7 @@ impl Converter {
                 for p in children(pair) {
                     match p.as_rule() {
                         Rule::event_name => name = ident(p),
+                        Rule::was => was = was_name(p),
                         Rule::params => params = self.params(p),
                         Rule::state_list => sources = children(p).map(ident).collect(),
                         Rule::state_name => target = ident(p),
@@ -722,7 +750,7 @@ impl Converter {
                         _ => {}
                     }
                 }
-                MachineMember::Event(EventDecl { name, params, sources, target, body, span })
+                MachineMember::Event(EventDecl { name, was, params, sources, target, body, span })
             }
             Rule::timer_decl => {
                 let mut it = children(pair);
@@ -730,6 +758,12 @@ impl Converter {
                 let state = it.next().map(ident)?;
                 let event = it.next().map(ident)?;
                 MachineMember::Timer(TimerDecl { after, state, event, span })
+            }
+            Rule::removed_decl => {
+                let mut it = children(pair);
+                let state = it.next().map(ident)?;
+                let into = it.next().map(ident)?;
+                MachineMember::Removed(RemovedDecl { state, into, span })
             }
             _ => return None,
         })
@@ -745,9 +779,13 @@ impl Converter {
         let mut name = missing(span);
         let mut ty = TypeRef { base: BaseType::Int, optional: false, span };
         let mut checks = Vec::new();
+        let mut was = None;
+        let mut backfill = None;
         for p in children(pair) {
             match p.as_rule() {
                 Rule::field_name | Rule::param_name => name = ident(p),
+                Rule::was => was = was_name(p),
+                Rule::backfill => backfill = children(p).next().and_then(|e| self.expr(e)),
                 Rule::type_ref => ty = type_ref(p),
                 Rule::check => {
                     checks = children(p).map(check_cond).collect();
@@ -755,7 +793,7 @@ impl Converter {
                 _ => {}
             }
         }
-        FieldDecl { name, ty, checks, span }
+        FieldDecl { name, was, ty, checks, backfill, span }
     }
 
     fn block(&mut self, pair: Pair<'_, Rule>) -> Block {
@@ -852,6 +890,8 @@ fn missing(span: Span) -> Ident {
 fn missing_field(span: Span) -> FieldDecl {
     FieldDecl {
         name: missing(span),
+        was: None,
+        backfill: None,
         ty: TypeRef { base: BaseType::Text, optional: false, span },
         checks: Vec::new(),
         span,
