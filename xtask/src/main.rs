@@ -20,13 +20,17 @@ enum Top {
     /// Work with lifecycle specs (`specs/*.ordo`).
     #[command(subcommand)]
     Spec(SpecCmd),
-    /// Apply, roll back, recreate or list the database migrations of the specs.
+    /// Plan, apply, revert or show the migrations that take a database from the specs it
+    /// runs to the specs on disk (docs/migrations.md).
     Migrate {
         #[arg(value_enum)]
         action: MigrateCmd,
         /// The database; default `DATABASE_URL`, else the embedded `sqlite://ordo.db`.
         #[arg(long, env = "DATABASE_URL", default_value = "sqlite://ordo.db?mode=rwc")]
         database_url: String,
+        /// Apply destructive changes too (dropped fields, resources, machines).
+        #[arg(long)]
+        allow_destructive: bool,
         /// The specs the database serves (files or directories; all of `specs/` by default).
         specs: Vec<PathBuf>,
     },
@@ -79,13 +83,22 @@ enum SpecCmd {
     Ir { file: PathBuf },
     /// Regenerate the checked-in docs of the shipped specs (`docs/specs/<name>.md`).
     Docs,
+    /// Classify the changes from one version of a spec to another, without a database:
+    /// exits 1 on a destructive or unmapped change, or one that cannot be planned.
+    Diff { old: PathBuf, new: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum MigrateCmd {
+    /// Print the plan from the deployed specs to these, with live-row counts; change nothing.
+    Plan,
+    /// Apply the plan, all or nothing; refused when the data (or a destructive change) says so.
     Up,
+    /// Revert the last applied version of each spec where that loses nothing.
     Down,
+    /// The deployed versions of each spec, and whether the specs on disk differ.
     Status,
+    /// Drop every table and make them anew from the specs (all data is lost).
     Fresh,
 }
 
@@ -148,7 +161,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", ordo_store::plan::render(&spec_name(&file)?, &spec, backend)?);
             Ok(ExitCode::SUCCESS)
         }
-        Top::Migrate { action, database_url, specs } => migrate(action, &database_url, &specs),
+        Top::Migrate { action, database_url, allow_destructive, specs } => {
+            migrate(action, &database_url, allow_destructive, &specs)
+        }
+        Top::Spec(SpecCmd::Diff { old, new }) => spec_diff(&old, &new),
         Top::Test { cargo_args } => test(&cargo_args),
         Top::Bench { cargo_args } => {
             // The database benches need PostgreSQL and Redis, found or started as for tests.
@@ -301,26 +317,72 @@ fn spec_docs() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn migrate(action: MigrateCmd, url: &str, paths: &[PathBuf]) -> Result<ExitCode> {
+fn spec_sources(paths: &[PathBuf]) -> Result<Vec<ordo_store::SpecSource>> {
     let mut specs = Vec::new();
     for file in spec_files(paths)? {
-        specs.push((spec_name(&file)?, compile_or_report(&file)?));
+        let source = String::from_utf8_lossy(&read(&file)?).into_owned();
+        specs.push(ordo_store::SpecSource { name: spec_name(&file)?, ir: compile_or_report(&file)?, source });
     }
-    let action = match action {
-        MigrateCmd::Up => ordo_store::MigrateAction::Up,
-        MigrateCmd::Down => ordo_store::MigrateAction::Down,
-        MigrateCmd::Status => ordo_store::MigrateAction::Status,
-        MigrateCmd::Fresh => ordo_store::MigrateAction::Fresh,
-    };
+    Ok(specs)
+}
+
+fn spec_diff(old: &Path, new: &Path) -> Result<ExitCode> {
+    let d = ordo_spec::diff::diff(&compile_or_report(old)?, &compile_or_report(new)?);
+    if d.is_empty() {
+        println!("no changes");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for c in &d.changes {
+        println!("{c}");
+    }
+    let blocking: Vec<String> = d.blocking().collect();
+    for b in &blocking {
+        eprintln!("{b}");
+    }
+    Ok(if blocking.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn migrate(action: MigrateCmd, url: &str, allow_destructive: bool, paths: &[PathBuf]) -> Result<ExitCode> {
+    use ordo_store::{Apply, MigrateAction, evolve};
+    let specs = spec_sources(paths)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let statuses = runtime.block_on(async {
+    runtime.block_on(async {
         let db = ordo_store::connect(&ordo_store::StoreConfig::new(url)).await?;
-        ordo_store::migrate(&db, &specs, action).await
-    })?;
-    for (name, applied) in statuses {
-        println!("{} {name}", if applied { "applied" } else { "pending" });
-    }
-    Ok(ExitCode::SUCCESS)
+        let options = evolve::EvolveOptions::new();
+        let (what, apply) = match action {
+            MigrateCmd::Plan | MigrateCmd::Status => (MigrateAction::Status, Apply::Never),
+            MigrateCmd::Up => (MigrateAction::Up, Apply::All { allow_destructive }),
+            MigrateCmd::Down => (MigrateAction::Down, Apply::All { allow_destructive }),
+            MigrateCmd::Fresh => (MigrateAction::Fresh, Apply::Never),
+        };
+        let plans = ordo_store::migrate_specs(&db, &specs, what, apply, &options).await?;
+        if let MigrateCmd::Status = action {
+            for spec in &specs {
+                println!("spec `{}`:", spec.name);
+                for v in evolve::history(&db, &spec.name).await? {
+                    println!("  version {} applied {}", v.version, v.applied_at.to_rfc3339());
+                }
+            }
+            for p in &plans {
+                if p.is_empty() {
+                    println!("`{}`: the spec on disk is the deployed one", p.spec);
+                } else {
+                    println!("`{}`: the spec on disk differs: {}", p.spec, p.summary());
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mut refused = false;
+        for p in &plans {
+            if matches!(action, MigrateCmd::Fresh) {
+                println!("`{}`: tables made anew", p.spec);
+                continue;
+            }
+            print!("{p}");
+            refused |= !p.refusals.is_empty();
+        }
+        anyhow::Ok(if refused { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    })
 }
 
 /// The README's test command. Everything a change must pass, in one run, against real

@@ -165,8 +165,7 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
     let replay = match &args.replay {
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?;
-            let records =
-                ordo_record::read(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let records = ordo_record::read(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             Some((records, ordo_pressure::scenario::parse_speed(&args.speed)?))
         }
         None => None,

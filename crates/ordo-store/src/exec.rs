@@ -1065,12 +1065,9 @@ pub(crate) async fn verify_schema(
     spec_name: &str,
     spec: &ir::Spec,
 ) -> Result<(), StoreError> {
-    let expected = schema::fingerprint(spec);
-    match schema::recorded_fingerprint(db, spec_name).await {
-        Ok(Some(found)) if found == expected => Ok(()),
-        Ok(Some(found)) => Err(StoreError::Drift { spec: spec_name.to_string(), expected, found }),
-        Ok(None) | Err(_) => Err(StoreError::Migration(format!(
-            "the tables of `{spec_name}` do not exist: run `cargo xtask migrate up`"
-        ))),
+    let source = crate::evolve::SpecSource { name: spec_name.to_string(), source: String::new(), ir: spec.clone() };
+    match crate::evolve::serving(db, &source).await? {
+        crate::evolve::Serving::Current { .. } | crate::evolve::Serving::Older { .. } => Ok(()),
+        crate::evolve::Serving::Differs { summary } => Err(StoreError::Drift { spec: spec_name.to_string(), summary }),
     }
 }

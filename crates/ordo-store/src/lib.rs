@@ -4,8 +4,10 @@
 //! The front door is [`Store::open`] (connect, optionally migrate, compile the plans) and
 //! [`Store::execute`]. Only this crate writes SQL; it knows nothing of HTTP.
 
+pub mod evolve;
 mod exec;
 pub mod plan;
+pub use evolve::{Apply, SpecSource};
 pub use sea_orm;
 pub mod schema;
 pub mod value;
@@ -215,9 +217,9 @@ pub enum StoreError {
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error(
-        "the tables of `{spec}` were created from another version of the spec (fingerprint {found}, now {expected}): migrate them"
+        "spec `{spec}`: {summary}; review with `cargo xtask migrate plan`, apply with `cargo xtask migrate up` (or start the server with --migrate for safe changes)"
     )]
-    Drift { spec: String, expected: String, found: String },
+    Drift { spec: String, summary: String },
     #[error("migration: {0}")]
     Migration(String),
     #[error(transparent)]
@@ -293,28 +295,81 @@ pub async fn connect(config: &StoreConfig) -> Result<DatabaseConnection, StoreEr
 }
 
 /// Runs the migrations of every spec the database serves (name and IR, in a stable
-/// order) and reports each migration's name and whether it is applied afterwards.
+/// order) and reports each migration's name and whether it is applied afterwards. `Up`
+/// creates the tables of new specs and records their first version, but applies no change
+/// to an existing spec (that is [`migrate_specs`] with an [`Apply`] other than `Never`).
 pub async fn migrate(
     db: &DatabaseConnection,
     specs: &[(String, ir::Spec)],
     action: MigrateAction,
 ) -> Result<Vec<(String, bool)>, StoreError> {
-    let migrator = schema::Migrator::new(
-        specs.iter().map(|(name, spec)| (name.clone(), Arc::new(spec.clone()))).collect(),
-    );
-    let result = match action {
-        MigrateAction::Up => migrator.up(db, None).await,
-        MigrateAction::Down => migrator.down(db, None).await,
-        MigrateAction::Fresh => migrator.fresh(db).await,
-        MigrateAction::Status => Ok(()),
-    };
-    result.map_err(|e| StoreError::Migration(e.to_string()))?;
+    let sources: Vec<SpecSource> = specs
+        .iter()
+        .map(|(name, ir)| SpecSource { name: name.clone(), source: String::new(), ir: ir.clone() })
+        .collect();
+    migrate_specs(db, &sources, action, Apply::Never, &evolve::EvolveOptions::new()).await?;
+    migrations(db, &sources).await
+}
+
+fn migrator(specs: &[SpecSource]) -> schema::Migrator {
+    schema::Migrator::new(specs.iter().map(|s| (s.name.clone(), Arc::new(s.ir.clone()))).collect())
+}
+
+/// Each migration of the database's schema (system tables, each spec's first tables) and
+/// whether it is applied.
+pub async fn migrations(db: &DatabaseConnection, specs: &[SpecSource]) -> Result<Vec<(String, bool)>, StoreError> {
     let statuses =
-        migrator.get_migration_with_status(db).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+        migrator(specs).get_migration_with_status(db).await.map_err(|e| StoreError::Migration(e.to_string()))?;
     Ok(statuses
         .iter()
         .map(|m| (m.name().to_string(), m.status() == sea_orm_migration::MigrationStatus::Applied))
         .collect())
+}
+
+/// The migrations of the specs a database serves. `Up`: the system tables and the tables
+/// of new specs (their first version recorded), then, for each spec whose deployed version
+/// differs, a plan from it to the spec, applied as `apply` allows (`Down`: the last version
+/// of each spec reverted the same way; `Status`: the plans, nothing applied; `Fresh`: every
+/// table dropped and made anew). Returns one plan per spec (empty when up to date); a plan
+/// with refusals was not applied.
+pub async fn migrate_specs(
+    db: &DatabaseConnection,
+    specs: &[SpecSource],
+    action: MigrateAction,
+    apply: Apply,
+    options: &evolve::EvolveOptions,
+) -> Result<Vec<evolve::Plan>, StoreError> {
+    let migrator = migrator(specs);
+    if action == MigrateAction::Status {
+        // Nothing is written: specs whose tables a `migrate up` would make are new.
+        let history_kept = migrations(db, specs).await?.iter().any(|(name, applied)| *applied && name == "m0004_ordo_spec_versions");
+        let mut plans = Vec::new();
+        for spec in specs {
+            let known = history_kept && evolve::known(db, spec).await?;
+            plans.push(if known {
+                evolve::evolve(db, spec, Apply::Never, options).await?
+            } else {
+                evolve::Plan::new_tables(spec, db.get_database_backend())
+            });
+        }
+        return Ok(plans);
+    }
+    let result = match action {
+        MigrateAction::Fresh => migrator.fresh(db).await,
+        _ => migrator.up(db, None).await,
+    };
+    result.map_err(|e| StoreError::Migration(e.to_string()))?;
+    let mut plans = Vec::new();
+    for spec in specs {
+        // Tables just made (or made before the history) get their first version.
+        evolve::deployed(db, spec).await?;
+        let plan = match action {
+            MigrateAction::Down => evolve::revert(db, &spec.name, apply, options).await?,
+            _ => evolve::evolve(db, spec, apply, options).await?,
+        };
+        plans.push(plan);
+    }
+    Ok(plans)
 }
 
 /// The outcome of a batch of one.

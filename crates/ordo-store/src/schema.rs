@@ -17,6 +17,7 @@ pub const OUTBOX: &str = "ordo_outbox";
 pub const IDEMPOTENCY: &str = "ordo_idempotency";
 pub const TIMERS: &str = "ordo_timers";
 pub const SCHEMAS: &str = "ordo_schemas";
+pub const VERSIONS: &str = "ordo_spec_versions";
 
 /// The type of a system table's column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +123,19 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
         primary_key: &["spec"],
         indexes: &[],
     },
+    // Every deployed version of each spec: its text and IR (JSON), for migration plans.
+    SystemTable {
+        name: VERSIONS,
+        columns: &[
+            ("spec", Col::Text),
+            ("version", Col::Int),
+            ("source", Col::Text),
+            ("ir", Col::Text),
+            ("applied_at", Col::Time),
+        ],
+        primary_key: &["spec", "version"],
+        indexes: &[],
+    },
 ];
 
 /// The migrations of the specs one database serves, in order: Ordo's system tables, then
@@ -148,6 +162,7 @@ impl MigratorTraitSelf for Migrator {
             }));
         }
         all.push(Box::new(OutboxCursor));
+        all.push(Box::new(SpecVersions));
         all
     }
 }
@@ -207,12 +222,59 @@ impl MigrationTrait for OutboxCursor {
     }
 }
 
+/// The history of deployed specs, for databases made before it existed (a new database
+/// gets the table with the others, in `m0001`).
+struct SpecVersions;
+
+impl MigrationName for SpecVersions {
+    fn name(&self) -> &str {
+        "m0004_ordo_spec_versions"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for SpecVersions {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        match SystemTable::get(VERSIONS) {
+            Some(t) => manager.create_table(system_table(t).if_not_exists().to_owned()).await,
+            None => Err(DbErr::Migration(format!("{VERSIONS} is not declared"))),
+        }
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.drop_table(Table::drop().table(Alias::new(VERSIONS)).if_exists().to_owned()).await
+    }
+}
+
 struct SystemTables;
 
 impl MigrationName for SystemTables {
     fn name(&self) -> &str {
         "m0001_ordo_system_tables"
     }
+}
+
+fn system_table(t: &SystemTable) -> TableCreateStatement {
+    let mut create = Table::create();
+    create.table(Alias::new(t.name));
+    for (name, ty) in t.columns {
+        let mut c = col(name);
+        match ty {
+            Col::Uuid => c.uuid().not_null(),
+            Col::Text => c.text().not_null(),
+            Col::OptionalText => c.text().null(),
+            Col::Int => c.big_integer().not_null(),
+            Col::Time => c.timestamp_with_time_zone().not_null(),
+            Col::OptionalTime => c.timestamp_with_time_zone().null(),
+        };
+        create.col(c);
+    }
+    let mut pk = Index::create();
+    for c in t.primary_key {
+        pk.col(Alias::new(*c));
+    }
+    create.primary_key(&mut pk);
+    create.to_owned()
 }
 
 fn col(name: &str) -> ColumnDef {
@@ -240,26 +302,7 @@ fn index(name: &str, table: &str, cols: &[&str]) -> IndexCreateStatement {
 impl MigrationTrait for SystemTables {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for t in SYSTEM_TABLES {
-            let mut create = Table::create();
-            create.table(Alias::new(t.name));
-            for (name, ty) in t.columns {
-                let mut c = col(name);
-                match ty {
-                    Col::Uuid => c.uuid().not_null(),
-                    Col::Text => c.text().not_null(),
-                    Col::OptionalText => c.text().null(),
-                    Col::Int => c.big_integer().not_null(),
-                    Col::Time => c.timestamp_with_time_zone().not_null(),
-                    Col::OptionalTime => c.timestamp_with_time_zone().null(),
-                };
-                create.col(c);
-            }
-            let mut pk = Index::create();
-            for c in t.primary_key {
-                pk.col(Alias::new(*c));
-            }
-            create.primary_key(&mut pk);
-            manager.create_table(create.to_owned()).await?;
+            manager.create_table(system_table(t)).await?;
             for (name, cols, unique) in t.indexes {
                 let mut i = index(name, t.name, cols);
                 if *unique {
@@ -338,6 +381,12 @@ fn backend_name(b: sea_orm::DbBackend) -> &'static str {
     }
 }
 
+/// [`tables`] with each table's name.
+pub fn tables_named(spec: &ir::Spec) -> Vec<(String, TableCreateStatement)> {
+    let names = spec.machines.iter().map(|m| m.table.clone()).chain(spec.resources.iter().map(|r| r.table.clone()));
+    names.zip(tables(spec)).collect()
+}
+
 /// The CREATE TABLE statements of a spec: one per machine, one per resource.
 pub fn tables(spec: &ir::Spec) -> Vec<TableCreateStatement> {
     let mut out = Vec::new();
@@ -370,7 +419,7 @@ pub fn tables(spec: &ir::Spec) -> Vec<TableCreateStatement> {
     out
 }
 
-fn field_column(f: &ir::Field) -> ColumnDef {
+pub(crate) fn field_column(f: &ir::Field) -> ColumnDef {
     let mut c = col(&f.name);
     match f.ty {
         Type::Text => c.text(),
