@@ -29,7 +29,11 @@ fn main() {
                 // failed build script's stderr under the error.
                 eprint!("{}", ordo_spec::render(&file.display().to_string(), &source, &diags));
                 eprintln!("{} does not check; `cargo xtask spec check` reports the same", file.display());
-                println!("cargo::error={} has {} error(s): see the report below", file.display(), diags.len());
+                println!(
+                    "cargo::error={} has {} error(s): see the report below",
+                    file.display(),
+                    diags.len()
+                );
                 std::process::exit(1);
             }
         }

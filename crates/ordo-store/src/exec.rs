@@ -1065,9 +1065,12 @@ pub(crate) async fn verify_schema(
     spec_name: &str,
     spec: &ir::Spec,
 ) -> Result<(), StoreError> {
-    let source = crate::evolve::SpecSource { name: spec_name.to_string(), source: String::new(), ir: spec.clone() };
+    let source =
+        crate::evolve::SpecSource { name: spec_name.to_string(), source: String::new(), ir: spec.clone() };
     match crate::evolve::serving(db, &source).await? {
         crate::evolve::Serving::Current { .. } | crate::evolve::Serving::Older { .. } => Ok(()),
-        crate::evolve::Serving::Differs { summary } => Err(StoreError::Drift { spec: spec_name.to_string(), summary }),
+        crate::evolve::Serving::Differs { summary } => {
+            Err(StoreError::Drift { spec: spec_name.to_string(), summary })
+        }
     }
 }

@@ -317,9 +317,14 @@ fn migrator(specs: &[SpecSource]) -> schema::Migrator {
 
 /// Each migration of the database's schema (system tables, each spec's first tables) and
 /// whether it is applied.
-pub async fn migrations(db: &DatabaseConnection, specs: &[SpecSource]) -> Result<Vec<(String, bool)>, StoreError> {
-    let statuses =
-        migrator(specs).get_migration_with_status(db).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+pub async fn migrations(
+    db: &DatabaseConnection,
+    specs: &[SpecSource],
+) -> Result<Vec<(String, bool)>, StoreError> {
+    let statuses = migrator(specs)
+        .get_migration_with_status(db)
+        .await
+        .map_err(|e| StoreError::Migration(e.to_string()))?;
     Ok(statuses
         .iter()
         .map(|m| (m.name().to_string(), m.status() == sea_orm_migration::MigrationStatus::Applied))
@@ -342,7 +347,10 @@ pub async fn migrate_specs(
     let migrator = migrator(specs);
     if action == MigrateAction::Status {
         // Nothing is written: specs whose tables a `migrate up` would make are new.
-        let history_kept = migrations(db, specs).await?.iter().any(|(name, applied)| *applied && name == "m0004_ordo_spec_versions");
+        let history_kept = migrations(db, specs)
+            .await?
+            .iter()
+            .any(|(name, applied)| *applied && name == "m0004_ordo_spec_versions");
         let mut plans = Vec::new();
         for spec in specs {
             let known = history_kept && evolve::known(db, spec).await?;

@@ -383,7 +383,8 @@ fn backend_name(b: sea_orm::DbBackend) -> &'static str {
 
 /// [`tables`] with each table's name.
 pub fn tables_named(spec: &ir::Spec) -> Vec<(String, TableCreateStatement)> {
-    let names = spec.machines.iter().map(|m| m.table.clone()).chain(spec.resources.iter().map(|r| r.table.clone()));
+    let names =
+        spec.machines.iter().map(|m| m.table.clone()).chain(spec.resources.iter().map(|r| r.table.clone()));
     names.zip(tables(spec)).collect()
 }
 

@@ -11,8 +11,8 @@ mod run;
 pub mod sql;
 mod steps;
 
-use crate::schema::{self, SCHEMAS};
 use crate::StoreError;
+use crate::schema::{self, SCHEMAS};
 use chrono::{DateTime, Utc};
 use ordo_spec::diff::{self, Change, Class, Problem};
 use ordo_spec::ir;
@@ -95,7 +95,14 @@ pub struct Plan {
 impl Plan {
     /// The plan of a spec the database has no tables for: `migrate up` creates them.
     pub fn new_tables(spec: &SpecSource, backend: DbBackend) -> Plan {
-        Plan { spec: spec.name.clone(), from_version: None, backend, steps: Vec::new(), refusals: Vec::new(), applied: None }
+        Plan {
+            spec: spec.name.clone(),
+            from_version: None,
+            backend,
+            steps: Vec::new(),
+            refusals: Vec::new(),
+            applied: None,
+        }
     }
 
     /// Nothing to change: the deployed spec is the edited one.
@@ -112,8 +119,14 @@ impl Plan {
                 parts.push(format!("{} {}", count(c), c.as_str()));
             }
         }
-        let from = self.from_version.map_or("no deployed version".to_string(), |v| format!("deployed version {v}"));
-        let mut line = format!("spec `{}` differs from {from}: {} change(s) ({})", self.spec, self.steps.len(), parts.join(", "));
+        let from =
+            self.from_version.map_or("no deployed version".to_string(), |v| format!("deployed version {v}"));
+        let mut line = format!(
+            "spec `{}` differs from {from}: {} change(s) ({})",
+            self.spec,
+            self.steps.len(),
+            parts.join(", ")
+        );
         if let Some(first) = self.refusals.first() {
             line.push_str(&format!("; refused: {} [{}]", first.message, first.code));
         }
@@ -128,7 +141,11 @@ impl fmt::Display for Plan {
             _ => "SQLite",
         };
         let Some(from) = self.from_version else {
-            return writeln!(f, "spec `{}` on {backend}: no tables yet; `migrate up` creates them", self.spec);
+            return writeln!(
+                f,
+                "spec `{}` on {backend}: no tables yet; `migrate up` creates them",
+                self.spec
+            );
         };
         writeln!(f, "spec `{}` on {backend}: deployed version {from} -> the edited spec", self.spec)?;
         if self.is_empty() {
@@ -136,7 +153,10 @@ impl fmt::Display for Plan {
         }
         let pg = self.backend == DbBackend::Postgres;
         if !pg {
-            writeln!(f, "  (SQLite holds its one write lock for the whole migration; every step is in one transaction)")?;
+            writeln!(
+                f,
+                "  (SQLite holds its one write lock for the whole migration; every step is in one transaction)"
+            )?;
         }
         for (i, step) in self.steps.iter().enumerate() {
             writeln!(f, "  {}. {}", i + 1, step.change)?;
@@ -168,7 +188,8 @@ impl fmt::Display for Plan {
 /// Whether the database has tables for `spec` (a recorded version, or tables made before
 /// the history was kept).
 pub async fn known<C: ConnectionTrait>(db: &C, spec: &SpecSource) -> Result<bool, StoreError> {
-    Ok(!history(db, &spec.name).await?.is_empty() || schema::recorded_fingerprint(db, &spec.name).await?.is_some())
+    Ok(!history(db, &spec.name).await?.is_empty()
+        || schema::recorded_fingerprint(db, &spec.name).await?.is_some())
 }
 
 /// Every deployed version of a spec, oldest first (empty when none was recorded).
@@ -231,7 +252,12 @@ pub(crate) async fn bootstrap<C: ConnectionTrait>(db: &C, spec: &SpecSource) -> 
     match found {
         Some(f) if f == expected => {
             record(db, spec, 1).await?;
-            Ok(Version { version: 1, source: spec.source.clone(), ir: spec.ir.clone(), applied_at: Utc::now() })
+            Ok(Version {
+                version: 1,
+                source: spec.source.clone(),
+                ir: spec.ir.clone(),
+                applied_at: Utc::now(),
+            })
         }
         Some(found) => Err(StoreError::Migration(format!(
             "the tables of `{}` were made before Ordo kept a history of specs, from another version \
@@ -293,7 +319,8 @@ pub async fn revert(
     let forward = diff::diff(&previous.ir, &last.ir);
     let mut target = previous.ir.clone();
     steps::reverse_renames(&forward, &mut target);
-    let back = SpecSource { name: spec_name.to_string(), source: previous.source.clone(), ir: previous.ir.clone() };
+    let back =
+        SpecSource { name: spec_name.to_string(), source: previous.source.clone(), ir: previous.ir.clone() };
     plan_and_apply(txn, &target, &back, &last.ir, last.version, apply, options).await
 }
 
@@ -336,10 +363,18 @@ async fn plan_and_apply(
         let refused = match apply {
             Apply::Never => None,
             Apply::ExpandOnly if step.change.class != Class::Safe || !step.change.expand_only => {
-                Some(format!("{} is not a safe, expand-only change: apply it with `cargo xtask migrate up`", step.change.kind_text()))
+                Some(format!(
+                    "{} is not a safe, expand-only change: apply it with `cargo xtask migrate up`",
+                    step.change.kind_text()
+                ))
             }
-            Apply::All { allow_destructive: false } | Apply::ExpandOnly if step.change.class == Class::Destructive => {
-                Some(format!("{} throws data away: apply it with `cargo xtask migrate up --allow-destructive`", step.change.kind_text()))
+            Apply::All { allow_destructive: false } | Apply::ExpandOnly
+                if step.change.class == Class::Destructive =>
+            {
+                Some(format!(
+                    "{} throws data away: apply it with `cargo xtask migrate up --allow-destructive`",
+                    step.change.kind_text()
+                ))
             }
             _ => None,
         };
@@ -387,7 +422,9 @@ pub async fn serving<C: ConnectionTrait>(db: &C, spec: &SpecSource) -> Result<Se
         return Ok(match found {
             Some(f) if f == expected => Serving::Current { version: 0 },
             Some(f) => Serving::Differs {
-                summary: format!("the tables were made from another version of the spec (fingerprint {f}, this one {expected})"),
+                summary: format!(
+                    "the tables were made from another version of the spec (fingerprint {f}, this one {expected})"
+                ),
             },
             None => Serving::Differs { summary: "its tables do not exist".to_string() },
         });
@@ -427,7 +464,11 @@ impl KindText for Change {
 }
 
 /// Reads one number from a count query.
-pub(crate) async fn count<C: ConnectionTrait>(db: &C, backend: DbBackend, sql: &str) -> Result<u64, StoreError> {
+pub(crate) async fn count<C: ConnectionTrait>(
+    db: &C,
+    backend: DbBackend,
+    sql: &str,
+) -> Result<u64, StoreError> {
     let row = db.query_one_raw(Statement::from_string(backend, sql.to_string())).await?;
     let n: i64 = match row {
         Some(r) => r.try_get_by_index(0)?,

@@ -1,10 +1,10 @@
 //! Running a migration's ops inside its one transaction.
 
+use super::EvolveOptions;
 use super::sql::{ident, text};
 use super::steps::{Op, check_name, rebuilt};
-use super::EvolveOptions;
-use crate::schema;
 use crate::StoreError;
+use crate::schema;
 use chrono::{DateTime, Utc};
 use ordo_spec::ir;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
@@ -46,12 +46,19 @@ async fn exec(txn: &DatabaseTransaction, sql: &str) -> Result<(), StoreError> {
     txn.execute_unprepared(sql).await.map(|_| ()).map_err(|e| StoreError::Migration(format!("{sql}: {e}")))
 }
 
-pub(super) async fn op(txn: &DatabaseTransaction, op: &Op, version: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub(super) async fn op(
+    txn: &DatabaseTransaction,
+    op: &Op,
+    version: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let backend = txn.get_database_backend();
     match op {
         Op::Sql(sql) => exec(txn, sql).await,
         Op::Note(_) => Ok(()),
-        Op::IgnoreChecks(on) => exec(txn, &format!("PRAGMA ignore_check_constraints = {}", if *on { "ON" } else { "OFF" })).await,
+        Op::IgnoreChecks(on) => {
+            exec(txn, &format!("PRAGMA ignore_check_constraints = {}", if *on { "ON" } else { "OFF" })).await
+        }
         Op::Checks { table, column, check } => {
             let find = format!(
                 "SELECT c.conname::text FROM pg_constraint c JOIN pg_attribute a \
@@ -68,7 +75,11 @@ pub(super) async fn op(txn: &DatabaseTransaction, op: &Op, version: i64, now: Da
             }
             if let Some(c) = check {
                 let name = ident(&check_name(table, column));
-                exec(txn, &format!("ALTER TABLE {} ADD CONSTRAINT {name} CHECK ({c}) NOT VALID", ident(table))).await?;
+                exec(
+                    txn,
+                    &format!("ALTER TABLE {} ADD CONSTRAINT {name} CHECK ({c}) NOT VALID", ident(table)),
+                )
+                .await?;
                 exec(txn, &format!("ALTER TABLE {} VALIDATE CONSTRAINT {name}", ident(table))).await?;
             }
             Ok(())
@@ -138,9 +149,17 @@ pub(super) async fn op(txn: &DatabaseTransaction, op: &Op, version: i64, now: Da
                 .and_where(Expr::col(Alias::new("state")).eq(timer.state.clone()))
                 .and_where(Expr::col(Alias::new("event")).eq(timer.event.clone()))
                 .to_owned();
-            let armed: BTreeSet<String> =
-                txn.query_all(&armed).await?.iter().filter_map(|r| r.try_get::<String>("", "entity").ok()).collect();
-            let q = format!("SELECT id, tenant, updated_at FROM {} WHERE state = {}", ident(table), text(&timer.state));
+            let armed: BTreeSet<String> = txn
+                .query_all(&armed)
+                .await?
+                .iter()
+                .filter_map(|r| r.try_get::<String>("", "entity").ok())
+                .collect();
+            let q = format!(
+                "SELECT id, tenant, updated_at FROM {} WHERE state = {}",
+                ident(table),
+                text(&timer.state)
+            );
             for r in txn.query_all_raw(Statement::from_string(backend, q)).await? {
                 let id: Uuid = r.try_get("", "id")?;
                 if armed.contains(&id.to_string()) {
@@ -191,7 +210,9 @@ async fn arm_timer(
 ) -> Result<(), StoreError> {
     let insert = Query::insert()
         .into_table(Alias::new(schema::TIMERS))
-        .columns(["id", "tenant", "machine", "entity", "state", "event", "due_at", "created_at"].map(Alias::new))
+        .columns(
+            ["id", "tenant", "machine", "entity", "state", "event", "due_at", "created_at"].map(Alias::new),
+        )
         .values([
             Uuid::now_v7().into(),
             tenant.into(),
@@ -227,8 +248,20 @@ async fn journal(
     let insert = Query::insert()
         .into_table(Alias::new(schema::JOURNAL))
         .columns(
-            ["id", "tenant", "machine", "entity", "version", "event", "from_state", "to_state", "params", "idempotency_key", "created_at"]
-                .map(Alias::new),
+            [
+                "id",
+                "tenant",
+                "machine",
+                "entity",
+                "version",
+                "event",
+                "from_state",
+                "to_state",
+                "params",
+                "idempotency_key",
+                "created_at",
+            ]
+            .map(Alias::new),
         )
         .values([
             journal_id.into(),
@@ -260,7 +293,10 @@ async fn journal(
     });
     let insert = Query::insert()
         .into_table(Alias::new(schema::OUTBOX))
-        .columns(["id", "tenant", "machine", "entity", "version", "event", "payload", "created_at"].map(Alias::new))
+        .columns(
+            ["id", "tenant", "machine", "entity", "version", "event", "payload", "created_at"]
+                .map(Alias::new),
+        )
         .values([
             Uuid::now_v7().into(),
             tenant.into(),

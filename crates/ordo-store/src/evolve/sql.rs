@@ -56,7 +56,8 @@ pub fn expr(e: &ir::Expr, column: &dyn Fn(&str) -> String, now: &str) -> String 
         ir::Expr::Not(x) => format!("(NOT {})", expr(x, column, now)),
         ir::Expr::Neg(x) => format!("(0 - {})", expr(x, column, now)),
         ir::Expr::Binary { op: BinOp::Cmp(c @ (CmpOp::Eq | CmpOp::Ne)), lhs, rhs }
-            if matches!(**rhs, ir::Expr::Value(ir::Value::Null)) || matches!(**lhs, ir::Expr::Value(ir::Value::Null)) =>
+            if matches!(**rhs, ir::Expr::Value(ir::Value::Null))
+                || matches!(**lhs, ir::Expr::Value(ir::Value::Null)) =>
         {
             let other = if matches!(**rhs, ir::Expr::Value(ir::Value::Null)) { lhs } else { rhs };
             let null = if *c == CmpOp::Eq { "IS NULL" } else { "IS NOT NULL" };

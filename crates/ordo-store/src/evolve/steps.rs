@@ -7,9 +7,9 @@
 //! tables in place (checks are added `NOT VALID`, then validated); SQLite rebuilds each
 //! changed table from the new spec's DDL, copying the rows, inside the same transaction.
 
-use super::sql::{self, ident, text};
 use super::SAMPLE_IDS_MAX;
-use crate::{schema, StoreError};
+use super::sql::{self, ident, text};
+use crate::{StoreError, schema};
 use chrono::{DateTime, Utc};
 use ordo_spec::diff::{self, ChangeKind as K, Diff, Owner, Problem};
 use ordo_spec::ir::{self, Field};
@@ -76,7 +76,11 @@ impl Op {
         match self {
             Op::Sql(s) => format!("{s};"),
             Op::Checks { table, column, check } => {
-                let mut s = format!("ALTER TABLE {} DROP CONSTRAINT <each CHECK on {}>;", ident(table), ident(column));
+                let mut s = format!(
+                    "ALTER TABLE {} DROP CONSTRAINT <each CHECK on {}>;",
+                    ident(table),
+                    ident(column)
+                );
                 if let Some(c) = check {
                     let name = ident(&check_name(table, column));
                     s.push_str(&format!(
@@ -88,9 +92,17 @@ impl Op {
             }
             Op::Move { table, from, to, keep_timers, .. } => {
                 let timers = if *keep_timers {
-                    format!("UPDATE ordo_timers SET state = {} WHERE machine = ... AND state = {};", text(to), text(from))
+                    format!(
+                        "UPDATE ordo_timers SET state = {} WHERE machine = ... AND state = {};",
+                        text(to),
+                        text(from)
+                    )
                 } else {
-                    format!("-- its timers in {} are deleted and those of {} armed from now", text(from), text(to))
+                    format!(
+                        "-- its timers in {} are deleted and those of {} armed from now",
+                        text(from),
+                        text(to)
+                    )
                 };
                 format!(
                     "-- for each instance in {f}:\nUPDATE {t} SET state = {to}, version = version + 1, updated_at = now WHERE id = $id;\n\
@@ -114,7 +126,9 @@ impl Op {
                 text(&timer.state),
                 text(&timer.event)
             ),
-            Op::IgnoreChecks(on) => format!("PRAGMA ignore_check_constraints = {};", if *on { "ON" } else { "OFF" }),
+            Op::IgnoreChecks(on) => {
+                format!("PRAGMA ignore_check_constraints = {};", if *on { "ON" } else { "OFF" })
+            }
             Op::Rebuild { table, create, columns, select } => {
                 let new = ident(&rebuilt(table));
                 let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
@@ -137,7 +151,9 @@ impl Op {
         }
         match self {
             Op::Sql(s) if s.starts_with("CREATE TABLE") => "none on existing tables",
-            Op::Sql(s) if s.contains("SET NOT NULL") => "ACCESS EXCLUSIVE on the table while every row is scanned",
+            Op::Sql(s) if s.contains("SET NOT NULL") => {
+                "ACCESS EXCLUSIVE on the table while every row is scanned"
+            }
             Op::Sql(s) if s.starts_with("ALTER TABLE") || s.starts_with("DROP TABLE") => {
                 "ACCESS EXCLUSIVE on the table, briefly (no rewrite, no scan)"
             }
@@ -199,11 +215,17 @@ impl OldNames {
     }
 
     fn state(&self, machine: &str, state: &str) -> String {
-        self.states.get(&(machine.to_string(), state.to_string())).cloned().unwrap_or_else(|| state.to_string())
+        self.states
+            .get(&(machine.to_string(), state.to_string()))
+            .cloned()
+            .unwrap_or_else(|| state.to_string())
     }
 
     fn event(&self, machine: &str, event: &str) -> String {
-        self.events.get(&(machine.to_string(), event.to_string())).cloned().unwrap_or_else(|| event.to_string())
+        self.events
+            .get(&(machine.to_string(), event.to_string()))
+            .cloned()
+            .unwrap_or_else(|| event.to_string())
     }
 }
 
@@ -217,17 +239,34 @@ struct TableOf<'a> {
     is_machine: bool,
 }
 
-fn table_of<'a>(new: &'a ir::Spec, deployed: &ir::Spec, names: &OldNames, owner: &Owner) -> Option<TableOf<'a>> {
+fn table_of<'a>(
+    new: &'a ir::Spec,
+    deployed: &ir::Spec,
+    names: &OldNames,
+    owner: &Owner,
+) -> Option<TableOf<'a>> {
     match owner {
         Owner::Machine(m) => {
             let x = new.machine(m)?;
-            Some(TableOf { new: x.table.clone(), old: x.table.clone(), key: "id".into(), fields: &x.fields, is_machine: true })
+            Some(TableOf {
+                new: x.table.clone(),
+                old: x.table.clone(),
+                key: "id".into(),
+                fields: &x.fields,
+                is_machine: true,
+            })
         }
         Owner::Resource(r) => {
             let x = new.resource(r)?;
             let old_name = names.resources.get(r).cloned().unwrap_or_else(|| r.clone());
             let old = deployed.resource(&old_name).map_or(x.table.clone(), |o| o.table.clone());
-            Some(TableOf { new: x.table.clone(), old, key: x.key.name.clone(), fields: &x.fields, is_machine: false })
+            Some(TableOf {
+                new: x.table.clone(),
+                old,
+                key: x.key.name.clone(),
+                fields: &x.fields,
+                is_machine: false,
+            })
         }
     }
 }
@@ -255,7 +294,11 @@ fn phase(kind: &K, backend: DbBackend) -> u8 {
         K::RenameField { .. } if !sqlite => 1,
         K::RenameEvent { .. } => 1,
         K::AddState { .. } | K::RenameState { .. } | K::RemoveState { .. } => 2,
-        K::RenameField { .. } | K::AddField { .. } | K::RequireField { .. } | K::RelaxField { .. } | K::Checks { .. } => 3,
+        K::RenameField { .. }
+        | K::AddField { .. }
+        | K::RequireField { .. }
+        | K::RelaxField { .. }
+        | K::Checks { .. } => 3,
         K::DropField { .. } if sqlite => 3,
         K::DropField { .. } | K::DropResource { .. } | K::DropMachine { .. } => 5,
         _ => 4,
@@ -308,12 +351,14 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
     }
 
     async fn count(&self, table: &str, cond: &str) -> Result<u64, StoreError> {
-        super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {} WHERE {cond}", ident(table))).await
+        super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {} WHERE {cond}", ident(table)))
+            .await
     }
 
     /// Up to `SAMPLE_IDS_MAX` ids (or resource keys) of rows matching `cond`.
     async fn sample(&self, t: &TableOf<'_>, cond: &str) -> Result<Vec<String>, StoreError> {
-        let sql = format!("SELECT {} FROM {} WHERE {cond} LIMIT {SAMPLE_IDS_MAX}", ident(&t.key), ident(&t.old));
+        let sql =
+            format!("SELECT {} FROM {} WHERE {cond} LIMIT {SAMPLE_IDS_MAX}", ident(&t.key), ident(&t.old));
         let rows = self.db.query_all_raw(Statement::from_string(self.backend, sql)).await?;
         Ok(rows
             .iter()
@@ -349,7 +394,13 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
 
     /// The refusal of a backfill that gives null or breaks the field's checks on some rows
     /// matching `rows` (a condition over the deployed row).
-    async fn backfill_refusal(&self, t: &TableOf<'_>, owner: &str, f: &Field, rows: &str) -> Result<Option<Problem>, StoreError> {
+    async fn backfill_refusal(
+        &self,
+        t: &TableOf<'_>,
+        owner: &str,
+        f: &Field,
+        rows: &str,
+    ) -> Result<Option<Problem>, StoreError> {
         let Some(b) = &f.backfill else { return Ok(None) };
         let value = self.backfill_old(owner, b);
         let null = self.count(&t.old, &format!("({rows}) AND ({value}) IS NULL")).await?;
@@ -357,7 +408,11 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
             let sample = self.sample(t, &format!("({rows}) AND ({value}) IS NULL")).await?;
             return Ok(Self::refuse(
                 "ordo::migrate-needs-backfill",
-                format!("{owner}.{}: the backfill is null for {null} row(s) (e.g. {})", f.name, sample.join(", ")),
+                format!(
+                    "{owner}.{}: the backfill is null for {null} row(s) (e.g. {})",
+                    f.name,
+                    sample.join(", ")
+                ),
             ));
         }
         let Some(check) = check_on(&value, &f.checks) else { return Ok(None) };
@@ -392,17 +447,25 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                 let (Some(o), Some(n)) = (self.deployed.resource(from), self.new.resource(to)) else {
                     return Ok((Vec::new(), None, None));
                 };
-                (vec![Op::Sql(format!("ALTER TABLE {} RENAME TO {}", ident(&o.table), ident(&n.table)))], None, None)
+                (
+                    vec![Op::Sql(format!("ALTER TABLE {} RENAME TO {}", ident(&o.table), ident(&n.table)))],
+                    None,
+                    None,
+                )
             }
             K::DropMachine { machine } => {
                 let table = self.deployed.machine(machine).map(|m| m.table.clone()).unwrap_or_default();
-                let rows = super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {}", ident(&table))).await?;
+                let rows =
+                    super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {}", ident(&table)))
+                        .await?;
                 let a = Affected { rows, what: "instances lost".into(), sample: Vec::new() };
                 (vec![Op::Sql(format!("DROP TABLE {}", ident(&table)))], Some(a), None)
             }
             K::DropResource { resource } => {
                 let table = self.deployed.resource(resource).map(|r| r.table.clone()).unwrap_or_default();
-                let rows = super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {}", ident(&table))).await?;
+                let rows =
+                    super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {}", ident(&table)))
+                        .await?;
                 let a = Affected { rows, what: "rows lost".into(), sample: Vec::new() };
                 (vec![Op::Sql(format!("DROP TABLE {}", ident(&table)))], Some(a), None)
             }
@@ -420,9 +483,19 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
             K::RenameField { owner, from, to } => {
                 let Some(t) = self.table(owner) else { return Ok((Vec::new(), None, None)) };
                 let op = if pg {
-                    Op::Sql(format!("ALTER TABLE {} RENAME COLUMN {} TO {}", ident(&t.new), ident(from), ident(to)))
+                    Op::Sql(format!(
+                        "ALTER TABLE {} RENAME COLUMN {} TO {}",
+                        ident(&t.new),
+                        ident(from),
+                        ident(to)
+                    ))
                 } else {
-                    Op::Note(format!("the rebuild of {} copies {} into {}", ident(&t.new), ident(from), ident(to)))
+                    Op::Note(format!(
+                        "the rebuild of {} copies {} into {}",
+                        ident(&t.new),
+                        ident(from),
+                        ident(to)
+                    ))
                 };
                 (vec![op], None, None)
             }
@@ -456,14 +529,22 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                             c = ident(&field.name)
                         )));
                     }
-                    ops.push(Op::Sql(format!("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL", ident(&t.new), ident(&field.name))));
+                    ops.push(Op::Sql(format!(
+                        "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL",
+                        ident(&t.new),
+                        ident(&field.name)
+                    )));
                 }
                 (ops, Some(a), refusal)
             }
             K::RelaxField { owner, field } => {
                 let Some(t) = self.table(owner) else { return Ok((Vec::new(), None, None)) };
                 let ops = if pg {
-                    vec![Op::Sql(format!("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL", ident(&t.new), ident(field)))]
+                    vec![Op::Sql(format!(
+                        "ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL",
+                        ident(&t.new),
+                        ident(field)
+                    ))]
                 } else {
                     Vec::new()
                 };
@@ -473,8 +554,12 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                 let Some(t) = self.table(owner) else { return Ok((Vec::new(), None, None)) };
                 let mut affected = None;
                 let mut refusal = None;
-                if !widened && let Some(check) = sql::check(&self.names.field(owner.name(), &field.name), &field.checks) {
-                    let a = self.affected(&t, &format!("NOT ({check})"), "rows breaking the new check").await?;
+                if !widened
+                    && let Some(check) =
+                        sql::check(&self.names.field(owner.name(), &field.name), &field.checks)
+                {
+                    let a =
+                        self.affected(&t, &format!("NOT ({check})"), "rows breaking the new check").await?;
                     if a.rows > 0 {
                         refusal = Self::refuse(
                             "ordo::migrate-breaks-check",
@@ -490,7 +575,11 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                     affected = Some(a);
                 }
                 let ops = if pg {
-                    vec![Op::Checks { table: t.new.clone(), column: field.name.clone(), check: sql::check(&field.name, &field.checks) }]
+                    vec![Op::Checks {
+                        table: t.new.clone(),
+                        column: field.name.clone(),
+                        check: sql::check(&field.name, &field.checks),
+                    }]
                 } else {
                     Vec::new()
                 };
@@ -498,10 +587,16 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
             }
             K::AddState { .. } => (Vec::new(), None, None),
             K::RenameState { machine, from, to } => self.moves(machine, from, to, true).await?,
-            K::RemoveState { machine, state, into: Some(into) } => self.moves(machine, state, into, false).await?,
+            K::RemoveState { machine, state, into: Some(into) } => {
+                self.moves(machine, state, into, false).await?
+            }
             K::RemoveState { machine, state, into: None } => {
-                let Some(t) = self.table(&Owner::Machine(machine.clone())) else { return Ok((Vec::new(), None, None)) };
-                let a = self.affected(&t, &format!("{} = {}", ident("state"), text(state)), "live instances").await?;
+                let Some(t) = self.table(&Owner::Machine(machine.clone())) else {
+                    return Ok((Vec::new(), None, None));
+                };
+                let a = self
+                    .affected(&t, &format!("{} = {}", ident("state"), text(state)), "live instances")
+                    .await?;
                 let refusal = (a.rows > 0).then(|| Problem {
                     code: "ordo::migrate-stranded-instances",
                     message: format!(
@@ -524,10 +619,26 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                 (vec![Op::Sql(sql)], Some(pending), None)
             }
             K::AddTimer { machine, timer } => {
-                let Some(t) = self.table(&Owner::Machine(machine.clone())) else { return Ok((Vec::new(), None, None)) };
+                let Some(t) = self.table(&Owner::Machine(machine.clone())) else {
+                    return Ok((Vec::new(), None, None));
+                };
                 let old_state = self.names.state(machine, &timer.state);
-                let a = self.affected(&t, &format!("{} = {}", ident("state"), text(&old_state)), "live instances to arm").await?;
-                (vec![Op::ArmTimers { machine: machine.clone(), table: t.new.clone(), timer: timer.clone() }], Some(a), None)
+                let a = self
+                    .affected(
+                        &t,
+                        &format!("{} = {}", ident("state"), text(&old_state)),
+                        "live instances to arm",
+                    )
+                    .await?;
+                (
+                    vec![Op::ArmTimers {
+                        machine: machine.clone(),
+                        table: t.new.clone(),
+                        timer: timer.clone(),
+                    }],
+                    Some(a),
+                    None,
+                )
             }
             K::RemoveTimer { machine, timer } => {
                 let state = self.names.state(machine, &timer.state);
@@ -565,7 +676,12 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
         table_of(self.new, self.deployed, &self.names, owner)
     }
 
-    async fn pending(&self, machine: &str, state: Option<&str>, event: Option<&str>) -> Result<Affected, StoreError> {
+    async fn pending(
+        &self,
+        machine: &str,
+        state: Option<&str>,
+        event: Option<&str>,
+    ) -> Result<Affected, StoreError> {
         let mut cond = format!("machine = {}", text(machine));
         if let Some(s) = state {
             cond.push_str(&format!(" AND state = {}", text(s)));
@@ -577,17 +693,35 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
         Ok(Affected { rows, what: "pending timers".into(), sample: Vec::new() })
     }
 
-    async fn moves(&self, machine: &str, from: &str, to: &str, keep_timers: bool) -> Result<Made, StoreError> {
-        let Some(t) = self.table(&Owner::Machine(machine.to_string())) else { return Ok((Vec::new(), None, None)) };
-        let a = self.affected(&t, &format!("{} = {}", ident("state"), text(from)), "live instances to move").await?;
+    async fn moves(
+        &self,
+        machine: &str,
+        from: &str,
+        to: &str,
+        keep_timers: bool,
+    ) -> Result<Made, StoreError> {
+        let Some(t) = self.table(&Owner::Machine(machine.to_string())) else {
+            return Ok((Vec::new(), None, None));
+        };
+        let a = self
+            .affected(&t, &format!("{} = {}", ident("state"), text(from)), "live instances to move")
+            .await?;
         let arm = self.new.machine(machine).map(|m| m.timers_in(to).cloned().collect()).unwrap_or_default();
-        let op = Op::Move { machine: machine.to_string(), table: t.new.clone(), from: from.to_string(), to: to.to_string(), keep_timers, arm };
+        let op = Op::Move {
+            machine: machine.to_string(),
+            table: t.new.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+            keep_timers,
+            arm,
+        };
         Ok((vec![op], Some(a), None))
     }
 
     async fn add_field(&self, owner: &Owner, field: &Field) -> Result<Made, StoreError> {
         let Some(t) = self.table(owner) else { return Ok((Vec::new(), None, None)) };
-        let rows = super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {}", ident(&t.old))).await?;
+        let rows =
+            super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {}", ident(&t.old))).await?;
         let affected = Some(Affected { rows, what: "rows".into(), sample: Vec::new() });
         let mut refusal = None;
         if rows > 0 && !field.optional && field.backfill.is_none() {
@@ -626,9 +760,18 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
         let alter = Table::alter().table(Alias::new(&t.new)).add_column(column).to_owned();
         ops.push(Op::Sql(alter.to_string(PostgresQueryBuilder)));
         if let (Some(b), None) = (&field.backfill, constant) {
-            ops.push(Op::Sql(format!("UPDATE {} SET {} = {}", ident(&t.new), ident(&field.name), self.backfill_new(b))));
+            ops.push(Op::Sql(format!(
+                "UPDATE {} SET {} = {}",
+                ident(&t.new),
+                ident(&field.name),
+                self.backfill_new(b)
+            )));
             if !field.optional {
-                ops.push(Op::Sql(format!("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL", ident(&t.new), ident(&field.name))));
+                ops.push(Op::Sql(format!(
+                    "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL",
+                    ident(&t.new),
+                    ident(&field.name)
+                )));
             }
         }
         if let Some(check) = sql::check(&field.name, &field.checks) {
@@ -671,24 +814,43 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
             let states: Vec<usize> = of_table
                 .iter()
                 .copied()
-                .filter(|&i| matches!(steps[i].change.kind, K::AddState { .. } | K::RenameState { .. } | K::RemoveState { .. }))
+                .filter(|&i| {
+                    matches!(
+                        steps[i].change.kind,
+                        K::AddState { .. } | K::RenameState { .. } | K::RemoveState { .. }
+                    )
+                })
                 .collect();
             let (Some(&first), Some(&last)) = (of_table.first(), of_table.last()) else { continue };
             let Some(t) = self.table(&owner) else { continue };
             if self.pg() {
-                let (Some(&s0), Some(&s1), Owner::Machine(m)) = (states.first(), states.last(), &owner) else { continue };
-                let new_states: Vec<&str> = self.new.machine(m).map(|x| x.states.iter().map(|s| s.name.as_str()).collect()).unwrap_or_default();
+                let (Some(&s0), Some(&s1), Owner::Machine(m)) = (states.first(), states.last(), &owner)
+                else {
+                    continue;
+                };
+                let new_states: Vec<&str> = self
+                    .new
+                    .machine(m)
+                    .map(|x| x.states.iter().map(|s| s.name.as_str()).collect())
+                    .unwrap_or_default();
                 let mut both = new_states.clone();
                 if let Some(old) = self.deployed.machine(m) {
-                    both.extend(old.states.iter().map(|s| s.name.as_str()).filter(|s| !new_states.contains(s)));
+                    both.extend(
+                        old.states.iter().map(|s| s.name.as_str()).filter(|s| !new_states.contains(s)),
+                    );
                 }
-                let check = |list: &[&str]| Op::Checks { table: t.new.clone(), column: "state".into(), check: Some(sql::states_check(list)) };
+                let check = |list: &[&str]| Op::Checks {
+                    table: t.new.clone(),
+                    column: "state".into(),
+                    check: Some(sql::states_check(list)),
+                };
                 steps[s0].ops.insert(0, check(&both));
                 steps[s1].ops.push(check(&new_states));
             } else {
                 // Instances move on the deployed table, whose CHECK does not know the new
                 // states yet; the rebuild then checks every row against the new table.
-                let moves = of_table.iter().any(|&i| steps[i].ops.iter().any(|o| matches!(o, Op::Move { .. })));
+                let moves =
+                    of_table.iter().any(|&i| steps[i].ops.iter().any(|o| matches!(o, Op::Move { .. })));
                 if moves {
                     steps[first].ops.insert(0, Op::IgnoreChecks(true));
                 }
@@ -713,7 +875,9 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
             })
             .collect();
         let old_fields: Vec<&Field> = match owner {
-            Owner::Machine(m) => self.deployed.machine(m).map(|x| x.fields.iter().collect()).unwrap_or_default(),
+            Owner::Machine(m) => {
+                self.deployed.machine(m).map(|x| x.fields.iter().collect()).unwrap_or_default()
+            }
             Owner::Resource(r) => {
                 let old = self.names.resources.get(r).cloned().unwrap_or_else(|| r.clone());
                 self.deployed.resource(&old).map(|x| x.fields.iter().collect()).unwrap_or_default()
@@ -721,7 +885,8 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
         };
         let mut columns: Vec<String> = Vec::new();
         let mut select: Vec<String> = Vec::new();
-        let fixed_before: Vec<&str> = if t.is_machine { vec!["id", "tenant", "state", "version"] } else { vec!["tenant", &t.key] };
+        let fixed_before: Vec<&str> =
+            if t.is_machine { vec!["id", "tenant", "state", "version"] } else { vec!["tenant", &t.key] };
         for c in &fixed_before {
             columns.push(c.to_string());
             select.push(ident(c));
@@ -731,7 +896,9 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
             let exists = old_fields.iter().any(|o| o.name == old);
             let backfill = f.backfill.as_ref().map(|b| self.backfill_old(owner.name(), b));
             let value = match (exists, backfill) {
-                (true, Some(b)) if required.contains(&f.name.as_str()) => format!("COALESCE({}, {b})", ident(&old)),
+                (true, Some(b)) if required.contains(&f.name.as_str()) => {
+                    format!("COALESCE({}, {b})", ident(&old))
+                }
                 (true, _) => ident(&old),
                 (false, Some(b)) => b,
                 (false, None) => "NULL".to_string(),
@@ -739,12 +906,21 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
             columns.push(f.name.clone());
             select.push(value);
         }
-        let fixed_after: Vec<&str> = if t.is_machine { vec!["created_at", "updated_at"] } else { vec!["version", "created_at", "updated_at"] };
+        let fixed_after: Vec<&str> = if t.is_machine {
+            vec!["created_at", "updated_at"]
+        } else {
+            vec!["version", "created_at", "updated_at"]
+        };
         for c in fixed_after {
             columns.push(c.to_string());
             select.push(ident(c));
         }
-        Ok(Op::Rebuild { table: t.new.clone(), create: self.create_table(&t.new, &rebuilt(&t.new))?, columns, select })
+        Ok(Op::Rebuild {
+            table: t.new.clone(),
+            create: self.create_table(&t.new, &rebuilt(&t.new))?,
+            columns,
+            select,
+        })
     }
 }
 
@@ -779,23 +955,43 @@ pub(super) fn reverse_renames(forward: &Diff, target: &mut ir::Spec) {
     for c in &forward.changes {
         match &c.kind {
             K::RenameField { owner: Owner::Machine(m), from, to } => {
-                if let Some(f) = target.machines.iter_mut().find(|x| x.name == *m).and_then(|x| x.fields.iter_mut().find(|f| f.name == *from)) {
+                if let Some(f) = target
+                    .machines
+                    .iter_mut()
+                    .find(|x| x.name == *m)
+                    .and_then(|x| x.fields.iter_mut().find(|f| f.name == *from))
+                {
                     f.was = Some(to.clone());
                 }
             }
             K::RenameField { owner: Owner::Resource(r), from, to } => {
                 let old = resource_names.get(r).unwrap_or(r);
-                if let Some(f) = target.resources.iter_mut().find(|x| x.name == *old).and_then(|x| x.fields.iter_mut().find(|f| f.name == *from)) {
+                if let Some(f) = target
+                    .resources
+                    .iter_mut()
+                    .find(|x| x.name == *old)
+                    .and_then(|x| x.fields.iter_mut().find(|f| f.name == *from))
+                {
                     f.was = Some(to.clone());
                 }
             }
             K::RenameState { machine, from, to } => {
-                if let Some(s) = target.machines.iter_mut().find(|x| x.name == *machine).and_then(|x| x.states.iter_mut().find(|s| s.name == *from)) {
+                if let Some(s) = target
+                    .machines
+                    .iter_mut()
+                    .find(|x| x.name == *machine)
+                    .and_then(|x| x.states.iter_mut().find(|s| s.name == *from))
+                {
                     s.was = Some(to.clone());
                 }
             }
             K::RenameEvent { machine, from, to } => {
-                if let Some(e) = target.machines.iter_mut().find(|x| x.name == *machine).and_then(|x| x.events.iter_mut().find(|e| e.name == *from)) {
+                if let Some(e) = target
+                    .machines
+                    .iter_mut()
+                    .find(|x| x.name == *machine)
+                    .and_then(|x| x.events.iter_mut().find(|e| e.name == *from))
+                {
                     e.was = Some(to.clone());
                 }
             }

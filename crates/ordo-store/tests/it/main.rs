@@ -5,6 +5,7 @@
 mod basics;
 mod concurrency;
 mod events;
+mod evolve;
 mod faults;
 mod illegal;
 mod plans;
