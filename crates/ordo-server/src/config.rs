@@ -40,6 +40,10 @@ pub struct Config {
     pub record: Option<std::path::PathBuf>,
     /// The OTLP/HTTP collector traces go to (e.g. `http://127.0.0.1:4318`); none: no traces.
     pub otlp_endpoint: Option<String>,
+    /// At start-up, apply the safe, expand-only changes between the deployed specs and the
+    /// ones the server was built from (`--migrate`, `ORDO_MIGRATE=true`); anything else is
+    /// refused with the command to run. Off: a changed spec stops the start with one line.
+    pub migrate: bool,
     pub pool_size: u32,
     pub acquire_timeout_ms: u64,
     pub body_bytes_max: usize,
@@ -66,6 +70,7 @@ impl Default for Config {
             redis_prefix: "ordo:".to_string(),
             api_keys: String::new(),
             otlp_endpoint: None,
+            migrate: false,
             record: None,
             shadow_tenants: String::new(),
             pool_size: ordo_store::POOL_SIZE_DEFAULT,
@@ -125,6 +130,13 @@ impl Config {
         }
         if let Some(v) = var(&["ORDO_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]) {
             config.otlp_endpoint = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = var(&["ORDO_MIGRATE"]) {
+            config.migrate = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(format!("ORDO_MIGRATE: `{v}` is not true or false")),
+            };
         }
         // The numeric settings, each from `ORDO_<FIELD>` in upper case.
         macro_rules! numbers {

@@ -18,6 +18,10 @@ struct Cli {
     /// Configuration file (default: ./ordo.toml when it exists).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Apply safe, expand-only spec changes to the database at start-up (ORDO_MIGRATE=true);
+    /// others are refused with the command that applies them.
+    #[arg(long)]
+    migrate: bool,
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
+    config.migrate |= cli.migrate;
     // Built before the runtime: the exporter's blocking client has threads of its own.
     let tracer = match config.otlp_endpoint.as_deref().map(telemetry::otlp_tracer).transpose() {
         Ok(t) => t,

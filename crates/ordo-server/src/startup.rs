@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::generated::{GeneratedApi, SPECS};
 use crate::relay::RELAY_BATCH_MAX;
 use ordo_idempotency::{LeaseConfig, Leases};
-use ordo_store::{MigrateAction, Store, StoreConfig};
+use ordo_store::{SpecSource, Store, StoreConfig};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, get, handler};
 use poem_openapi::OpenApiService;
@@ -51,15 +51,61 @@ fn problem_doc() -> String {
 }
 
 /// The specs the server was built from, checked.
-pub fn specs() -> Result<Vec<(String, ordo_spec::ir::Spec)>, String> {
+pub fn specs() -> Result<Vec<SpecSource>, String> {
     SPECS
         .iter()
         .map(|(name, source)| {
             ordo_spec::compile(source)
-                .map(|s| (name.to_string(), s))
+                .map(|ir| SpecSource { name: name.to_string(), source: source.to_string(), ir })
                 .map_err(|d| ordo_spec::render(&format!("specs/{name}.ordo"), source, &d))
         })
         .collect()
+}
+
+/// Makes the tables of new specs, then checks each spec against the version the database
+/// runs: the same, or an older one whose tables were only expanded since (a rolling deploy),
+/// is served; a changed spec is migrated with `migrate` when every change is safe and
+/// expand-only, and otherwise stops the start with one line saying what and how.
+async fn reconcile(
+    db: &sea_orm::DatabaseConnection,
+    specs: &[SpecSource],
+    migrate: bool,
+) -> Result<(), String> {
+    use ordo_store::evolve::{self, Serving};
+    ordo_store::install(db, specs).await.map_err(|e| e.to_string())?;
+    for spec in specs {
+        match evolve::serving(db, spec).await.map_err(|e| e.to_string())? {
+            Serving::Current { .. } => {}
+            Serving::Older { version, deployed } => tracing::warn!(
+                spec = %spec.name,
+                "serving spec version {version} on tables of version {deployed}: every change since is expand-only"
+            ),
+            Serving::Differs { summary } if !migrate => {
+                return Err(format!(
+                    "spec `{}`: {summary}; review with `cargo xtask migrate plan`, apply with `cargo xtask migrate up`, or start with --migrate to apply safe, expand-only changes",
+                    spec.name
+                ));
+            }
+            Serving::Differs { .. } => {
+                let plan =
+                    evolve::evolve(db, spec, ordo_store::Apply::ExpandOnly, &evolve::EvolveOptions::new())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                match plan.applied {
+                    Some(v) => {
+                        tracing::info!(spec = %spec.name, "migrated to spec version {v}: {} safe change(s)", plan.steps.len())
+                    }
+                    None => {
+                        return Err(format!(
+                            "{}; --migrate applies only safe, expand-only changes: review with `cargo xtask migrate plan`, apply with `cargo xtask migrate up`",
+                            plan.summary()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Application {
@@ -226,20 +272,22 @@ impl Application {
 /// with their background chores running and their metrics reported.
 async fn open_lane(
     config: &Config,
-    specs: &[(String, ordo_spec::ir::Spec)],
+    specs: &[SpecSource],
     store_config: StoreConfig,
     redis_prefix: &str,
     metrics: &crate::telemetry::Metrics,
     shadow: bool,
 ) -> Result<Lane, String> {
     let db = ordo_store::connect(&store_config).await.map_err(|e| e.to_string())?;
-    ordo_store::migrate(&db, specs, MigrateAction::Up).await.map_err(|e| e.to_string())?;
+    let reconciled = reconcile(&db, specs, config.migrate).await;
     let _ = db.close().await;
+    reconciled?;
     let mut stores = Vec::new();
-    for (name, spec) in specs {
-        let store =
-            Store::open(store_config.clone(), name, spec.clone(), false).await.map_err(|e| e.to_string())?;
-        stores.push((name.clone(), Arc::new(store)));
+    for spec in specs {
+        let store = Store::open(store_config.clone(), &spec.name, spec.ir.clone(), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        stores.push((spec.name.clone(), Arc::new(store)));
     }
     let leases = match &config.redis_url {
         Some(url) => {

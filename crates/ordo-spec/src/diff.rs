@@ -212,8 +212,8 @@ impl Diff {
     /// removed states without a mapping (they may have instances).
     pub fn blocking(&self) -> impl Iterator<Item = String> + '_ {
         let changes = self.changes.iter().filter_map(|c| match &c.kind {
-            _ if c.class == Class::Destructive => Some(format!("destructive: {c}")),
-            ChangeKind::RemoveState { into: None, .. } => Some(format!("unmapped: {c}")),
+            _ if c.class == Class::Destructive => Some(format!("destructive: {}", c.what())),
+            ChangeKind::RemoveState { into: None, .. } => Some(format!("unmapped: {}", c.what())),
             _ => None,
         });
         self.problems.iter().map(|p| format!("error[{}]: {}", p.code, p.message)).chain(changes)
@@ -625,8 +625,9 @@ fn backfill_text(f: &Field) -> String {
     }
 }
 
-impl fmt::Display for Change {
-    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Change {
+    /// What the change does, in words (without its class).
+    pub fn what(&self) -> String {
         use ChangeKind as K;
         let o = |owner: &Owner| owner.name().to_string();
         let text = match &self.kind {
@@ -694,7 +695,13 @@ impl fmt::Display for Change {
                 timer.state, timer.event, timer.after_ms
             ),
         };
+        text
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
         let expand = if self.expand_only { "" } else { " [not expand-only]" };
-        write!(out, "{:<15} {text}{expand}", self.class.as_str())
+        write!(out, "{:<15} {}{expand}", self.class.as_str(), self.what())
     }
 }

@@ -307,8 +307,23 @@ pub async fn migrate(
         .iter()
         .map(|(name, ir)| SpecSource { name: name.clone(), source: String::new(), ir: ir.clone() })
         .collect();
-    migrate_specs(db, &sources, action, Apply::Never, &evolve::EvolveOptions::new()).await?;
+    match action {
+        MigrateAction::Up => install(db, &sources).await?,
+        _ => {
+            migrate_specs(db, &sources, action, Apply::Never, &evolve::EvolveOptions::new()).await?;
+        }
+    }
     migrations(db, &sources).await
+}
+
+/// The system tables and the tables of new specs, each new spec's first version recorded;
+/// existing specs are left as they are (see [`migrate_specs`] to change them).
+pub async fn install(db: &DatabaseConnection, specs: &[SpecSource]) -> Result<(), StoreError> {
+    migrator(specs).up(db, None).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+    for spec in specs {
+        evolve::deployed(db, spec).await?;
+    }
+    Ok(())
 }
 
 fn migrator(specs: &[SpecSource]) -> schema::Migrator {
@@ -362,15 +377,12 @@ pub async fn migrate_specs(
         }
         return Ok(plans);
     }
-    let result = match action {
-        MigrateAction::Fresh => migrator.fresh(db).await,
-        _ => migrator.up(db, None).await,
-    };
-    result.map_err(|e| StoreError::Migration(e.to_string()))?;
+    if action == MigrateAction::Fresh {
+        migrator.fresh(db).await.map_err(|e| StoreError::Migration(e.to_string()))?;
+    }
+    install(db, specs).await?;
     let mut plans = Vec::new();
     for spec in specs {
-        // Tables just made (or made before the history) get their first version.
-        evolve::deployed(db, spec).await?;
         let plan = match action {
             MigrateAction::Down => evolve::revert(db, &spec.name, apply, options).await?,
             _ => evolve::evolve(db, spec, apply, options).await?,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod docs;
+mod evolution;
 mod idempotency;
 mod metrics;
 mod races;

@@ -14,7 +14,7 @@ mod steps;
 use crate::StoreError;
 use crate::schema::{self, SCHEMAS};
 use chrono::{DateTime, Utc};
-use ordo_spec::diff::{self, Change, Class, Problem};
+use ordo_spec::diff::{self, Class, Problem};
 use ordo_spec::ir;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -365,7 +365,7 @@ async fn plan_and_apply(
             Apply::ExpandOnly if step.change.class != Class::Safe || !step.change.expand_only => {
                 Some(format!(
                     "{} is not a safe, expand-only change: apply it with `cargo xtask migrate up`",
-                    step.change.kind_text()
+                    step.change.what()
                 ))
             }
             Apply::All { allow_destructive: false } | Apply::ExpandOnly
@@ -373,7 +373,7 @@ async fn plan_and_apply(
             {
                 Some(format!(
                     "{} throws data away: apply it with `cargo xtask migrate up --allow-destructive`",
-                    step.change.kind_text()
+                    step.change.what()
                 ))
             }
             _ => None,
@@ -440,7 +440,7 @@ pub async fn serving<C: ConnectionTrait>(db: &C, spec: &SpecSource) -> Result<Se
     }
     let d = diff::diff(&latest.ir, &spec.ir);
     let safe = d.changes.iter().filter(|c| c.class == Class::Safe && c.expand_only).count();
-    let first = d.changes.first().map(|c| c.kind_text()).or(d.problems.first().map(|p| p.message.clone()));
+    let first = d.changes.first().map(|c| c.what()).or(d.problems.first().map(|p| p.message.clone()));
     Ok(Serving::Differs {
         summary: format!(
             "it differs from deployed version {}: {} change(s), {safe} of them safe and expand-only{}",
@@ -449,18 +449,6 @@ pub async fn serving<C: ConnectionTrait>(db: &C, spec: &SpecSource) -> Result<Se
             first.map_or(String::new(), |f| format!(" (first: {f})"))
         ),
     })
-}
-
-trait KindText {
-    fn kind_text(&self) -> String;
-}
-
-impl KindText for Change {
-    /// The change without its class column.
-    fn kind_text(&self) -> String {
-        let full = self.to_string();
-        full.split_once(' ').map_or(full.clone(), |(_, rest)| rest.trim_start().to_string())
-    }
 }
 
 /// Reads one number from a count query.
