@@ -127,7 +127,7 @@ pub struct FieldDecl {
     pub ty: TypeRef,
     pub checks: Vec<CheckCond>,
     /// `backfill expr`: the value of rows that existed before the field.
-    pub backfill: Option<Expr>,
+    pub backfill: Option<Box<Expr>>,
     pub span: Span,
 }
 

@@ -630,7 +630,7 @@ impl Change {
     pub fn what(&self) -> String {
         use ChangeKind as K;
         let o = |owner: &Owner| owner.name().to_string();
-        let text = match &self.kind {
+        match &self.kind {
             K::AddMachine { machine } => format!("new machine `{machine}`"),
             K::DropMachine { machine } => format!("machine `{machine}` dropped, with all its instances"),
             K::AddResource { resource } => format!("new resource `{resource}`"),
@@ -694,8 +694,7 @@ impl Change {
                 "{machine}: timer in `{}` firing `{}` goes from {before_ms}ms to {}ms; pending ones re-scheduled",
                 timer.state, timer.event, timer.after_ms
             ),
-        };
-        text
+        }
     }
 }
 

@@ -785,7 +785,7 @@ impl Converter {
             match p.as_rule() {
                 Rule::field_name | Rule::param_name => name = ident(p),
                 Rule::was => was = was_name(p),
-                Rule::backfill => backfill = children(p).next().and_then(|e| self.expr(e)),
+                Rule::backfill => backfill = children(p).next().and_then(|e| self.expr(e)).map(Box::new),
                 Rule::type_ref => ty = type_ref(p),
                 Rule::check => {
                     checks = children(p).map(check_cond).collect();

@@ -1,6 +1,7 @@
 //! The one integration-test binary of ordo-spec (one binary per crate keeps link times down).
 
 mod corpus;
+mod diff;
 mod fmt;
 mod generated;
 mod limits;
