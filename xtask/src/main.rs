@@ -418,8 +418,13 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         eprintln!("== clients failed: {e:#}");
         return Ok(ExitCode::FAILURE);
     }
-    eprintln!("== pressure: a small audited run on the embedded default, then on PostgreSQL + Redis");
+    eprintln!(
+        "== pressure: a small audited run on the embedded default, then on PostgreSQL + Redis with an online migration"
+    );
     let databases = [(None, None), (Some(services.pg_url.as_str()), Some(services.redis_url.as_str()))];
+    let edited = std::env::temp_dir().join(format!("ordo-online-edit-{}", std::process::id()));
+    pressure::online_edit(&root, &edited)?;
+    let edited_arg = edited.display().to_string();
     for (database, redis) in databases {
         let mut argv = vec!["cargo xtask", "pressure", "--profile", "dev", "--stages", "100/s:3s"];
         // A dev build on a shared CI machine: p99 within 500 ms (150 ms is the release default).
@@ -429,10 +434,14 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         argv.extend(["--out", &out_arg]);
         if let (Some(db), Some(redis)) = (database, redis) {
             argv.extend(["--database-url", db, "--redis-url", redis]);
+            argv.extend(["--migrate-to", &edited_arg, "--migrate-after-s", "1.5"]);
         }
         let Top::Pressure(args) = Cli::try_parse_from(&argv)?.command else { unreachable!() };
         let code = pressure::pressure(&root, *args)?;
         let _ = std::fs::remove_dir_all(&out);
+        if database.is_some() {
+            let _ = std::fs::remove_dir_all(&edited);
+        }
         if code != ExitCode::SUCCESS {
             eprintln!("== pressure failed");
             return Ok(ExitCode::FAILURE);

@@ -64,6 +64,14 @@ pub struct PressureArgs {
     /// Keep the PostgreSQL database created for a started server.
     #[arg(long)]
     keep_database: bool,
+    /// Migrate the database to the specs in this directory while the load runs (an online
+    /// migration: the server keeps serving its own spec on the migrated tables). The run
+    /// fails if the migration is refused or fails.
+    #[arg(long)]
+    migrate_to: Option<PathBuf>,
+    /// When the migration starts, in seconds after the load does.
+    #[arg(long, default_value_t = 3.0)]
+    migrate_after_s: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -221,14 +229,31 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
         if shadow { " (shadow traffic)" } else { "" },
         out.display()
     );
-    let result = runtime.block_on(ordo_pressure::run(ordo_pressure::Run {
+    let migration = match &args.migrate_to {
+        Some(dir) => {
+            let url = database.clone().context("--migrate-to needs the server's --database-url")?;
+            Some((url, crate::spec_sources(std::slice::from_ref(dir))?))
+        }
+        None => None,
+    };
+    let run = ordo_pressure::run(ordo_pressure::Run {
         target: Target { base_url: url, api_key, shadow },
         scenario,
         replay,
         database: database.map(ordo_store::StoreConfig::new),
         tenant,
         out: Some(out.clone()),
-    }));
+    });
+    let (result, migrated) = runtime.block_on(async {
+        match migration {
+            None => (run.await, Ok(None)),
+            Some((url, specs)) => {
+                let after = std::time::Duration::from_secs_f64(args.migrate_after_s.max(0.0));
+                let (result, migrated) = tokio::join!(run, migrate_during(&url, &specs, after));
+                (result, migrated.map(Some))
+            }
+        }
+    });
     drop(server);
     if let Some(db) = created_db.filter(|_| args.keep_database) {
         eprintln!("== kept database {}", db.keep());
@@ -236,5 +261,92 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
     let report = result?;
     print!("{}", report.summary());
     eprintln!("== report: {}", out.join("report.html").display());
-    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let migrated = match migrated {
+        Ok(Some(line)) => {
+            eprintln!("== {line}");
+            true
+        }
+        Ok(None) => true,
+        Err(e) => {
+            eprintln!("== the migration during the load failed: {e:#}");
+            false
+        }
+    };
+    Ok(if report.passed() && migrated { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Writes into `dir` the shipped specs with safe, expand-only edits to `order` (a new
+/// optional field, a widened check, a new state with its events, a new timer): what the test
+/// command migrates to while a pressure run loads a server of the shipped specs.
+pub fn online_edit(root: &Path, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(root.join("specs"))? {
+        let path = entry?.path();
+        let Some(name) = path.file_name() else { continue };
+        let mut text = std::fs::read_to_string(&path)?;
+        if name == "order.ordo" {
+            let edits = [
+                ("    tracking: text?\n", "    tracking: text?\n    gift_note: text?\n"),
+                ("check >= 1 and <= 1000", "check >= 1 and <= 5000"),
+                ("    state paid, shipped, delivered\n", "    state paid, shipped, delivered, on_hold\n"),
+                (
+                    "    on deliver: shipped -> delivered\n",
+                    "    on deliver: shipped -> delivered\n    on hold: paid -> on_hold\n    on release: on_hold -> paid\n",
+                ),
+                (
+                    "    after 14d in delivered: complete\n",
+                    "    after 14d in delivered: complete\n    after 30d in shipped: deliver\n",
+                ),
+            ];
+            for (from, to) in edits {
+                if !text.contains(from) {
+                    bail!(
+                        "specs/order.ordo no longer has {from:?}: update `online_edit` in xtask/src/pressure.rs"
+                    );
+                }
+                text = text.replacen(from, to, 1);
+            }
+        }
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// Waits `after`, then migrates the database to `specs` while the load goes on; says what
+/// was applied and how long it took, or why it was not.
+async fn migrate_during(
+    url: &str,
+    specs: &[ordo_store::SpecSource],
+    after: std::time::Duration,
+) -> Result<String> {
+    tokio::time::sleep(after).await;
+    let db = ordo_store::connect(&ordo_store::StoreConfig::new(url)).await?;
+    let started = std::time::Instant::now();
+    let plans = ordo_store::migrate_specs(
+        &db,
+        specs,
+        ordo_store::MigrateAction::Up,
+        ordo_store::Apply::All { allow_destructive: false },
+        &ordo_store::evolve::EvolveOptions::new(),
+    )
+    .await?;
+    let took = started.elapsed();
+    let mut done = Vec::new();
+    for p in &plans {
+        if !p.refusals.is_empty() {
+            bail!("{}", p.summary());
+        }
+        if let Some(v) = p.applied {
+            done.push(format!("`{}` to version {v} ({} step(s))", p.spec, p.steps.len()));
+        }
+    }
+    if done.is_empty() {
+        bail!("the specs in --migrate-to change nothing");
+    }
+    Ok(format!(
+        "migrated during the load, {:.1} s in: {} in {} ms",
+        after.as_secs_f64(),
+        done.join(", "),
+        took.as_millis()
+    ))
 }
