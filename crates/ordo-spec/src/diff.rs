@@ -585,24 +585,14 @@ fn checks_text(checks: &[ir::Check]) -> String {
     if checks.is_empty() {
         return "no check".to_string();
     }
-    let parts: Vec<String> =
-        checks.iter().map(|c| format!("{} {}", c.op.symbol(), value_text(&c.value))).collect();
+    let parts: Vec<String> = checks.iter().map(|c| format!("{} {}", c.op.symbol(), c.value)).collect();
     format!("check {}", parts.join(" and "))
-}
-
-fn value_text(v: &ir::Value) -> String {
-    match v {
-        ir::Value::Int(i) => i.to_string(),
-        ir::Value::Text(s) => format!("{s:?}"),
-        ir::Value::Bool(b) => b.to_string(),
-        ir::Value::Null => "null".to_string(),
-    }
 }
 
 /// An IR expression in spec syntax, fully parenthesised where it nests.
 pub fn expr_text(e: &ir::Expr) -> String {
     match e {
-        ir::Expr::Value(v) => value_text(v),
+        ir::Expr::Value(v) => v.to_string(),
         ir::Expr::Field(f) | ir::Expr::Param(f) => f.clone(),
         ir::Expr::Now => "now".to_string(),
         ir::Expr::Not(x) => format!("not {}", nested(x)),

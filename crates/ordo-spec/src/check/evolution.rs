@@ -144,7 +144,7 @@ impl Checker {
                             "`{}` would be backfilled with a value its check refuses ({} {})",
                             decl.name.name,
                             c.op.symbol(),
-                            value_text(&c.value)
+                            c.value
                         ),
                     )
                     .label("breaks the check")
@@ -235,14 +235,5 @@ fn holds(c: &ir::Check, v: &ir::Value) -> bool {
         CmpOp::Le => ord != Ordering::Greater,
         CmpOp::Gt => ord == Ordering::Greater,
         CmpOp::Ge => ord != Ordering::Less,
-    }
-}
-
-fn value_text(v: &ir::Value) -> String {
-    match v {
-        ir::Value::Int(i) => i.to_string(),
-        ir::Value::Text(s) => format!("{s:?}"),
-        ir::Value::Bool(b) => b.to_string(),
-        ir::Value::Null => "null".to_string(),
     }
 }

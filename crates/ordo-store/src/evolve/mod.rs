@@ -164,7 +164,7 @@ impl fmt::Display for Plan {
                 writeln!(f, "     {a}")?;
             }
             for op in &step.ops {
-                for line in op.render(self.backend).lines() {
+                for line in op.render().lines() {
                     writeln!(f, "       {line}")?;
                 }
                 if pg {
@@ -284,15 +284,14 @@ pub async fn deployed<C: ConnectionTrait>(db: &C, spec: &SpecSource) -> Result<V
 /// Diffs the deployed version of `spec` against `spec`, counts what each change touches,
 /// and applies it all in one transaction when `apply` allows every step; returns the plan
 /// (with `applied` set when it was applied). The spec's tables must exist (see
-/// `crate::migrate`, which creates new specs' tables and then calls this).
+/// `crate::install`, which creates new specs' tables and records their first version).
 pub async fn evolve(
     db: &DatabaseConnection,
     spec: &SpecSource,
     apply: Apply,
     options: &EvolveOptions,
 ) -> Result<Plan, StoreError> {
-    let backend = db.get_database_backend();
-    let txn = run::begin(db, backend, options).await?;
+    let txn = run::begin(db, options).await?;
     let deployed = deployed(&txn, spec).await?;
     plan_and_apply(txn, &spec.ir, spec, &deployed.ir, deployed.version, apply, options).await
 }
@@ -306,8 +305,7 @@ pub async fn revert(
     apply: Apply,
     options: &EvolveOptions,
 ) -> Result<Plan, StoreError> {
-    let backend = db.get_database_backend();
-    let txn = run::begin(db, backend, options).await?;
+    let txn = run::begin(db, options).await?;
     let mut versions = history(&txn, spec_name).await?;
     let (Some(last), Some(previous)) = (versions.pop(), versions.pop()) else {
         return Err(StoreError::Migration(format!(

@@ -19,9 +19,9 @@ use uuid::Uuid;
 /// for its own statements only; on SQLite immediate (the write lock taken up front).
 pub(super) async fn begin(
     db: &DatabaseConnection,
-    backend: DbBackend,
     options: &EvolveOptions,
 ) -> Result<DatabaseTransaction, StoreError> {
+    let backend = db.get_database_backend();
     let txn = match backend {
         DbBackend::Sqlite => {
             db.begin_with_options(TransactionOptions {

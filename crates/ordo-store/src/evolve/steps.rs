@@ -72,7 +72,7 @@ pub enum Op {
 }
 
 impl Op {
-    pub fn render(&self, backend: DbBackend) -> String {
+    pub fn render(&self) -> String {
         match self {
             Op::Sql(s) => format!("{s};"),
             Op::Checks { table, column, check } => {
@@ -132,7 +132,6 @@ impl Op {
             Op::Rebuild { table, create, columns, select } => {
                 let new = ident(&rebuilt(table));
                 let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-                let _ = backend;
                 format!(
                     "{create};\nINSERT INTO {new} ({}) SELECT {} FROM {t};\nDROP TABLE {t};\nALTER TABLE {new} RENAME TO {t};",
                     cols.join(", "),
