@@ -15,6 +15,9 @@ use sea_orm::{
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
+/// The advisory lock key that serializes migrations on PostgreSQL ("ordo" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6f72_646f;
+
 /// The migration's transaction: on PostgreSQL with `lock_timeout` and `statement_timeout`
 /// for its own statements only; on SQLite immediate (the write lock taken up front).
 pub(super) async fn begin(
@@ -33,8 +36,10 @@ pub(super) async fn begin(
         _ => db.begin().await?,
     };
     if backend == DbBackend::Postgres {
+        // One migration at a time per database: servers started together with --migrate
+        // queue here, and the later ones find the version the first recorded.
         txn.execute_unprepared(&format!(
-            "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+            "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'; SELECT pg_advisory_xact_lock({MIGRATION_LOCK})",
             options.lock_timeout_ms, options.statement_timeout_ms
         ))
         .await?;

@@ -528,3 +528,17 @@ on_both!(a_server_built_from_a_changed_spec_is_told_what_differs, |backend| asyn
     assert!(!plan.refusals.is_empty(), "{plan}");
     invariants(&live, &source(V1)).await;
 });
+
+on_both!(two_servers_migrating_at_once_apply_the_change_once, |backend| async move {
+    let live = live(backend).await;
+    let v2 = source(&edit(&[("    note: text?\n", "    note: text?\n    gift: bool?\n")]));
+    let (a, b) = tokio::join!(
+        migrate(&live.db.url, &v2, MigrateAction::Up, Apply::ExpandOnly),
+        migrate(&live.db.url, &v2, MigrateAction::Up, Apply::ExpandOnly)
+    );
+    let mut applied: Vec<Option<i64>> = vec![a.applied, b.applied];
+    applied.sort();
+    assert_eq!(applied, [None, Some(2)], "one applies, the other finds it done: {a}\n{b}");
+    assert!(a.refusals.is_empty() && b.refusals.is_empty());
+    invariants(&live, &v2).await;
+});
