@@ -309,8 +309,27 @@ async fn api(base: &str, tasks: usize, secs: u64, workload: Workload, round: usi
     per_second(start, handles).await
 }
 
-/// The server on a socket, on a runtime (and threads) of its own.
-fn serve(url: &str) -> String {
+/// The mean batch size the group-commit server saw, from its `/metrics`.
+async fn batch_sizes(base: &str) -> String {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let sum = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains("shadow=\"false\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (batches, commands) = (sum("ordo_batches_total"), sum("ordo_batched_commands_total"));
+    let wait = sum("ordo_batch_wait_seconds_total");
+    format!(
+        "group commit: {commands:.0} commands in {batches:.0} transactions, {:.1} per transaction on average, {:.2} ms mean wait in a lane",
+        commands / batches.max(1.0),
+        1e3 * wait / commands.max(1.0)
+    )
+}
+
+/// The server on a socket, on a runtime (and threads) of its own; `batch_lanes` 0 runs
+/// every command in a transaction of its own (no group commit).
+fn serve(url: &str, batch_lanes: usize) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     let config = Config {
         database_url: url.to_string(),
@@ -320,6 +339,7 @@ fn serve(url: &str) -> String {
         pool_size: CONNECTIONS as u32,
         rate_per_s: 1_000_000,
         rate_burst: 1_000_000,
+        batch_lanes,
         ..Config::default()
     };
     std::thread::spawn(move || {
@@ -372,7 +392,8 @@ fn main() {
     rt.block_on(async {
         let db = ordo_testkit::TestDb::postgres().await;
         // The server migrates the database (both shipped specs); the executor opens it.
-        let base = serve(&db.url);
+        let base = serve(&db.url, ordo_store::LANES_DEFAULT);
+        let solo = serve(&db.url, 0);
         let spec = ordo_spec::compile(ORDER).unwrap();
         let mut config = StoreConfig::new(db.url.clone());
         config.pool_size = CONNECTIONS as u32;
@@ -400,9 +421,10 @@ fn main() {
             "order workload on PostgreSQL (+ Redis for the API), {tasks} tasks on {CONNECTIONS} connections \
              (pgbench: {CONNECTIONS} clients), {secs} s per measurement, per second"
         );
+        println!("API: group commit (the default); API 1:1: one transaction per request (batch_lanes = 0)");
         println!(
-            "{:<44} {:>10} {:>10} {:>10} {:>10} {:>10}",
-            "workload", "API", "executor", "pgbench", "API/raw", "exec/raw"
+            "{:<44} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "workload", "API", "API 1:1", "executor", "pgbench", "API/raw", "1:1/raw", "exec/raw"
         );
         let workloads = [
             ("fresh transitions (place-pay-ship-deliver)", Workload::Fresh),
@@ -411,6 +433,12 @@ fn main() {
         ];
         for (round, (label, workload)) in workloads.into_iter().enumerate() {
             let api_rate = api(&base, tasks, secs, workload, round).await;
+            // Replays are answered from the record before any queue: one server measures them
+            // (their keys are shared with pgbench's script).
+            let solo_rate = match workload {
+                Workload::Replays => None,
+                _ => Some(api(&solo, tasks, secs, workload, round + 100).await),
+            };
             let exec_rate = executor(store.clone(), tasks, secs, workload).await;
             assert!(api_rate > 0.0 && exec_rate > 0.0);
             let raw = pgbench_bin.as_ref().map(|bin| match workload {
@@ -418,18 +446,21 @@ fn main() {
                 Workload::Hot => pgbench(bin, &db.url, &script(&store, true), CONNECTIONS, secs),
                 Workload::Replays => pgbench(bin, &db.url, &replay_script(&store), CONNECTIONS, secs),
             });
+            let solo_text = solo_rate.map_or("-".to_string(), |r| format!("{r:.0}"));
             match raw {
                 Some(raw) => println!(
-                    "{label:<44} {api_rate:>10.0} {exec_rate:>10.0} {raw:>10.0} {:>10.2} {:>10.2}",
+                    "{label:<44} {api_rate:>10.0} {solo_text:>10} {exec_rate:>10.0} {raw:>10.0} {:>10.2} {:>10} {:>10.2}",
                     api_rate / raw,
+                    solo_rate.map_or("-".to_string(), |r| format!("{:.2}", r / raw)),
                     exec_rate / raw
                 ),
                 None => println!(
-                    "{label:<44} {api_rate:>10.0} {exec_rate:>10.0} {:>10} {:>10} {:>10}",
-                    "no pgbench", "-", "-"
+                    "{label:<44} {api_rate:>10.0} {solo_text:>10} {exec_rate:>10.0} {:>10} {:>10} {:>10} {:>10}",
+                    "no pgbench", "-", "-", "-"
                 ),
             }
         }
+        println!("{}", batch_sizes(&base).await);
 
         // The books balance: every order has its journal rows, and no stock went missing.
         let q = |sql: &str| sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql.to_string());

@@ -56,6 +56,11 @@ pub struct Config {
     pub timer_interval_ms: u64,
     /// How often the relay looks for unsent events (with Redis).
     pub relay_interval_ms: u64,
+    /// Group commit: lanes (0: off), commands per transaction, and commands waiting per lane
+    /// at most (past it: 503 with Retry-After). See docs/operations.md.
+    pub batch_lanes: usize,
+    pub batch_max: usize,
+    pub lane_queue_max: usize,
     /// Requests per second per tenant, on average, and the burst allowed above it.
     pub rate_per_s: u32,
     pub rate_burst: u32,
@@ -82,6 +87,9 @@ impl Default for Config {
             sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
             timer_interval_ms: TIMER_INTERVAL_MS_DEFAULT,
             relay_interval_ms: RELAY_INTERVAL_MS_DEFAULT,
+            batch_lanes: ordo_store::LANES_DEFAULT,
+            batch_max: ordo_store::BATCH_MAX_DEFAULT,
+            lane_queue_max: ordo_store::LANE_QUEUE_MAX_DEFAULT,
             rate_per_s: RATE_PER_S_DEFAULT,
             rate_burst: RATE_BURST_DEFAULT,
         }
@@ -158,7 +166,10 @@ impl Config {
             rate_burst,
             timer_interval_ms,
             relay_interval_ms,
-            sweep_interval_ms
+            sweep_interval_ms,
+            batch_lanes,
+            batch_max,
+            lane_queue_max
         );
         Ok(config)
     }

@@ -128,6 +128,9 @@ impl Application {
             c.pool_size = config.pool_size;
             c.acquire_timeout_ms = config.acquire_timeout_ms;
             c.idempotency_ttl_ms = config.idempotency_ttl_ms;
+            c.batch_lanes = config.batch_lanes;
+            c.batch_max = config.batch_max;
+            c.lane_queue_max = config.lane_queue_max;
             c
         };
         let metrics = Arc::new(crate::telemetry::Metrics::new()?);

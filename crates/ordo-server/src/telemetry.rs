@@ -173,6 +173,28 @@ impl Metrics {
                 f64::from(s.pool_size.saturating_sub(s.pool_idle))
             }),
             gauge("ordo_db_pool_max", "the pool's bound", |s| f64::from(s.pool_max)),
+            counter("ordo_batches", "", "group-commit transactions (batches of commands)", |s| {
+                s.batches as f64
+            }),
+            counter(
+                "ordo_batched_commands",
+                "",
+                "commands run in batches (divide by ordo_batches_total for the mean batch size)",
+                |s| s.batched_commands as f64,
+            ),
+            counter(
+                "ordo_batch_splits",
+                "",
+                "batches that failed whole and ran one command at a time",
+                |s| s.batch_splits as f64,
+            ),
+            counter(
+                "ordo_batch_wait",
+                "s",
+                "time commands waited in a lane to be batched (divide by ordo_batched_commands_total for the mean)",
+                |s| s.batch_wait_s,
+            ),
+            gauge("ordo_batch_queued", "commands waiting in a lane now", |s| s.batch_queued as f64),
         ];
         if let Ok(mut observed) = self.observed.lock() {
             observed.extend(instruments);

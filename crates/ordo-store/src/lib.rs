@@ -4,9 +4,11 @@
 //! The front door is [`Store::open`] (connect, optionally migrate, compile the plans) and
 //! [`Store::execute`]. Only this crate writes SQL; it knows nothing of HTTP.
 
+mod batch;
 pub mod evolve;
 mod exec;
 pub mod plan;
+pub use batch::{BATCH_MAX_DEFAULT, LANE_QUEUE_MAX_DEFAULT, LANES_DEFAULT};
 pub use evolve::{Apply, SpecSource};
 pub use sea_orm;
 pub mod schema;
@@ -49,6 +51,13 @@ pub struct StoreConfig {
     /// PostgreSQL only: the schema the tables live in (created when missing); none: the
     /// connection's default (`public`).
     pub schema: Option<String>,
+    /// Group commit: keyed commands run many to a transaction in this many lanes (capped at
+    /// the pool's size; SQLite, with one writer, gets one). 0: every command runs alone.
+    pub batch_lanes: usize,
+    /// Commands per transaction at most.
+    pub batch_max: usize,
+    /// Commands waiting in one lane at most; past it, `Busy`.
+    pub lane_queue_max: usize,
 }
 
 /// The PostgreSQL schema, or the suffix of the SQLite file, of shadow traffic's tables.
@@ -65,6 +74,9 @@ impl StoreConfig {
             retry_backoff_ms_max: RETRY_BACKOFF_MS_MAX_DEFAULT,
             idempotency_ttl_ms: IDEMPOTENCY_TTL_MS_DEFAULT,
             schema: None,
+            batch_lanes: LANES_DEFAULT,
+            batch_max: BATCH_MAX_DEFAULT,
+            lane_queue_max: LANE_QUEUE_MAX_DEFAULT,
         }
     }
 
@@ -393,7 +405,7 @@ pub async fn migrate_specs(
 }
 
 /// The outcome of a batch of one.
-fn only(mut done: Vec<Executed>) -> Result<Executed, StoreError> {
+pub(crate) fn only(mut done: Vec<Executed>) -> Result<Executed, StoreError> {
     done.pop().ok_or_else(|| StoreError::Internal("a batch of one gave no outcome".to_string()))
 }
 
@@ -409,6 +421,14 @@ pub struct StoreStats {
     pub pool_size: u32,
     pub pool_idle: u32,
     pub pool_max: u32,
+    /// Group commit: transactions of batched commands, the commands in them, batches run
+    /// again one by one after failing whole, total time commands waited in a lane, and the
+    /// commands waiting now.
+    pub batches: u64,
+    pub batched_commands: u64,
+    pub batch_splits: u64,
+    pub batch_wait_s: f64,
+    pub batch_queued: u64,
 }
 
 /// A snapshot of [`Store::backlog`].
@@ -420,7 +440,8 @@ pub struct Backlog {
 
 /// A spec's compiled plans over a connection pool: the executor.
 pub struct Store {
-    exec: exec::Executor,
+    exec: Arc<exec::Executor>,
+    batcher: Option<batch::Batcher>,
 }
 
 impl Store {
@@ -440,7 +461,15 @@ impl Store {
         exec::verify_schema(&db, spec_name, &spec).await?;
         let plans = plan::compile(&spec, db.get_database_backend())?;
         let stats = exec::Stats::default();
-        Ok(Store { exec: exec::Executor { db, spec: Arc::new(spec), plans: Arc::new(plans), config, stats } })
+        let lanes = match db.get_database_backend() {
+            DbBackend::Sqlite => config.batch_lanes.min(1),
+            _ => config.batch_lanes.min(config.pool_size as usize),
+        };
+        let (batch_max, queue_max) = (config.batch_max, config.lane_queue_max);
+        let exec =
+            Arc::new(exec::Executor { db, spec: Arc::new(spec), plans: Arc::new(plans), config, stats });
+        let batcher = (lanes > 0).then(|| batch::Batcher::start(exec.clone(), lanes, batch_max, queue_max));
+        Ok(Store { exec, batcher })
     }
 
     /// What the executor and its pool have done and hold, for metrics.
@@ -466,7 +495,16 @@ impl Store {
             pool_size,
             pool_idle,
             pool_max: self.exec.config.pool_size,
+            batches: self.batch_stat(|b| b.batches.load(Relaxed)),
+            batched_commands: self.batch_stat(|b| b.commands.load(Relaxed)),
+            batch_splits: self.batch_stat(|b| b.split.load(Relaxed)),
+            batch_wait_s: self.batch_stat(|b| b.wait_us.load(Relaxed)) as f64 / 1e6,
+            batch_queued: self.batch_stat(|b| b.queued.load(Relaxed) as u64),
         }
+    }
+
+    fn batch_stat(&self, f: impl Fn(&batch::BatchStats) -> u64) -> u64 {
+        self.batcher.as_ref().map_or(0, |b| f(&b.stats))
     }
 
     /// The work waiting in the system tables at `now`: the age of the oldest unsent outbox
@@ -536,8 +574,13 @@ impl Store {
     /// [`Store::execute`] after [`Store::recorded`] found nothing: the record is not read
     /// again (the record's insert still meets a request that committed meanwhile, and
     /// answers with its outcome).
+    /// Keyed commands go through group commit (many to a transaction, in arrival order per
+    /// key; see `batch.rs`) unless `StoreConfig::batch_lanes` is 0.
     pub async fn execute_unrecorded(&self, cmd: &Command) -> Result<Executed, StoreError> {
-        only(self.exec.run(std::slice::from_ref(cmd), cmd.idempotency.is_some()).await?)
+        match &self.batcher {
+            Some(b) if cmd.idempotency.is_some() => b.submit(cmd.clone()).await,
+            _ => only(self.exec.run(std::slice::from_ref(cmd), cmd.idempotency.is_some()).await?),
+        }
     }
 
     /// Runs several commands in one transaction, each with its own outcome (a rejection

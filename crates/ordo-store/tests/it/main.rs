@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod basics;
+mod batch;
 mod concurrency;
 mod events;
 mod evolve;

@@ -1,0 +1,114 @@
+//! Group commit through `Store::execute_unrecorded`: keyed commands run many to a
+//! transaction, in arrival order per key, each with its own outcome and record.
+
+use crate::*;
+use ordo_testkit::Backend;
+use serde_json::json;
+use std::sync::Arc;
+
+/// 5,000 buyers for 1,000 items of one SKU, queued in this order: exactly the first 1,000
+/// get one, the stock ends at 0, every answer is the stored record's, and it took far
+/// fewer transactions than buyers.
+async fn flash_sale(backend: Backend) {
+    let (store, _db) = open(backend, "order").await;
+    let store = Arc::new(store);
+    applied(&run(&store, &operate("Inventory", "hot", "restock", json!({"quantity": 1000}))).await);
+    let buyers: Vec<Command> = (0..5000)
+        .map(|i| {
+            let order = json!({"sku": "hot", "quantity": 1, "account": format!("a{i}"), "amount": 0});
+            with_key(create("Order", order), &format!("buyer-{i}"), &format!("fp-{i}"))
+        })
+        .collect();
+    // On this current-thread runtime, tasks first run in the order they were spawned, and
+    // each is queued before its first await: arrival order is buyer order.
+    let handles: Vec<_> = buyers
+        .iter()
+        .cloned()
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move { store.execute_unrecorded(&c).await })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(handles.len());
+    for h in handles {
+        answers.push(h.await.unwrap().unwrap());
+    }
+    let won: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a.outcome, Outcome::Applied { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(won, (0..1000).collect::<Vec<_>>(), "the first 1,000 buyers, and only they, get an item");
+    for a in &answers[1000..] {
+        assert!(matches!(rejected(a), Rejection::ResourceCheck { .. }), "{a:?}");
+    }
+    let stock = store.resource("t1", "Inventory", &json!("hot")).await.unwrap().unwrap();
+    assert_eq!(stock.fields["available"], json!(0));
+    assert_eq!(count(&store, "orders", "1 = 1").await, 1000);
+    for (c, a) in buyers.iter().zip(&answers) {
+        let again = store.recorded(c).await.unwrap().expect("every answer was recorded");
+        assert!(again.replayed);
+        assert_eq!(again.outcome, a.outcome, "the replay is the answer");
+    }
+    let s = store.stats();
+    assert!(s.batched_commands >= 5000 && s.batches * 4 <= s.batched_commands, "batched: {s:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_flash_sale_serves_the_first_buyers_in_batches_postgres() {
+    flash_sale(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_flash_sale_serves_the_first_buyers_in_batches_sqlite() {
+    flash_sale(Backend::Sqlite).await;
+}
+
+on_both!(rejections_in_a_batch_undo_only_their_own_command, |backend| async move {
+    let (store, _db) = open(backend, "order").await;
+    let store = Arc::new(store);
+    // All on one wallet, so one lane: deposits, an overdraft (resource check), an amount
+    // that breaks the parameter's check, and a key reused for another request.
+    let amounts = [10, 20, -5, 30, 0, 40];
+    let mut cmds: Vec<Command> = amounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let (op, amount) = if *a < 0 { ("withdraw", 1_000_000) } else { ("deposit", *a) };
+            with_key(
+                operate("Wallet", "w", op, json!({"amount": amount})),
+                &format!("k{i}"),
+                &format!("f{i}"),
+            )
+        })
+        .collect();
+    cmds.push(with_key(operate("Wallet", "w", "deposit", json!({"amount": 7})), "k0", "another"));
+    let handles: Vec<_> = cmds
+        .iter()
+        .cloned()
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move { store.execute_unrecorded(&c).await.unwrap() })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for h in handles {
+        outcomes.push(h.await.unwrap());
+    }
+    let wallet = store.resource("t1", "Wallet", &json!("w")).await.unwrap().unwrap();
+    assert_eq!(wallet.fields["balance"], json!(100), "10 + 20 + 30 + 40, and nothing of the rest");
+    for (i, o) in outcomes.iter().enumerate() {
+        match i {
+            2 => assert!(matches!(rejected(o), Rejection::ResourceCheck { .. }), "{o:?}"),
+            4 => assert!(matches!(rejected(o), Rejection::InvalidInput { .. }), "{o:?}"),
+            6 => assert!(matches!(rejected(o), Rejection::KeyReused) || o.replayed, "{o:?}"),
+            _ => {
+                applied(o);
+            }
+        }
+    }
+    for (c, o) in cmds.iter().zip(&outcomes).take(6) {
+        assert_eq!(store.recorded(c).await.unwrap().unwrap().outcome, o.outcome);
+    }
+});
