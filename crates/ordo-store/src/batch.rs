@@ -130,42 +130,52 @@ async fn lane(exec: Arc<Executor>, mut rx: mpsc::Receiver<Job>, batch_max: usize
         let waited: u128 = jobs.iter().map(|j| j.queued.elapsed().as_micros()).sum();
         stats.wait_us.fetch_add(u64::try_from(waited).unwrap_or(u64::MAX), Relaxed);
         let cmds: Vec<Command> = jobs.iter().map(|j| j.cmd.clone()).collect();
-        // Every queued command's record was looked for before it was queued. The batch's
-        // spans go under its first command's request; the others' requests say which
-        // batch carried them (`batched`).
-        for job in &jobs[1..] {
-            tracing::debug!(parent: &job.span, batched = jobs.len(), "ran in a batch of another request's trace");
+        let spans: Vec<tracing::Span> = jobs.iter().map(|j| j.span.clone()).collect();
+        // In a task of its own, so that a panic in one batch answers its commands with an
+        // error and the lane goes on.
+        let outcomes =
+            tokio::spawn(batch(exec.clone(), cmds, spans, stats.clone())).await.unwrap_or_else(|e| {
+                let what = if e.is_panic() { "panicked" } else { "was cancelled" };
+                tracing::error!("a batch {what}; its commands are answered with an error");
+                (0..jobs.len()).map(|_| Err(StoreError::Internal(format!("the batch {what}")))).collect()
+            });
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            let _ = job.reply.send(outcome);
         }
-        let parent = jobs[0].span.clone();
-        match exec.run(&cmds, true).instrument(parent).await {
-            Ok(done) if done.len() == jobs.len() => {
-                for (job, outcome) in jobs.into_iter().zip(done) {
-                    let _ = job.reply.send(Ok(outcome));
-                }
+    }
+}
+
+/// Runs one batch: its outcomes in order, one per command.
+async fn batch(
+    exec: Arc<Executor>,
+    cmds: Vec<Command>,
+    spans: Vec<tracing::Span>,
+    stats: Arc<BatchStats>,
+) -> Vec<Result<Executed, StoreError>> {
+    // Every queued command's record was looked for before it was queued. The batch's spans
+    // go under its first command's request; the others' requests say they ran in a batch.
+    for span in &spans[1..] {
+        tracing::debug!(parent: span, batched = cmds.len(), "ran in a batch of another request's trace");
+    }
+    match exec.run(&cmds, true).instrument(spans[0].clone()).await {
+        Ok(done) if done.len() == cmds.len() => done.into_iter().map(Ok).collect(),
+        Ok(done) => {
+            let e = format!("a batch of {} gave {} outcomes", cmds.len(), done.len());
+            cmds.iter().map(|_| Err(StoreError::Internal(e.clone()))).collect()
+        }
+        Err(e) if cmds.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::debug!(error = %e, commands = cmds.len(), "a batch failed; running its commands one by one");
+            stats.split.fetch_add(1, Relaxed);
+            let mut out = Vec::with_capacity(cmds.len());
+            for (cmd, span) in cmds.iter().zip(spans) {
+                // The batch may have committed before its answer was lost: the record is
+                // read again, so such a command is answered from it.
+                let result =
+                    exec.run(std::slice::from_ref(cmd), false).instrument(span).await.and_then(crate::only);
+                out.push(result);
             }
-            Ok(done) => {
-                let e = format!("a batch of {} gave {} outcomes", jobs.len(), done.len());
-                for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Internal(e.clone())));
-                }
-            }
-            Err(e) if jobs.len() == 1 => {
-                let _ = jobs.remove(0).reply.send(Err(e));
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, commands = jobs.len(), "a batch failed; running its commands one by one");
-                stats.split.fetch_add(1, Relaxed);
-                for job in jobs {
-                    // The batch may have committed before its answer was lost: the record
-                    // is read again, so such a command is answered from it.
-                    let result = exec
-                        .run(std::slice::from_ref(&job.cmd), false)
-                        .instrument(job.span.clone())
-                        .await
-                        .and_then(crate::only);
-                    let _ = job.reply.send(result);
-                }
-            }
+            out
         }
     }
 }
