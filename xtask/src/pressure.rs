@@ -64,6 +64,9 @@ pub struct PressureArgs {
     /// Keep the PostgreSQL database created for a started server.
     #[arg(long)]
     keep_database: bool,
+    /// Start the server with group commit on (ORDO_GROUP_COMMIT=true).
+    #[arg(long)]
+    group_commit: bool,
     /// Migrate the database to the specs in this directory while the load runs (an online
     /// migration: the server keeps serving its own spec on the migrated tables). The run
     /// fails if the migration is refused or fails.
@@ -218,6 +221,9 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
             ];
             if let Some(r) = &args.redis_url {
                 env.push(("REDIS_URL", r.clone()));
+            }
+            if args.group_commit {
+                env.push(("ORDO_GROUP_COMMIT", "true".to_string()));
             }
             let server = start_server(&binary, &env)?;
             let url = server.url.clone();

@@ -321,15 +321,15 @@ async fn batch_sizes(base: &str) -> String {
     let (batches, commands) = (sum("ordo_batches_total"), sum("ordo_batched_commands_total"));
     let wait = sum("ordo_batch_wait_seconds_total");
     format!(
-        "group commit: {commands:.0} commands in {batches:.0} transactions, {:.1} per transaction on average, {:.2} ms mean wait in a lane",
+        "group commit: {commands:.0} commands in {batches:.0} transactions, {:.1} per transaction on average, {:.2} ms mean wait for a key",
         commands / batches.max(1.0),
         1e3 * wait / commands.max(1.0)
     )
 }
 
-/// The server on a socket, on a runtime (and threads) of its own; `batch_lanes` 0 runs
-/// every command in a transaction of its own (no group commit).
-fn serve(url: &str, batch_lanes: usize) -> String {
+/// The server on a socket, on a runtime (and threads) of its own; without `group_commit`
+/// every command runs in a transaction of its own.
+fn serve(url: &str, group_commit: bool) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     let config = Config {
         database_url: url.to_string(),
@@ -339,7 +339,7 @@ fn serve(url: &str, batch_lanes: usize) -> String {
         pool_size: CONNECTIONS as u32,
         rate_per_s: 1_000_000,
         rate_burst: 1_000_000,
-        batch_lanes,
+        group_commit,
         ..Config::default()
     };
     std::thread::spawn(move || {
@@ -392,8 +392,8 @@ fn main() {
     rt.block_on(async {
         let db = ordo_testkit::TestDb::postgres().await;
         // The server migrates the database (both shipped specs); the executor opens it.
-        let base = serve(&db.url, ordo_store::LANES_DEFAULT);
-        let solo = serve(&db.url, 0);
+        let base = serve(&db.url, true);
+        let solo = serve(&db.url, false);
         let spec = ordo_spec::compile(ORDER).unwrap();
         let mut config = StoreConfig::new(db.url.clone());
         config.pool_size = CONNECTIONS as u32;
@@ -421,7 +421,7 @@ fn main() {
             "order workload on PostgreSQL (+ Redis for the API), {tasks} tasks on {CONNECTIONS} connections \
              (pgbench: {CONNECTIONS} clients), {secs} s per measurement, per second"
         );
-        println!("API: group commit (the default); API 1:1: one transaction per request (batch_lanes = 0)");
+        println!("API: group commit (the default); API 1:1: one transaction per request (ORDO_GROUP_COMMIT=false)");
         println!(
             "{:<44} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "workload", "API", "API 1:1", "executor", "pgbench", "API/raw", "1:1/raw", "exec/raw"

@@ -56,11 +56,13 @@ pub struct Config {
     pub timer_interval_ms: u64,
     /// How often the relay looks for unsent events (with Redis).
     pub relay_interval_ms: u64,
-    /// Group commit: lanes (0: off), commands per transaction, and commands waiting per lane
-    /// at most (past it: 503 with Retry-After). See docs/operations.md.
-    pub batch_lanes: usize,
+    /// Group commit (`ORDO_GROUP_COMMIT=true`; off by default, every command alone),
+    /// commands per transaction, commands waiting on one key at most, and how long one may
+    /// wait (past either: 503 with Retry-After). See docs/operations.md.
+    pub group_commit: bool,
     pub batch_max: usize,
-    pub lane_queue_max: usize,
+    pub key_queue_max: usize,
+    pub batch_wait_ms_max: u64,
     /// Requests per second per tenant, on average, and the burst allowed above it.
     pub rate_per_s: u32,
     pub rate_burst: u32,
@@ -87,9 +89,10 @@ impl Default for Config {
             sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
             timer_interval_ms: TIMER_INTERVAL_MS_DEFAULT,
             relay_interval_ms: RELAY_INTERVAL_MS_DEFAULT,
-            batch_lanes: ordo_store::LANES_DEFAULT,
+            group_commit: false,
             batch_max: ordo_store::BATCH_MAX_DEFAULT,
-            lane_queue_max: ordo_store::LANE_QUEUE_MAX_DEFAULT,
+            key_queue_max: ordo_store::KEY_QUEUE_MAX_DEFAULT,
+            batch_wait_ms_max: ordo_store::BATCH_WAIT_MS_MAX_DEFAULT,
             rate_per_s: RATE_PER_S_DEFAULT,
             rate_burst: RATE_BURST_DEFAULT,
         }
@@ -139,12 +142,16 @@ impl Config {
         if let Some(v) = var(&["ORDO_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]) {
             config.otlp_endpoint = Some(v).filter(|v| !v.is_empty());
         }
+        let flag = |name: &str, v: String| match v.as_str() {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(format!("{name}: `{v}` is not true or false")),
+        };
         if let Some(v) = var(&["ORDO_MIGRATE"]) {
-            config.migrate = match v.as_str() {
-                "true" | "1" => true,
-                "false" | "0" => false,
-                _ => return Err(format!("ORDO_MIGRATE: `{v}` is not true or false")),
-            };
+            config.migrate = flag("ORDO_MIGRATE", v)?;
+        }
+        if let Some(v) = var(&["ORDO_GROUP_COMMIT"]) {
+            config.group_commit = flag("ORDO_GROUP_COMMIT", v)?;
         }
         // The numeric settings, each from `ORDO_<FIELD>` in upper case.
         macro_rules! numbers {
@@ -167,9 +174,9 @@ impl Config {
             timer_interval_ms,
             relay_interval_ms,
             sweep_interval_ms,
-            batch_lanes,
             batch_max,
-            lane_queue_max
+            key_queue_max,
+            batch_wait_ms_max
         );
         Ok(config)
     }

@@ -128,9 +128,10 @@ impl Application {
             c.pool_size = config.pool_size;
             c.acquire_timeout_ms = config.acquire_timeout_ms;
             c.idempotency_ttl_ms = config.idempotency_ttl_ms;
-            c.batch_lanes = config.batch_lanes;
+            c.group_commit = config.group_commit;
             c.batch_max = config.batch_max;
-            c.lane_queue_max = config.lane_queue_max;
+            c.key_queue_max = config.key_queue_max;
+            c.batch_wait_ms_max = config.batch_wait_ms_max;
             c
         };
         let metrics = Arc::new(crate::telemetry::Metrics::new()?);

@@ -191,10 +191,16 @@ impl Metrics {
             counter(
                 "ordo_batch_wait",
                 "s",
-                "time commands waited in a lane to be batched (divide by ordo_batched_commands_total for the mean)",
+                "time commands waited for their key (divide by ordo_batched_commands_total for the mean)",
                 |s| s.batch_wait_s,
             ),
-            gauge("ordo_batch_queued", "commands waiting in a lane now", |s| s.batch_queued as f64),
+            counter(
+                "ordo_batch_shed",
+                "",
+                "commands not run: their request gave up, or they waited too long for their key",
+                |s| s.batch_shed as f64,
+            ),
+            gauge("ordo_batch_queued", "commands waiting for their key now", |s| s.batch_queued as f64),
         ];
         if let Ok(mut observed) = self.observed.lock() {
             observed.extend(instruments);

@@ -8,7 +8,7 @@ mod batch;
 pub mod evolve;
 mod exec;
 pub mod plan;
-pub use batch::{BATCH_MAX_DEFAULT, LANE_QUEUE_MAX_DEFAULT, LANES_DEFAULT};
+pub use batch::{BATCH_MAX_DEFAULT, BATCH_WAIT_MS_MAX_DEFAULT, KEY_QUEUE_MAX_DEFAULT};
 pub use evolve::{Apply, SpecSource};
 pub use sea_orm;
 pub mod schema;
@@ -51,13 +51,16 @@ pub struct StoreConfig {
     /// PostgreSQL only: the schema the tables live in (created when missing); none: the
     /// connection's default (`public`).
     pub schema: Option<String>,
-    /// Group commit: keyed commands run many to a transaction in this many lanes (capped at
-    /// the pool's size; SQLite, with one writer, gets one). 0: every command runs alone.
-    pub batch_lanes: usize,
+    /// Group commit: keyed commands that arrive while a batch of their key runs wait for
+    /// it and then run many to a transaction (`batch.rs`). Off (the default): every command
+    /// runs alone. It pays on hot keys (a flash sale) and costs on spread-out mixed loads.
+    pub group_commit: bool,
     /// Commands per transaction at most.
     pub batch_max: usize,
-    /// Commands waiting in one lane at most; past it, `Busy`.
-    pub lane_queue_max: usize,
+    /// Commands waiting on one key at most; past it, `Busy`.
+    pub key_queue_max: usize,
+    /// How long a command may wait for its key before it is answered `Busy` instead.
+    pub batch_wait_ms_max: u64,
 }
 
 /// The PostgreSQL schema, or the suffix of the SQLite file, of shadow traffic's tables.
@@ -74,9 +77,10 @@ impl StoreConfig {
             retry_backoff_ms_max: RETRY_BACKOFF_MS_MAX_DEFAULT,
             idempotency_ttl_ms: IDEMPOTENCY_TTL_MS_DEFAULT,
             schema: None,
-            batch_lanes: LANES_DEFAULT,
+            group_commit: false,
             batch_max: BATCH_MAX_DEFAULT,
-            lane_queue_max: LANE_QUEUE_MAX_DEFAULT,
+            key_queue_max: KEY_QUEUE_MAX_DEFAULT,
+            batch_wait_ms_max: BATCH_WAIT_MS_MAX_DEFAULT,
         }
     }
 
@@ -422,11 +426,12 @@ pub struct StoreStats {
     pub pool_idle: u32,
     pub pool_max: u32,
     /// Group commit: transactions of batched commands, the commands in them, batches run
-    /// again one by one after failing whole, total time commands waited in a lane, and the
-    /// commands waiting now.
+    /// again one by one after failing whole, commands not run (given up, or waited too
+    /// long), total time commands waited for their key, and the commands waiting now.
     pub batches: u64,
     pub batched_commands: u64,
     pub batch_splits: u64,
+    pub batch_shed: u64,
     pub batch_wait_s: f64,
     pub batch_queued: u64,
 }
@@ -461,14 +466,11 @@ impl Store {
         exec::verify_schema(&db, spec_name, &spec).await?;
         let plans = plan::compile(&spec, db.get_database_backend())?;
         let stats = exec::Stats::default();
-        let lanes = match db.get_database_backend() {
-            DbBackend::Sqlite => config.batch_lanes.min(1),
-            _ => config.batch_lanes.min(config.pool_size as usize),
-        };
-        let (batch_max, queue_max) = (config.batch_max, config.lane_queue_max);
+        let (on, batch_max, queue_max, wait_max) =
+            (config.group_commit, config.batch_max, config.key_queue_max, config.batch_wait_ms_max);
         let exec =
             Arc::new(exec::Executor { db, spec: Arc::new(spec), plans: Arc::new(plans), config, stats });
-        let batcher = (lanes > 0).then(|| batch::Batcher::start(exec.clone(), lanes, batch_max, queue_max));
+        let batcher = on.then(|| batch::Batcher::new(exec.clone(), batch_max, queue_max, wait_max));
         Ok(Store { exec, batcher })
     }
 
@@ -498,6 +500,7 @@ impl Store {
             batches: self.batch_stat(|b| b.batches.load(Relaxed)),
             batched_commands: self.batch_stat(|b| b.commands.load(Relaxed)),
             batch_splits: self.batch_stat(|b| b.split.load(Relaxed)),
+            batch_shed: self.batch_stat(|b| b.shed.load(Relaxed)),
             batch_wait_s: self.batch_stat(|b| b.wait_us.load(Relaxed)) as f64 / 1e6,
             batch_queued: self.batch_stat(|b| b.queued.load(Relaxed) as u64),
         }
@@ -575,7 +578,7 @@ impl Store {
     /// again (the record's insert still meets a request that committed meanwhile, and
     /// answers with its outcome).
     /// Keyed commands go through group commit (many to a transaction, in arrival order per
-    /// key; see `batch.rs`) unless `StoreConfig::batch_lanes` is 0.
+    /// key; see `batch.rs`) unless `StoreConfig::group_commit` is off.
     pub async fn execute_unrecorded(&self, cmd: &Command) -> Result<Executed, StoreError> {
         match &self.batcher {
             Some(b) if cmd.idempotency.is_some() => b.submit(cmd.clone()).await,

@@ -129,7 +129,12 @@ pub fn order() -> Value {
 
 /// Stock and money for `order()`.
 pub async fn stocked(backend: Backend) -> Api {
-    let api = api(backend, |_| {}).await;
+    stocked_with(backend, |_| {}).await
+}
+
+/// [`stocked`] with a configuration of its own.
+pub async fn stocked_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Api {
+    let api = api(backend, tweak).await;
     assert_eq!(
         api.post("/inventory/sku-1/restock", "seed-1", json!({"quantity": 100})).await.status,
         StatusCode::OK

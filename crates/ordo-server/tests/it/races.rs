@@ -6,8 +6,11 @@ use poem::http::StatusCode;
 use serde_json::json;
 use std::sync::Arc;
 
-on_both!(flash_sale_over_http_with_retries, |backend| async move {
-    let api = Arc::new(api(backend, |_| {}).await);
+on_both!(flash_sale_over_http_with_retries, |backend| flash_sale(backend, false));
+on_both!(flash_sale_over_http_with_retries_and_group_commit, |backend| flash_sale(backend, true));
+
+async fn flash_sale(backend: ordo_testkit::Backend, group_commit: bool) {
+    let api = Arc::new(api(backend, |c| c.group_commit = group_commit).await);
     assert_eq!(
         api.post("/inventory/hot/restock", "seed", json!({"quantity": 50})).await.status,
         StatusCode::OK
@@ -38,10 +41,13 @@ on_both!(flash_sale_over_http_with_retries, |backend| async move {
     assert_eq!(sold, 50);
     assert_eq!(api.count("orders").await, 50);
     assert_eq!(api.get("/inventory/hot").await.body["available"], 0);
-});
+}
 
-on_both!(double_pay_over_http_with_retries, |backend| async move {
-    let api = Arc::new(stocked(backend).await);
+on_both!(double_pay_over_http_with_retries, |backend| double_pay(backend, false));
+on_both!(double_pay_over_http_with_retries_and_group_commit, |backend| double_pay(backend, true));
+
+async fn double_pay(backend: ordo_testkit::Backend, group_commit: bool) {
+    let api = Arc::new(stocked_with(backend, |c| c.group_commit = group_commit).await);
     let id = api.post("/orders", "o", order()).await.body["id"].as_str().unwrap().to_string();
     let tasks: Vec<_> = (0..100)
         .map(|i| {
@@ -63,7 +69,7 @@ on_both!(double_pay_over_http_with_retries, |backend| async move {
     }
     assert_eq!(paid, 1, "one pay wins");
     assert_eq!(api.get("/wallet/acct").await.body["balance"], 10_000 - 100, "charged once");
-});
+}
 
 /// A database failure before commit is a 503 that is not stored: the retry on the same key
 /// applies fresh once the database is back.

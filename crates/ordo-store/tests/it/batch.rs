@@ -10,7 +10,14 @@ use std::sync::Arc;
 /// get one, the stock ends at 0, every answer is the stored record's, and it took far
 /// fewer transactions than buyers.
 async fn flash_sale(backend: Backend) {
-    let (store, _db) = open(backend, "order").await;
+    // All 5,000 are queued at once: let them wait as long as the sale takes (the default
+    // answers those that wait past 2 s with 503, which a real overload wants).
+    let db = ordo_testkit::TestDb::new(backend).await;
+    let mut config = StoreConfig::new(db.url.clone());
+    config.batch_wait_ms_max = 600_000;
+    config.group_commit = true;
+    let spec = ordo_spec::compile(&spec_source("order")).unwrap();
+    let store = Store::open(config, "order", spec, true).await.unwrap();
     let store = Arc::new(store);
     applied(&run(&store, &operate("Inventory", "hot", "restock", json!({"quantity": 1000}))).await);
     let buyers: Vec<Command> = (0..5000)
@@ -67,7 +74,11 @@ async fn a_flash_sale_serves_the_first_buyers_in_batches_sqlite() {
 
 /// Queued in this order (a current-thread runtime keeps spawn order), all on one lane.
 async fn rejections_in_a_batch(backend: Backend) {
-    let (store, _db) = open(backend, "order").await;
+    let db = ordo_testkit::TestDb::new(backend).await;
+    let mut config = StoreConfig::new(db.url.clone());
+    config.group_commit = true;
+    let spec = ordo_spec::compile(&spec_source("order")).unwrap();
+    let store = Store::open(config, "order", spec, true).await.unwrap();
     let store = Arc::new(store);
     // All on one wallet, so one lane: deposits, an overdraft (resource check), an amount
     // that breaks the parameter's check, and a key reused for another request.
@@ -125,3 +136,44 @@ async fn rejections_in_a_batch_undo_only_their_own_command_postgres() {
 async fn rejections_in_a_batch_undo_only_their_own_command_sqlite() {
     rejections_in_a_batch(Backend::Sqlite).await;
 }
+
+// An overload sheds: commands that waited past `batch_wait_ms_max` for their key are
+// answered busy, never run, and their keys stay free for a retry.
+on_both!(commands_that_wait_too_long_are_answered_busy_and_not_run, |backend| async move {
+    let db = ordo_testkit::TestDb::new(backend).await;
+    let mut config = StoreConfig::new(db.url.clone());
+    config.batch_wait_ms_max = 1;
+    config.group_commit = true;
+    config.batch_max = 1;
+    let spec = ordo_spec::compile(&spec_source("order")).unwrap();
+    let store = Arc::new(Store::open(config, "order", spec, true).await.unwrap());
+    let handles: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            let c = with_key(operate("Wallet", "w", "deposit", json!({"amount": 1})), &format!("d{i}"), "f");
+            tokio::spawn(async move { (c.clone(), store.execute_unrecorded(&c).await) })
+        })
+        .collect();
+    let (mut ok, mut busy) = (0, 0);
+    let mut shed = Vec::new();
+    for h in handles {
+        match h.await.unwrap() {
+            (_, Ok(e)) => {
+                applied(&e);
+                ok += 1;
+            }
+            (c, Err(ordo_store::StoreError::Busy { .. })) => {
+                busy += 1;
+                shed.push(c);
+            }
+            (_, Err(e)) => panic!("{e}"),
+        }
+    }
+    assert!(ok > 0 && busy > 0, "some ran, some were shed: {ok} / {busy}");
+    let wallet = store.resource("t1", "Wallet", &json!("w")).await.unwrap().unwrap();
+    assert_eq!(wallet.fields["balance"], json!(ok), "only those that ran took effect");
+    for c in &shed {
+        assert!(store.recorded(c).await.unwrap().is_none(), "a shed command left no record");
+    }
+    assert_eq!(store.stats().batch_shed, busy as u64);
+});
