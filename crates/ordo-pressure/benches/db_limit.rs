@@ -421,7 +421,7 @@ fn main() {
             "order workload on PostgreSQL (+ Redis for the API), {tasks} tasks on {CONNECTIONS} connections \
              (pgbench: {CONNECTIONS} clients), {secs} s per measurement, per second"
         );
-        println!("API: group commit (the default); API 1:1: one transaction per request (ORDO_GROUP_COMMIT=false)");
+        println!("API: with group commit (ORDO_GROUP_COMMIT=true); API 1:1: one transaction per request (the default)");
         println!(
             "{:<44} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
             "workload", "API", "API 1:1", "executor", "pgbench", "API/raw", "1:1/raw", "exec/raw"

@@ -6,18 +6,23 @@ use ordo_testkit::Backend;
 use serde_json::json;
 use std::sync::Arc;
 
+/// A store of the shipped order spec with group commit on, over a fresh database.
+async fn grouped(backend: Backend, tweak: impl FnOnce(&mut StoreConfig)) -> (Store, ordo_testkit::TestDb) {
+    let db = ordo_testkit::TestDb::new(backend).await;
+    let mut config = StoreConfig::new(db.url.clone());
+    config.group_commit = true;
+    tweak(&mut config);
+    let spec = ordo_spec::compile(&spec_source("order")).unwrap();
+    (Store::open(config, "order", spec, true).await.unwrap(), db)
+}
+
 /// 5,000 buyers for 1,000 items of one SKU, queued in this order: exactly the first 1,000
 /// get one, the stock ends at 0, every answer is the stored record's, and it took far
 /// fewer transactions than buyers.
 async fn flash_sale(backend: Backend) {
     // All 5,000 are queued at once: let them wait as long as the sale takes (the default
     // answers those that wait past 2 s with 503, which a real overload wants).
-    let db = ordo_testkit::TestDb::new(backend).await;
-    let mut config = StoreConfig::new(db.url.clone());
-    config.batch_wait_ms_max = 600_000;
-    config.group_commit = true;
-    let spec = ordo_spec::compile(&spec_source("order")).unwrap();
-    let store = Store::open(config, "order", spec, true).await.unwrap();
+    let (store, _db) = grouped(backend, |c| c.batch_wait_ms_max = 600_000).await;
     let store = Arc::new(store);
     applied(&run(&store, &operate("Inventory", "hot", "restock", json!({"quantity": 1000}))).await);
     let buyers: Vec<Command> = (0..5000)
@@ -74,11 +79,7 @@ async fn a_flash_sale_serves_the_first_buyers_in_batches_sqlite() {
 
 /// Queued in this order (a current-thread runtime keeps spawn order), all on one lane.
 async fn rejections_in_a_batch(backend: Backend) {
-    let db = ordo_testkit::TestDb::new(backend).await;
-    let mut config = StoreConfig::new(db.url.clone());
-    config.group_commit = true;
-    let spec = ordo_spec::compile(&spec_source("order")).unwrap();
-    let store = Store::open(config, "order", spec, true).await.unwrap();
+    let (store, _db) = grouped(backend, |_| {}).await;
     let store = Arc::new(store);
     // All on one wallet, so one lane: deposits, an overdraft (resource check), an amount
     // that breaks the parameter's check, and a key reused for another request.
@@ -140,13 +141,12 @@ async fn rejections_in_a_batch_undo_only_their_own_command_sqlite() {
 // An overload sheds: commands that waited past `batch_wait_ms_max` for their key are
 // answered busy, never run, and their keys stay free for a retry.
 on_both!(commands_that_wait_too_long_are_answered_busy_and_not_run, |backend| async move {
-    let db = ordo_testkit::TestDb::new(backend).await;
-    let mut config = StoreConfig::new(db.url.clone());
-    config.batch_wait_ms_max = 1;
-    config.group_commit = true;
-    config.batch_max = 1;
-    let spec = ordo_spec::compile(&spec_source("order")).unwrap();
-    let store = Arc::new(Store::open(config, "order", spec, true).await.unwrap());
+    let (store, _db) = grouped(backend, |c| {
+        c.batch_wait_ms_max = 1;
+        c.batch_max = 1;
+    })
+    .await;
+    let store = Arc::new(store);
     let handles: Vec<_> = (0..200)
         .map(|i| {
             let store = store.clone();
