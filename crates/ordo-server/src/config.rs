@@ -50,8 +50,11 @@ pub struct Config {
     pub request_timeout_ms: u64,
     pub idempotency_ttl_ms: u64,
     pub lease_ms: u64,
-    /// How often expired idempotency records are purged.
+    /// How often expired idempotency records and published outbox rows past their
+    /// retention are purged.
     pub sweep_interval_ms: u64,
+    /// How long a published outbox row is kept (the events feed reaches back this far).
+    pub outbox_retention_ms: u64,
     /// How often due timers are looked for.
     pub timer_interval_ms: u64,
     /// How often the relay looks for unsent events (with Redis).
@@ -87,6 +90,7 @@ impl Default for Config {
             idempotency_ttl_ms: ordo_store::IDEMPOTENCY_TTL_MS_DEFAULT,
             lease_ms: ordo_idempotency::LEASE_MS_DEFAULT,
             sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
+            outbox_retention_ms: ordo_store::OUTBOX_RETENTION_MS_DEFAULT,
             timer_interval_ms: TIMER_INTERVAL_MS_DEFAULT,
             relay_interval_ms: RELAY_INTERVAL_MS_DEFAULT,
             group_commit: false,
@@ -174,6 +178,7 @@ impl Config {
             timer_interval_ms,
             relay_interval_ms,
             sweep_interval_ms,
+            outbox_retention_ms,
             batch_max,
             key_queue_max,
             batch_wait_ms_max

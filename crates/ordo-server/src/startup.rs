@@ -312,14 +312,23 @@ async fn open_lane(
             async move { relay.round(&store, RELAY_BATCH_MAX).await.map(|n| n as u64) }
         }));
     }
-    // The sweeper of idempotency records past their retention (all stores share the
-    // system tables, so one store's connection serves).
+    // The sweeper of idempotency records and published outbox rows past their retention
+    // (all stores share the system tables, so one store's connection serves).
     if let Some(store) = first {
         let every = Duration::from_millis(config.sweep_interval_ms);
-        tokio::spawn(periodically("idempotency sweep", every, SWEEP_BATCH_MAX, move || {
+        let retention =
+            chrono::Duration::milliseconds(i64::try_from(config.outbox_retention_ms).unwrap_or(i64::MAX));
+        tokio::spawn(periodically("sweep", every, SWEEP_BATCH_MAX, move || {
             let store = store.clone();
             async move {
-                store.purge_expired(chrono::Utc::now(), SWEEP_BATCH_MAX).await.map_err(|e| e.to_string())
+                let now = chrono::Utc::now();
+                let records = store.purge_expired(now, SWEEP_BATCH_MAX).await.map_err(|e| e.to_string())?;
+                let sent = store
+                    .purge_sent_outbox(now - retention, SWEEP_BATCH_MAX)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Drained while either comes back full.
+                Ok(records.max(sent))
             }
         }));
     }

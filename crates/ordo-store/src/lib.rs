@@ -35,6 +35,9 @@ pub const RETRIES_MAX_DEFAULT: u32 = 10;
 pub const RETRY_BACKOFF_MS_MAX_DEFAULT: u64 = 200;
 /// How long an idempotency record answers replays: 24 hours.
 pub const IDEMPOTENCY_TTL_MS_DEFAULT: u64 = 24 * 3_600_000;
+/// How long an outbox row is kept after the relay published it: 7 days. The events feed
+/// (`events_after`) reaches back this far for published events; unpublished ones stay.
+pub const OUTBOX_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 3_600_000;
 /// How long SQLite waits for the write lock before reporting busy (then retried).
 pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
 
@@ -761,6 +764,31 @@ impl Store {
         let delete = Query::delete()
             .from_table(a(schema::IDEMPOTENCY))
             .and_where(Expr::tuple([Expr::col(a("tenant")), Expr::col(a("key"))]).in_subquery(expired))
+            .to_owned();
+        Ok(self.exec.db.execute(&delete).await?.rows_affected())
+    }
+
+    /// Deletes outbox rows the relay published at or before `before`, at most `limit` per
+    /// call (the sweeper calls it until it returns fewer); unpublished rows are never
+    /// deleted. Returns how many went.
+    pub async fn purge_sent_outbox(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
+        use sea_orm::ConnectionTrait;
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+        let a = Alias::new;
+        let sent = Query::select()
+            .column(a("id"))
+            .from(a(schema::OUTBOX))
+            .and_where(Expr::col(a("sent_at")).is_not_null())
+            .and_where(Expr::col(a("sent_at")).lte(before))
+            .limit(Ord::max(limit, 1))
+            .to_owned();
+        let delete = Query::delete()
+            .from_table(a(schema::OUTBOX))
+            .and_where(Expr::col(a("id")).in_subquery(sent))
             .to_owned();
         Ok(self.exec.db.execute(&delete).await?.rows_affected())
     }

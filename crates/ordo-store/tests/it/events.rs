@@ -103,3 +103,21 @@ on_both!(the_feed_never_skips_under_concurrent_writers, |backend| async move {
         assert!(version > before, "{entity}: version {version} after {before}");
     }
 });
+
+on_both!(published_outbox_rows_go_after_their_retention_and_unpublished_ones_stay, |backend| async move {
+    let (store, _db) = open(backend, "order").await;
+    for i in 0..3 {
+        run(&store, &operate("Inventory", &format!("s{i}"), "restock", json!({"quantity": 1}))).await;
+    }
+    let batch = store.claim_outbox(100).await.unwrap();
+    assert_eq!(batch.events.len(), 3);
+    let sent_at = chrono::Utc::now();
+    batch.mark_sent(sent_at).await.unwrap();
+    run(&store, &operate("Inventory", "unsent", "restock", json!({"quantity": 1}))).await;
+    let earlier = sent_at - chrono::Duration::seconds(1);
+    assert_eq!(store.purge_sent_outbox(earlier, 100).await.unwrap(), 0, "not past the retention yet");
+    assert_eq!(store.purge_sent_outbox(sent_at, 2).await.unwrap(), 2, "at most the limit per call");
+    assert_eq!(store.purge_sent_outbox(sent_at, 100).await.unwrap(), 1);
+    assert_eq!(count(&store, "ordo_outbox", "1 = 1").await, 1, "the unpublished row stays");
+    assert_eq!(store.purge_sent_outbox(chrono::Utc::now(), 100).await.unwrap(), 0);
+});
