@@ -186,16 +186,15 @@ pub struct Problem {
 }
 
 /// Every problem code the planner (here and in the store) can give, for the docs' test.
-pub const PROBLEM_CODES: &[&str] = &[
-    UNKNOWN_RENAME,
-    TYPE_CHANGE,
-    "ordo::migrate-stranded-instances",
-    "ordo::migrate-needs-backfill",
-    "ordo::migrate-breaks-check",
-    "ordo::migrate-destructive",
-];
+pub const PROBLEM_CODES: &[&str] =
+    &[UNKNOWN_RENAME, TYPE_CHANGE, STRANDED_INSTANCES, NEEDS_BACKFILL, BREAKS_CHECK, DESTRUCTIVE];
 pub const UNKNOWN_RENAME: &str = "ordo::migrate-unknown-rename";
 pub const TYPE_CHANGE: &str = "ordo::migrate-type-change";
+/// The planner's refusals that depend on the live rows (given by the store).
+pub const STRANDED_INSTANCES: &str = "ordo::migrate-stranded-instances";
+pub const NEEDS_BACKFILL: &str = "ordo::migrate-needs-backfill";
+pub const BREAKS_CHECK: &str = "ordo::migrate-breaks-check";
+pub const DESTRUCTIVE: &str = "ordo::migrate-destructive";
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Diff {

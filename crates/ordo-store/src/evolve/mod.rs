@@ -377,7 +377,7 @@ async fn plan_and_apply(
             _ => None,
         };
         if let Some(message) = refused {
-            plan.refusals.push(Problem { code: "ordo::migrate-destructive", message });
+            plan.refusals.push(Problem { code: diff::DESTRUCTIVE, message });
         }
     }
     if apply == Apply::Never || !plan.refusals.is_empty() {

@@ -406,7 +406,7 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
         if null > 0 && !f.optional {
             let sample = self.sample(t, &format!("({rows}) AND ({value}) IS NULL")).await?;
             return Ok(Self::refuse(
-                "ordo::migrate-needs-backfill",
+                diff::NEEDS_BACKFILL,
                 format!(
                     "{owner}.{}: the backfill is null for {null} row(s) (e.g. {})",
                     f.name,
@@ -422,7 +422,7 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
         }
         let sample = self.sample(t, &cond).await?;
         Ok(Self::refuse(
-            "ordo::migrate-breaks-check",
+            diff::BREAKS_CHECK,
             format!(
                 "{owner}.{}: the backfill breaks the field's check on {broken} row(s) (e.g. {})",
                 f.name,
@@ -506,7 +506,7 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                 let mut refusal = None;
                 if a.rows > 0 && field.backfill.is_none() {
                     refusal = Self::refuse(
-                        "ordo::migrate-needs-backfill",
+                        diff::NEEDS_BACKFILL,
                         format!(
                             "{}.{}: {} row(s) hold null (e.g. {}); give the field a `backfill`",
                             owner.name(),
@@ -561,7 +561,7 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                         self.affected(&t, &format!("NOT ({check})"), "rows breaking the new check").await?;
                     if a.rows > 0 {
                         refusal = Self::refuse(
-                            "ordo::migrate-breaks-check",
+                            diff::BREAKS_CHECK,
                             format!(
                                 "{}.{}: {} live row(s) break the new check (e.g. {}); change those rows first, or keep the check",
                                 owner.name(),
@@ -597,7 +597,7 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                     .affected(&t, &format!("{} = {}", ident("state"), text(state)), "live instances")
                     .await?;
                 let refusal = (a.rows > 0).then(|| Problem {
-                    code: "ordo::migrate-stranded-instances",
+                    code: diff::STRANDED_INSTANCES,
                     message: format!(
                         "{machine}: {} live instance(s) are in `{state}` (e.g. {}); say where they go with `removed {state} -> <state>`",
                         a.rows,
@@ -725,7 +725,7 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
         let mut refusal = None;
         if rows > 0 && !field.optional && field.backfill.is_none() {
             refusal = Self::refuse(
-                "ordo::migrate-needs-backfill",
+                diff::NEEDS_BACKFILL,
                 format!(
                     "{}.{}: a new required field on a table with {rows} row(s) needs a `backfill` (a value or an expression over the row)",
                     owner.name(),
