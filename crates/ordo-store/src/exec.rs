@@ -837,21 +837,13 @@ impl Executor {
         b.values.insert("created_at", Val::Time(now));
         conn.execute_raw(b.statement(self.backend(), &self.plans.system.journal)).await?;
 
-        let mut payload = serde_json::json!({
-            "id": journal_id,
-            "tenant": cmd.tenant,
-            "machine": machine,
-            "entity": entity,
-            "version": version,
-            "event": event,
-            "from": from,
-            "to": to,
-            "params": params,
-            "at": Val::Time(now).to_json(),
-        });
-        if let Some(trace) = &cmd.trace {
-            payload["traceparent"] = Json::String(trace.clone());
-        }
+        let payload = event_payload(
+            &journal_id,
+            Transition { tenant: &cmd.tenant, machine, entity, version, event, from, to },
+            params,
+            now,
+            cmd.trace.as_deref(),
+        );
         b.values.insert("id", text(&Uuid::now_v7().to_string()));
         b.values.insert("payload", Val::Text(payload.to_string()));
         conn.execute_raw(b.statement(self.backend(), &self.plans.system.outbox)).await?;
@@ -1060,6 +1052,44 @@ fn resource_record(r: &ir::Resource, row: &QueryResult) -> Result<Record, Stop> 
 }
 
 /// Whether the tables of `spec_name` were created from this very spec.
+/// One version of an instance or resource row, as its journal row and event record it.
+pub(crate) struct Transition<'a> {
+    pub tenant: &'a str,
+    pub machine: &'a str,
+    pub entity: &'a str,
+    pub version: i64,
+    pub event: &'a str,
+    pub from: Option<&'a str>,
+    pub to: Option<&'a str>,
+}
+
+/// The outbox payload of a transition: the one shape consumers read, whether a command or
+/// a migration wrote it.
+pub(crate) fn event_payload(
+    journal_id: &str,
+    t: Transition<'_>,
+    params: &Json,
+    at: DateTime<Utc>,
+    trace: Option<&str>,
+) -> Json {
+    let mut payload = serde_json::json!({
+        "id": journal_id,
+        "tenant": t.tenant,
+        "machine": t.machine,
+        "entity": t.entity,
+        "version": t.version,
+        "event": t.event,
+        "from": t.from,
+        "to": t.to,
+        "params": params,
+        "at": Val::Time(at).to_json(),
+    });
+    if let Some(trace) = trace {
+        payload["traceparent"] = Json::String(trace.to_string());
+    }
+    payload
+}
+
 pub(crate) async fn verify_schema(
     db: &DatabaseConnection,
     spec_name: &str,

@@ -284,18 +284,16 @@ async fn journal(
         .map_err(|e| StoreError::Internal(e.to_string()))?
         .to_owned();
     txn.execute(&insert).await?;
-    let payload = serde_json::json!({
-        "id": journal_id.to_string(),
-        "tenant": tenant,
-        "machine": machine,
-        "entity": entity,
-        "version": version,
-        "event": "migrate",
-        "from": from,
-        "to": to,
-        "params": params,
-        "at": crate::value::Val::Time(now).to_json(),
-    });
+    let transition = crate::exec::Transition {
+        tenant,
+        machine,
+        entity,
+        version,
+        event: "migrate",
+        from: Some(from),
+        to: Some(to),
+    };
+    let payload = crate::exec::event_payload(&journal_id.to_string(), transition, &params, now, None);
     let insert = Query::insert()
         .into_table(Alias::new(schema::OUTBOX))
         .columns(
