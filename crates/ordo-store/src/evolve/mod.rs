@@ -7,6 +7,8 @@
 //! applies every step and records the new version, so the whole change lands or nothing
 //! does. A plan for review is the same call with [`Apply::Never`], rolled back.
 
+mod op;
+mod revert;
 mod run;
 pub mod sql;
 mod steps;
@@ -20,7 +22,8 @@ use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use std::fmt;
 
-pub use steps::{Affected, Op, Step};
+pub use op::Op;
+pub use steps::{Affected, Step};
 
 pub use crate::schema::VERSIONS;
 /// How long a migration waits for a table lock on PostgreSQL before giving up (and rolling
@@ -316,7 +319,7 @@ pub async fn revert(
     // The target is the previous spec, with the renames of the last version turned round.
     let forward = diff::diff(&previous.ir, &last.ir);
     let mut target = previous.ir.clone();
-    steps::reverse_renames(&forward, &mut target);
+    revert::reverse_renames(&forward, &mut target);
     let back =
         SpecSource { name: spec_name.to_string(), source: previous.source.clone(), ir: previous.ir.clone() };
     plan_and_apply(txn, &target, &back, &last.ir, last.version, apply, options).await

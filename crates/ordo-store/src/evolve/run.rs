@@ -1,8 +1,8 @@
 //! Running a migration's ops inside its one transaction.
 
 use super::EvolveOptions;
+use super::op::{Op, check_name, rebuilt};
 use super::sql::{ident, text};
-use super::steps::{Op, check_name, rebuilt};
 use crate::StoreError;
 use crate::schema;
 use chrono::{DateTime, Utc};

@@ -542,3 +542,21 @@ on_both!(two_servers_migrating_at_once_apply_the_change_once, |backend| async mo
     assert!(a.refusals.is_empty() && b.refusals.is_empty());
     invariants(&live, &v2).await;
 });
+
+on_both!(down_turns_a_rename_round, |backend| async move {
+    let live = live(backend).await;
+    let v2 = source(&edit(&[
+        ("    initial pending\n", "    initial awaiting was pending\n"),
+        ("on pay: pending -> paid", "on pay: awaiting -> paid"),
+        ("on cancel: pending, paid", "on cancel: awaiting, paid"),
+        ("after 30m in pending: cancel", "after 30m in awaiting: cancel"),
+        ("    note: text?\n", "    remark was note: text?\n"),
+    ]));
+    assert_eq!(migrate(&live.db.url, &v2, MigrateAction::Up, ALL).await.applied, Some(2));
+    let plan = migrate(&live.db.url, &v2, MigrateAction::Down, ALL).await;
+    assert_eq!(plan.applied, Some(3), "{plan}");
+    let store = invariants(&live, &source(V1)).await;
+    let o = store.instance("t1", "Order", live.orders[0].parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!((o.state.as_deref(), o.version), (Some("pending"), 3), "moved there and back");
+    assert!(o.fields.contains_key("note"), "the field has its old name again");
+});
