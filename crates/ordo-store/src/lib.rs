@@ -7,16 +7,17 @@
 mod batch;
 pub mod evolve;
 mod exec;
+mod migration;
 pub mod plan;
 pub use batch::{BATCH_MAX_DEFAULT, BATCH_WAIT_MS_MAX_DEFAULT, KEY_QUEUE_MAX_DEFAULT};
 pub use evolve::{Apply, SpecSource};
+pub use migration::{MigrateAction, install, migrate, migrate_specs, migrations};
 pub use sea_orm;
 pub mod schema;
 pub mod value;
 
 use ordo_spec::ir;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
-use sea_orm_migration::MigratorTraitSelf;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
@@ -270,15 +271,6 @@ impl From<DbErr> for StoreError {
     }
 }
 
-/// What `cargo xtask migrate` can do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MigrateAction {
-    Up,
-    Down,
-    Fresh,
-    Status,
-}
-
 pub async fn connect(config: &StoreConfig) -> Result<DatabaseConnection, StoreError> {
     let mut options = ConnectOptions::new(config.url.clone());
     let in_memory = config.url.contains(":memory:") || config.url.contains("mode=memory");
@@ -311,104 +303,6 @@ pub async fn connect(config: &StoreConfig) -> Result<DatabaseConnection, StoreEr
     use sea_orm::ConnectionTrait;
     db.execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")).await?;
     Ok(db)
-}
-
-/// Runs the migrations of every spec the database serves (name and IR, in a stable
-/// order) and reports each migration's name and whether it is applied afterwards. `Up`
-/// creates the tables of new specs and records their first version, but applies no change
-/// to an existing spec (that is [`migrate_specs`] with an [`Apply`] other than `Never`).
-pub async fn migrate(
-    db: &DatabaseConnection,
-    specs: &[(String, ir::Spec)],
-    action: MigrateAction,
-) -> Result<Vec<(String, bool)>, StoreError> {
-    let sources: Vec<SpecSource> = specs
-        .iter()
-        .map(|(name, ir)| SpecSource { name: name.clone(), source: String::new(), ir: ir.clone() })
-        .collect();
-    match action {
-        MigrateAction::Up => install(db, &sources).await?,
-        _ => {
-            migrate_specs(db, &sources, action, Apply::Never, &evolve::EvolveOptions::new()).await?;
-        }
-    }
-    migrations(db, &sources).await
-}
-
-/// The system tables and the tables of new specs, each new spec's first version recorded;
-/// existing specs are left as they are (see [`migrate_specs`] to change them).
-pub async fn install(db: &DatabaseConnection, specs: &[SpecSource]) -> Result<(), StoreError> {
-    migrator(specs).up(db, None).await.map_err(|e| StoreError::Migration(e.to_string()))?;
-    for spec in specs {
-        evolve::deployed(db, spec).await?;
-    }
-    Ok(())
-}
-
-fn migrator(specs: &[SpecSource]) -> schema::Migrator {
-    schema::Migrator::new(specs.iter().map(|s| (s.name.clone(), Arc::new(s.ir.clone()))).collect())
-}
-
-/// Each migration of the database's schema (system tables, each spec's first tables) and
-/// whether it is applied.
-pub async fn migrations(
-    db: &DatabaseConnection,
-    specs: &[SpecSource],
-) -> Result<Vec<(String, bool)>, StoreError> {
-    let statuses = migrator(specs)
-        .get_migration_with_status(db)
-        .await
-        .map_err(|e| StoreError::Migration(e.to_string()))?;
-    Ok(statuses
-        .iter()
-        .map(|m| (m.name().to_string(), m.status() == sea_orm_migration::MigrationStatus::Applied))
-        .collect())
-}
-
-/// The migrations of the specs a database serves. `Up`: the system tables and the tables
-/// of new specs (their first version recorded), then, for each spec whose deployed version
-/// differs, a plan from it to the spec, applied as `apply` allows (`Down`: the last version
-/// of each spec reverted the same way; `Status`: the plans, nothing applied; `Fresh`: every
-/// table dropped and made anew). Returns one plan per spec (empty when up to date); a plan
-/// with refusals was not applied.
-pub async fn migrate_specs(
-    db: &DatabaseConnection,
-    specs: &[SpecSource],
-    action: MigrateAction,
-    apply: Apply,
-    options: &evolve::EvolveOptions,
-) -> Result<Vec<evolve::Plan>, StoreError> {
-    let migrator = migrator(specs);
-    if action == MigrateAction::Status {
-        // Nothing is written: specs whose tables a `migrate up` would make are new.
-        let history_kept = migrations(db, specs)
-            .await?
-            .iter()
-            .any(|(name, applied)| *applied && name == "m0004_ordo_spec_versions");
-        let mut plans = Vec::new();
-        for spec in specs {
-            let known = history_kept && evolve::known(db, spec).await?;
-            plans.push(if known {
-                evolve::evolve(db, spec, Apply::Never, options).await?
-            } else {
-                evolve::Plan::new_tables(spec, db.get_database_backend())
-            });
-        }
-        return Ok(plans);
-    }
-    if action == MigrateAction::Fresh {
-        migrator.fresh(db).await.map_err(|e| StoreError::Migration(e.to_string()))?;
-    }
-    install(db, specs).await?;
-    let mut plans = Vec::new();
-    for spec in specs {
-        let plan = match action {
-            MigrateAction::Down => evolve::revert(db, &spec.name, apply, options).await?,
-            _ => evolve::evolve(db, spec, apply, options).await?,
-        };
-        plans.push(plan);
-    }
-    Ok(plans)
 }
 
 /// The outcome of a batch of one.
@@ -752,20 +646,9 @@ impl Store {
         now: chrono::DateTime<chrono::Utc>,
         limit: u64,
     ) -> Result<u64, StoreError> {
-        use sea_orm::ConnectionTrait;
-        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-        let a = Alias::new;
-        let expired = Query::select()
-            .columns([a("tenant"), a("key")])
-            .from(a(schema::IDEMPOTENCY))
-            .and_where(Expr::col(a("expires_at")).lte(now))
-            .limit(Ord::max(limit, 1))
-            .to_owned();
-        let delete = Query::delete()
-            .from_table(a(schema::IDEMPOTENCY))
-            .and_where(Expr::tuple([Expr::col(a("tenant")), Expr::col(a("key"))]).in_subquery(expired))
-            .to_owned();
-        Ok(self.exec.db.execute(&delete).await?.rows_affected())
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait};
+        let expired = Expr::col(Alias::new("expires_at")).lte(now);
+        self.purge(schema::IDEMPOTENCY, &["tenant", "key"], expired, limit).await
     }
 
     /// Deletes outbox rows the relay published at or before `before`, at most `limit` per
@@ -776,19 +659,33 @@ impl Store {
         before: chrono::DateTime<chrono::Utc>,
         limit: u64,
     ) -> Result<u64, StoreError> {
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait};
+        let sent_at = Expr::col(Alias::new("sent_at"));
+        self.purge(schema::OUTBOX, &["id"], sent_at.clone().is_not_null().and(sent_at.lte(before)), limit)
+            .await
+    }
+
+    /// Deletes at most `limit` rows of `table` matching `condition` (rows picked by their
+    /// primary key `key`), so one sweep never holds a long transaction.
+    async fn purge(
+        &self,
+        table: &str,
+        key: &[&str],
+        condition: sea_orm::sea_query::Expr,
+        limit: u64,
+    ) -> Result<u64, StoreError> {
         use sea_orm::ConnectionTrait;
         use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-        let a = Alias::new;
-        let sent = Query::select()
-            .column(a("id"))
-            .from(a(schema::OUTBOX))
-            .and_where(Expr::col(a("sent_at")).is_not_null())
-            .and_where(Expr::col(a("sent_at")).lte(before))
+        let cols = || key.iter().map(|c| Expr::col(Alias::new(*c)));
+        let picked = Query::select()
+            .exprs(cols())
+            .from(Alias::new(table))
+            .and_where(condition)
             .limit(Ord::max(limit, 1))
             .to_owned();
         let delete = Query::delete()
-            .from_table(a(schema::OUTBOX))
-            .and_where(Expr::col(a("id")).in_subquery(sent))
+            .from_table(Alias::new(table))
+            .and_where(Expr::tuple(cols()).in_subquery(picked))
             .to_owned();
         Ok(self.exec.db.execute(&delete).await?.rows_affected())
     }
