@@ -177,6 +177,12 @@ impl Metrics {
                 s.batches as f64
             }),
             counter(
+                "ordo_batches_fast",
+                "",
+                "batches of keyed creates that ran on the fast path (one statement per table, no savepoints)",
+                |s| s.fast_batches as f64,
+            ),
+            counter(
                 "ordo_batched_commands",
                 "",
                 "commands run in batches (divide by ordo_batches_total for the mean batch size)",

@@ -28,9 +28,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
-/// Commands in one transaction at most. A keyed command takes two savepoints, and
-/// PostgreSQL slows every session once a transaction has more than 64 subtransactions.
-pub const BATCH_MAX_DEFAULT: usize = 32;
+/// Commands in one batch at most. The fast path (keyed creates) runs a batch in one
+/// transaction with a fixed number of statements; the general path splits it.
+pub const BATCH_MAX_DEFAULT: usize = 128;
+/// Commands in one transaction of the general path at most: a keyed command takes two
+/// savepoints, and PostgreSQL slows every session once a transaction has more than 64
+/// subtransactions.
+pub const SAVEPOINT_BATCH_MAX: usize = 32;
 /// Commands waiting on one key at most; past it a command is refused as busy (503 with
 /// Retry-After).
 pub const KEY_QUEUE_MAX_DEFAULT: usize = 10_000;
@@ -223,7 +227,9 @@ impl Driver {
     }
 }
 
-/// Runs one batch: its outcomes in order, one per command.
+/// Runs one batch: its outcomes in order, one per command. Keyed creates take the fast path
+/// (`bulk`); anything else, or a batch the fast path hands back, runs a savepoint per
+/// command, at most `SAVEPOINT_BATCH_MAX` commands to a transaction.
 async fn batch(
     exec: Arc<Executor>,
     cmds: Vec<Command>,
@@ -235,25 +241,44 @@ async fn batch(
     for span in &spans[1..] {
         tracing::debug!(parent: span, batched = cmds.len(), "ran in a batch of another request's trace");
     }
-    match exec.run(&cmds, true).instrument(spans[0].clone()).await {
-        Ok(done) if done.len() == cmds.len() => done.into_iter().map(Ok).collect(),
-        Ok(done) => {
-            let e = format!("a batch of {} gave {} outcomes", cmds.len(), done.len());
-            cmds.iter().map(|_| Err(StoreError::Internal(e.clone()))).collect()
-        }
-        Err(e) if cmds.len() == 1 => vec![Err(e)],
-        Err(e) => {
-            tracing::debug!(error = %e, commands = cmds.len(), "a batch failed; running its commands one by one");
-            stats.split.fetch_add(1, Relaxed);
-            let mut out = Vec::with_capacity(cmds.len());
-            for (cmd, span) in cmds.iter().zip(spans) {
-                // The batch may have committed before its answer was lost: the record is
-                // read again, so such a command is answered from it.
-                let result =
-                    exec.run(std::slice::from_ref(cmd), false).instrument(span).await.and_then(crate::only);
-                out.push(result);
-            }
-            out
+    match exec.run_bulk(&cmds).instrument(spans[0].clone()).await {
+        Ok(Some(done)) if done.len() == cmds.len() => return done.into_iter().map(Ok).collect(),
+        Ok(Some(done)) => return mismatch(cmds.len(), done.len()),
+        Ok(None) => {}
+        Err(e) => return one_by_one(&exec, &cmds, spans, &stats, &e).await,
+    }
+    let mut out = Vec::with_capacity(cmds.len());
+    for (chunk, spans) in cmds.chunks(SAVEPOINT_BATCH_MAX).zip(spans.chunks(SAVEPOINT_BATCH_MAX)) {
+        match exec.run(chunk, true).instrument(spans[0].clone()).await {
+            Ok(done) if done.len() == chunk.len() => out.extend(done.into_iter().map(Ok)),
+            Ok(done) => out.extend(mismatch(chunk.len(), done.len())),
+            Err(e) if chunk.len() == 1 => out.push(Err(e)),
+            Err(e) => out.extend(one_by_one(&exec, chunk, spans.to_vec(), &stats, &e).await),
         }
     }
+    out
+}
+
+fn mismatch(commands: usize, outcomes: usize) -> Vec<Result<Executed, StoreError>> {
+    let e = format!("a batch of {commands} gave {outcomes} outcomes");
+    (0..commands).map(|_| Err(StoreError::Internal(e.clone()))).collect()
+}
+
+/// After a batch failed as a whole: its commands one at a time, each reading its record
+/// again (the batch may have committed before its answer was lost: such a command is
+/// answered from its record).
+async fn one_by_one(
+    exec: &Executor,
+    cmds: &[Command],
+    spans: Vec<tracing::Span>,
+    stats: &BatchStats,
+    error: &StoreError,
+) -> Vec<Result<Executed, StoreError>> {
+    tracing::debug!(%error, commands = cmds.len(), "a batch failed; running its commands one by one");
+    stats.split.fetch_add(1, Relaxed);
+    let mut out = Vec::with_capacity(cmds.len());
+    for (cmd, span) in cmds.iter().zip(spans) {
+        out.push(exec.run(std::slice::from_ref(cmd), false).instrument(span).await.and_then(crate::only));
+    }
+    out
 }

@@ -77,21 +77,25 @@ pub(crate) fn classify(e: DbErr) -> Stop {
 
 /// Values a statement's slots are bound from.
 #[derive(Default)]
-struct Bind<'a> {
-    tenant: &'a str,
-    id: Option<Uuid>,
-    key: Option<&'a Val>,
-    now: Option<DateTime<Utc>>,
-    version: Option<i64>,
-    params: Option<&'a BTreeMap<String, Val>>,
-    values: BTreeMap<&'static str, Val>,
-    fields: Option<&'a BTreeMap<String, Val>>,
+pub(crate) struct Bind<'a> {
+    pub tenant: &'a str,
+    pub id: Option<Uuid>,
+    pub key: Option<&'a Val>,
+    pub now: Option<DateTime<Utc>>,
+    pub version: Option<i64>,
+    pub params: Option<&'a BTreeMap<String, Val>>,
+    pub values: BTreeMap<&'static str, Val>,
+    pub fields: Option<&'a BTreeMap<String, Val>>,
 }
 
 impl Bind<'_> {
-    fn statement(&self, backend: DbBackend, sql: &Sql) -> Statement {
-        let values: Vec<sea_orm::Value> = sql
-            .slots
+    pub(crate) fn statement(&self, backend: DbBackend, sql: &Sql) -> Statement {
+        Statement::from_sql_and_values(backend, &sql.sql, self.values_of(&sql.slots))
+    }
+
+    /// The values of `slots`, in their order.
+    pub(crate) fn values_of(&self, slots: &[plan::Slot]) -> Vec<sea_orm::Value> {
+        slots
             .iter()
             .map(|slot| {
                 let v = match &slot.source {
@@ -117,8 +121,7 @@ impl Bind<'_> {
                     SqlType::Of(t) => v.to_sql(t),
                 }
             })
-            .collect();
-        Statement::from_sql_and_values(backend, &sql.sql, values)
+            .collect()
     }
 }
 
@@ -137,6 +140,8 @@ pub(crate) struct Stats {
     pub begins: AtomicU64,
     /// Time spent getting a connection from the pool and beginning, in microseconds.
     pub begin_wait_us: AtomicU64,
+    /// Batches that ran on the fast path (`bulk`): a fixed number of statements each.
+    pub bulk_batches: AtomicU64,
 }
 
 impl Executor {
@@ -243,7 +248,7 @@ impl Executor {
 
     /// After a failed attempt: `Ok` to try again (after a jittered backoff), at most
     /// `config.retries_max` times for transient failures; otherwise the error to answer.
-    async fn after_failure(&self, tries: &mut u32, stop: Stop) -> Result<(), StoreError> {
+    pub(crate) async fn after_failure(&self, tries: &mut u32, stop: Stop) -> Result<(), StoreError> {
         match stop {
             Stop::Retry if *tries < self.config.retries_max => {
                 *tries += 1;
@@ -393,15 +398,7 @@ impl Executor {
         }
         let keyed = txn.begin().await?;
         let outcome = self.decide(&keyed, cmd, now).await?;
-        let mut b = Bind { tenant: &cmd.tenant, now: Some(now), ..Bind::default() };
-        b.values.insert("tenant", Val::Text(cmd.tenant.clone()));
-        b.values.insert("key", Val::Text(idem.key.clone()));
-        b.values.insert("fingerprint", Val::Text(idem.fingerprint.clone()));
-        b.values.insert("outcome", Val::Text(serde_json::to_string(&outcome).unwrap_or_default()));
-        b.values.insert("created_at", Val::Time(now));
-        let ttl =
-            chrono::Duration::milliseconds(i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX));
-        b.values.insert("expires_at", Val::Time(now + ttl));
+        let b = self.record_row(cmd, idem, &outcome, now);
         let put = keyed
             .execute_raw(b.statement(self.backend(), &self.plans.system.idempotency_put))
             .instrument(tracing::debug_span!("idempotency.record"))
@@ -423,6 +420,26 @@ impl Executor {
             Some(found) => Ok(replay(found, &idem.fingerprint)),
             None => Err(Stop::Retry),
         }
+    }
+
+    /// The idempotency record of a keyed command's outcome.
+    pub(crate) fn record_row<'a>(
+        &self,
+        cmd: &'a Command,
+        idem: &crate::IdempotencyKey,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Bind<'a> {
+        let mut b = Bind { tenant: &cmd.tenant, now: Some(now), ..Bind::default() };
+        b.values.insert("tenant", Val::Text(cmd.tenant.clone()));
+        b.values.insert("key", Val::Text(idem.key.clone()));
+        b.values.insert("fingerprint", Val::Text(idem.fingerprint.clone()));
+        b.values.insert("outcome", Val::Text(serde_json::to_string(outcome).unwrap_or_default()));
+        b.values.insert("created_at", Val::Time(now));
+        let ttl =
+            chrono::Duration::milliseconds(i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX));
+        b.values.insert("expires_at", Val::Time(now + ttl));
+        b
     }
 
     /// Applies a command in a savepoint: its writes stay when it applies and are undone
@@ -496,24 +513,7 @@ impl Executor {
         let m = self.machine(machine)?;
         let plan = &self.plans.machines[machine];
         let create = &m.create;
-        let known: Vec<&ir::Field> = m.fields.iter().chain(&create.params).collect();
-        reject_unknown(input, &known, &m.name)?;
-        let mut fields = read_values(&m.fields, input)?;
-        let params = read_values(&create.params, input)?;
-        let env = Env { fields: &fields, params: &params, now };
-        guards(&create.body.guards, &env)?;
-        let mut assigned = Vec::new();
-        for s in &create.body.sets {
-            let v = value::eval(&s.value, &env).map_err(overflow(&s.field))?;
-            assigned.push((s.field.clone(), v));
-        }
-        for (field, v) in assigned {
-            if let Some(f) = m.field(&field) {
-                value::check(f, &v)
-                    .map_err(|reason| Rejection::CheckFailed { field: field.clone(), reason })?;
-            }
-            fields.insert(field, v);
-        }
+        let (fields, params) = prepare_create(m, input, now)?;
         let id = Uuid::now_v7();
         let b = Bind {
             tenant: &cmd.tenant,
@@ -771,18 +771,7 @@ impl Executor {
         effects: &[ir::Effect],
         env: &Env<'_>,
     ) -> Result<(), Stop> {
-        let mut planned = Vec::with_capacity(effects.len());
-        for e in effects {
-            let key = value::eval(&e.key, env).map_err(overflow(&e.field))?;
-            let amount = value::eval(&e.amount, env).map_err(overflow(&e.field))?;
-            let r = self
-                .spec
-                .resource(&e.resource)
-                .ok_or_else(|| Stop::Fail(StoreError::Internal(format!("no resource {}", e.resource))))?;
-            planned.push((r.table.clone(), key.to_key_text(), key, e, amount));
-        }
-        planned.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        for (_, key_text, key, e, amount) in planned {
+        for PlannedEffect { key_text, key, effect: e, amount, .. } in self.plan_effects(effects, env)? {
             let plans = &self.plans.resources[&e.resource];
             let sql = &plans.effects[&(e.field.clone(), e.op)];
             let mut b = Bind { tenant, key: Some(&key), now: Some(env.now), ..Bind::default() };
@@ -806,6 +795,32 @@ impl Executor {
         Ok(())
     }
 
+    /// A body's effects with their keys and amounts evaluated, in the one lock order.
+    pub(crate) fn plan_effects<'e>(
+        &self,
+        effects: &'e [ir::Effect],
+        env: &Env<'_>,
+    ) -> Result<Vec<PlannedEffect<'e>>, Stop> {
+        let mut planned = Vec::with_capacity(effects.len());
+        for e in effects {
+            let key = value::eval(&e.key, env).map_err(overflow(&e.field))?;
+            let amount = value::eval(&e.amount, env).map_err(overflow(&e.field))?;
+            let r = self
+                .spec
+                .resource(&e.resource)
+                .ok_or_else(|| Stop::Fail(StoreError::Internal(format!("no resource {}", e.resource))))?;
+            planned.push(PlannedEffect {
+                table: r.table.clone(),
+                key_text: key.to_key_text(),
+                key,
+                effect: e,
+                amount,
+            });
+        }
+        planned.sort_by(|a, b| (&a.table, &a.key_text).cmp(&(&b.table, &b.key_text)));
+        Ok(planned)
+    }
+
     #[allow(clippy::too_many_arguments)]
     #[tracing::instrument(level = "debug", name = "db.journal", skip_all)]
     async fn journal(
@@ -821,35 +836,45 @@ impl Executor {
         params: &Json,
         now: DateTime<Utc>,
     ) -> Result<(), Stop> {
-        let mut b = Bind { tenant: &cmd.tenant, now: Some(now), ..Bind::default() };
-        let journal_id = Uuid::now_v7().to_string();
-        let text = |s: &str| Val::Text(s.to_string());
-        b.values.insert("id", text(&journal_id));
-        b.values.insert("tenant", text(&cmd.tenant));
-        b.values.insert("machine", text(machine));
-        b.values.insert("entity", text(entity));
-        b.values.insert("version", Val::Int(version));
-        b.values.insert("event", text(event));
-        b.values.insert("from_state", from.map_or(Val::Null, text));
-        b.values.insert("to_state", to.map_or(Val::Null, text));
-        b.values.insert("params", Val::Text(params.to_string()));
-        b.values.insert("idempotency_key", cmd.idempotency.as_ref().map_or(Val::Null, |i| text(&i.key)));
-        b.values.insert("created_at", Val::Time(now));
-        conn.execute_raw(b.statement(self.backend(), &self.plans.system.journal)).await?;
-
-        let payload = event_payload(
-            &journal_id,
-            Transition { tenant: &cmd.tenant, machine, entity, version, event, from, to },
-            params,
-            now,
-            cmd.trace.as_deref(),
-        );
-        b.values.insert("id", text(&Uuid::now_v7().to_string()));
-        b.values.insert("payload", Val::Text(payload.to_string()));
-        conn.execute_raw(b.statement(self.backend(), &self.plans.system.outbox)).await?;
+        let t = Transition { tenant: &cmd.tenant, machine, entity, version, event, from, to };
+        let [journal, outbox] = journal_rows(cmd, t, params, now);
+        conn.execute_raw(journal.statement(self.backend(), &self.plans.system.journal)).await?;
+        conn.execute_raw(outbox.statement(self.backend(), &self.plans.system.outbox)).await?;
         Ok(())
     }
+}
 
+/// The journal row and the outbox row of one transition.
+pub(crate) fn journal_rows<'a>(
+    cmd: &'a Command,
+    t: Transition<'_>,
+    params: &Json,
+    now: DateTime<Utc>,
+) -> [Bind<'a>; 2] {
+    let Transition { machine, entity, version, event, from, to, .. } = t;
+    let mut b = Bind { tenant: &cmd.tenant, now: Some(now), ..Bind::default() };
+    let journal_id = Uuid::now_v7().to_string();
+    let text = |s: &str| Val::Text(s.to_string());
+    b.values.insert("id", text(&journal_id));
+    b.values.insert("tenant", text(&cmd.tenant));
+    b.values.insert("machine", text(machine));
+    b.values.insert("entity", text(entity));
+    b.values.insert("version", Val::Int(version));
+    b.values.insert("event", text(event));
+    b.values.insert("from_state", from.map_or(Val::Null, text));
+    b.values.insert("to_state", to.map_or(Val::Null, text));
+    b.values.insert("params", Val::Text(params.to_string()));
+    b.values.insert("idempotency_key", cmd.idempotency.as_ref().map_or(Val::Null, |i| text(&i.key)));
+    b.values.insert("created_at", Val::Time(now));
+    let payload = event_payload(&journal_id, t, params, now, cmd.trace.as_deref());
+    let mut outbox =
+        Bind { tenant: &cmd.tenant, now: Some(now), values: b.values.clone(), ..Bind::default() };
+    outbox.values.insert("id", text(&Uuid::now_v7().to_string()));
+    outbox.values.insert("payload", Val::Text(payload.to_string()));
+    [b, outbox]
+}
+
+impl Executor {
     #[tracing::instrument(level = "debug", name = "db.timers", skip_all)]
     async fn arm_timers(
         &self,
@@ -860,17 +885,7 @@ impl Executor {
         state: &str,
         now: DateTime<Utc>,
     ) -> Result<(), Stop> {
-        for t in m.timers_in(state) {
-            let due = now + chrono::Duration::milliseconds(i64::try_from(t.after_ms).unwrap_or(i64::MAX));
-            let mut b = Bind { tenant, now: Some(now), ..Bind::default() };
-            b.values.insert("id", Val::Text(Uuid::now_v7().to_string()));
-            b.values.insert("tenant", Val::Text(tenant.to_string()));
-            b.values.insert("machine", Val::Text(m.name.clone()));
-            b.values.insert("entity", Val::Text(entity.to_string()));
-            b.values.insert("state", Val::Text(state.to_string()));
-            b.values.insert("event", Val::Text(t.event.clone()));
-            b.values.insert("due_at", Val::Time(due));
-            b.values.insert("created_at", Val::Time(now));
+        for b in timer_rows(tenant, m, entity, state, now) {
             conn.execute_raw(b.statement(self.backend(), &self.plans.system.timer_arm)).await?;
         }
         Ok(())
@@ -913,6 +928,40 @@ impl Executor {
             .await?;
         row.map(|r2| resource_record(r, &r2).map_err(stop_to_error)).transpose()
     }
+}
+
+/// The timer rows an instance gets on entering `state`.
+pub(crate) fn timer_rows<'a>(
+    tenant: &'a str,
+    m: &ir::Machine,
+    entity: &str,
+    state: &str,
+    now: DateTime<Utc>,
+) -> Vec<Bind<'a>> {
+    m.timers_in(state)
+        .map(|t| {
+            let due = now + chrono::Duration::milliseconds(i64::try_from(t.after_ms).unwrap_or(i64::MAX));
+            let mut b = Bind { tenant, now: Some(now), ..Bind::default() };
+            b.values.insert("id", Val::Text(Uuid::now_v7().to_string()));
+            b.values.insert("tenant", Val::Text(tenant.to_string()));
+            b.values.insert("machine", Val::Text(m.name.clone()));
+            b.values.insert("entity", Val::Text(entity.to_string()));
+            b.values.insert("state", Val::Text(state.to_string()));
+            b.values.insert("event", Val::Text(t.event.clone()));
+            b.values.insert("due_at", Val::Time(due));
+            b.values.insert("created_at", Val::Time(now));
+            b
+        })
+        .collect()
+}
+
+/// One resource effect of a body, its key and amount evaluated.
+pub(crate) struct PlannedEffect<'e> {
+    pub table: String,
+    pub key_text: String,
+    pub key: Val,
+    pub effect: &'e ir::Effect,
+    pub amount: Val,
 }
 
 pub(crate) fn stop_to_error(s: Stop) -> StoreError {
@@ -961,6 +1010,35 @@ fn reject_unknown(input: &Map<String, Json>, known: &[&ir::Field], of: &str) -> 
     }
 }
 
+/// What a create decides before it touches the database: its input read and checked, its
+/// guards, and the fields it sets. Returns the new instance's fields and the parameters.
+#[allow(clippy::type_complexity)]
+pub(crate) fn prepare_create(
+    m: &ir::Machine,
+    input: &Map<String, Json>,
+    now: DateTime<Utc>,
+) -> Result<(BTreeMap<String, Val>, BTreeMap<String, Val>), Stop> {
+    let create = &m.create;
+    let known: Vec<&ir::Field> = m.fields.iter().chain(&create.params).collect();
+    reject_unknown(input, &known, &m.name)?;
+    let mut fields = read_values(&m.fields, input)?;
+    let params = read_values(&create.params, input)?;
+    let env = Env { fields: &fields, params: &params, now };
+    guards(&create.body.guards, &env)?;
+    let mut assigned = Vec::new();
+    for s in &create.body.sets {
+        let v = value::eval(&s.value, &env).map_err(overflow(&s.field))?;
+        assigned.push((s.field.clone(), v));
+    }
+    for (field, v) in assigned {
+        if let Some(f) = m.field(&field) {
+            value::check(f, &v).map_err(|reason| Rejection::CheckFailed { field: field.clone(), reason })?;
+        }
+        fields.insert(field, v);
+    }
+    Ok((fields, params))
+}
+
 fn read_values(fields: &[ir::Field], input: &Map<String, Json>) -> Result<BTreeMap<String, Val>, Stop> {
     let mut out = BTreeMap::new();
     for f in fields {
@@ -1000,7 +1078,7 @@ fn why(row: &QueryResult, explain: &plan::Explain) -> Option<Rejection> {
     None
 }
 
-fn get_val(row: &QueryResult, col: &str, ty: Type) -> Result<Val, DbErr> {
+pub(crate) fn get_val(row: &QueryResult, col: &str, ty: Type) -> Result<Val, DbErr> {
     Ok(match ty {
         Type::Int | Type::Money => row.try_get::<Option<i64>>("", col)?.map_or(Val::Null, Val::Int),
         Type::Text => row.try_get::<Option<String>>("", col)?.map_or(Val::Null, Val::Text),
@@ -1017,7 +1095,7 @@ fn record_values(m: &ir::Machine, row: &QueryResult) -> Result<BTreeMap<String, 
     Ok(out)
 }
 
-fn machine_record(m: &ir::Machine, row: &QueryResult) -> Result<Record, Stop> {
+pub(crate) fn machine_record(m: &ir::Machine, row: &QueryResult) -> Result<Record, Stop> {
     let id: Uuid = row.try_get("", "id")?;
     let fields = record_values(m, row)?.into_iter().map(|(k, v)| (k, v.to_json())).collect();
     Ok(Record {

@@ -5,6 +5,7 @@
 //! [`Store::execute`]. Only this crate writes SQL; it knows nothing of HTTP.
 
 mod batch;
+mod bulk;
 pub mod evolve;
 mod exec;
 mod migration;
@@ -326,6 +327,8 @@ pub struct StoreStats {
     /// again one by one after failing whole, commands not run (given up, or waited too
     /// long), total time commands waited for their key, and the commands waiting now.
     pub batches: u64,
+    /// Batches that ran on the fast path: one statement per table, no savepoints.
+    pub fast_batches: u64,
     pub batched_commands: u64,
     pub batch_splits: u64,
     pub batch_shed: u64,
@@ -395,6 +398,7 @@ impl Store {
             pool_idle,
             pool_max: self.exec.config.pool_size,
             batches: self.batch_stat(|b| b.batches.load(Relaxed)),
+            fast_batches: s.bulk_batches.load(Relaxed),
             batched_commands: self.batch_stat(|b| b.commands.load(Relaxed)),
             batch_splits: self.batch_stat(|b| b.split.load(Relaxed)),
             batch_shed: self.batch_stat(|b| b.shed.load(Relaxed)),

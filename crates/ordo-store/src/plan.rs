@@ -77,6 +77,48 @@ impl fmt::Display for Sql {
     }
 }
 
+/// A one-row `INSERT` repeated for many rows in one statement (group commit writes a
+/// batch's rows with one round trip per table): the text before and after the row's
+/// `VALUES (...)` group, and the one row's slots, bound once per row.
+#[derive(Debug, Clone)]
+pub struct Many {
+    head: String,
+    tail: String,
+    pub slots: Vec<Slot>,
+    backend: DbBackend,
+}
+
+impl Many {
+    /// Splits a one-row insert at its `VALUES (...)` group; it must bind every value there
+    /// and nothing elsewhere, so repeating the group renumbers every placeholder.
+    fn of(one: &Sql, backend: DbBackend, what: &str) -> Result<Many, PlanError> {
+        let fail = |reason: &str| PlanError { what: what.to_string(), reason: reason.to_string() };
+        let start = one.sql.find(" VALUES (").ok_or_else(|| fail("no VALUES group"))? + " VALUES ".len();
+        let end = start + one.sql[start..].find(')').ok_or_else(|| fail("an unclosed VALUES group"))? + 1;
+        let (head, group, tail) = (&one.sql[..start], &one.sql[start..end], &one.sql[end..]);
+        let expected = Many::group(backend, 0, one.slots.len());
+        if group != expected || tail.contains('?') || tail.contains('$') {
+            return Err(fail(&format!("the VALUES group {group} is not {expected} alone")));
+        }
+        Ok(Many { head: head.to_string(), tail: tail.to_string(), slots: one.slots.clone(), backend })
+    }
+
+    /// `($first+1, ..., $first+n)` on PostgreSQL, `(?, ..., ?)` on SQLite.
+    fn group(backend: DbBackend, first: usize, n: usize) -> String {
+        let marks: Vec<String> = (first + 1..=first + n)
+            .map(|i| if backend == DbBackend::Postgres { format!("${i}") } else { "?".to_string() })
+            .collect();
+        format!("({})", marks.join(", "))
+    }
+
+    /// The statement's text for `rows` rows; its values are each row's, row after row.
+    pub fn sql(&self, rows: usize) -> String {
+        let groups: Vec<String> =
+            (0..rows).map(|r| Many::group(self.backend, r * self.slots.len(), self.slots.len())).collect();
+        format!("{}{}{}", self.head, groups.join(", "), self.tail)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("compiling the SQL of {what}: {reason}")]
 pub struct PlanError {
@@ -253,6 +295,8 @@ fn set_checks(names: &Names<'_>, sets: &[(String, ir::Expr)], slots: &mut Slots)
 #[derive(Debug)]
 pub struct MachinePlan {
     pub insert: Sql,
+    /// `insert` for many rows at once.
+    pub insert_many: Many,
     pub select: Sql,
     /// `SELECT ... FOR UPDATE` (PostgreSQL); on SQLite the transaction is already exclusive.
     pub lock: Sql,
@@ -285,6 +329,10 @@ pub struct Explain {
 #[derive(Debug)]
 pub struct ResourcePlan {
     pub select: Sql,
+    /// `select ... FOR UPDATE` (PostgreSQL); on SQLite the transaction is already exclusive.
+    pub lock: Sql,
+    /// Stores the row's effect fields, version and `updated_at` as computed by a batch.
+    pub write: Sql,
     /// Creates the row from zeros when it is missing; `None` when a zero row would break a
     /// check (then a missing row is a rejection).
     pub ensure: Option<Sql>,
@@ -308,6 +356,13 @@ pub struct SystemPlan {
     pub idempotency_put: Sql,
     pub timer_arm: Sql,
     pub timer_cancel: Sql,
+    /// `journal`, `outbox` and `timer_arm` for many rows at once.
+    pub journal_many: Many,
+    pub outbox_many: Many,
+    pub timer_arm_many: Many,
+    /// `idempotency_put` for many rows, returning the key of each row it wrote (a key it
+    /// did not return is held by a live record).
+    pub idempotency_put_many: Many,
 }
 
 #[derive(Debug)]
@@ -374,6 +429,7 @@ fn machine_plan(m: &ir::Machine, backend: DbBackend) -> Result<MachinePlan, Plan
         .returning(returning(&cols))
         .to_owned();
     let insert = slots.finish(backend, &insert, &what("create"))?;
+    let insert_many = Many::of(&insert, backend, &what("create"))?;
 
     let select_stmt = |lock: bool| -> Result<Sql, PlanError> {
         let mut slots = Slots::default();
@@ -400,7 +456,7 @@ fn machine_plan(m: &ir::Machine, backend: DbBackend) -> Result<MachinePlan, Plan
         }
         events.insert(e.name.clone(), plans);
     }
-    Ok(MachinePlan { insert, select: select_stmt(false)?, lock: select_stmt(true)?, events })
+    Ok(MachinePlan { insert, insert_many, select: select_stmt(false)?, lock: select_stmt(true)?, events })
 }
 
 /// `SELECT ... FOR UPDATE NOWAIT | SKIP LOCKED` for a lock mode, from the plain lock.
@@ -538,15 +594,32 @@ fn resource_plan(r: &ir::Resource, backend: DbBackend) -> Result<ResourcePlan, P
     row.extend(r.fields.iter().cloned());
     let key_ty = r.key.ty;
 
+    let select_stmt = |lock: bool| -> Result<Sql, PlanError> {
+        let mut slots = Slots::default();
+        let mut q = Query::select();
+        q.columns(cols.iter().map(|c| a(c))).from(a(&r.table)).and_where(row_filter(
+            &mut slots,
+            &r.key.name,
+            Source::Key,
+            key_ty,
+        ));
+        if lock && backend == DbBackend::Postgres {
+            q.lock(LockType::Update);
+        }
+        slots.finish(backend, &q, &r.name)
+    };
+    let (select, lock) = (select_stmt(false)?, select_stmt(true)?);
+
     let mut slots = Slots::default();
-    let mut q = Query::select();
-    q.columns(cols.iter().map(|c| a(c))).from(a(&r.table)).and_where(row_filter(
-        &mut slots,
-        &r.key.name,
-        Source::Key,
-        key_ty,
-    ));
-    let select = slots.finish(backend, &q, &r.name)?;
+    let mut q = Query::update();
+    q.table(a(&r.table));
+    for f in r.fields.iter().filter(|f| effect_field(f)) {
+        q.value(a(&f.name), slots.bind(Source::Value(f.name.clone()), f.ty));
+    }
+    q.value(a("version"), slots.bind(Source::Version, Type::Int))
+        .value(a("updated_at"), slots.bind(Source::Now, Type::Timestamp))
+        .cond_where(row_filter(&mut slots, &r.key.name, Source::Key, key_ty));
+    let write = slots.finish(backend, &q, &r.name)?;
 
     let zero_is_valid = r.fields.iter().all(|f| crate::value::check(f, &zero(f)).is_ok());
     let ensure = if zero_is_valid {
@@ -573,7 +646,7 @@ fn resource_plan(r: &ir::Resource, backend: DbBackend) -> Result<ResourcePlan, P
     };
 
     let mut effects = BTreeMap::new();
-    for f in r.fields.iter().filter(|f| matches!(f.ty, Type::Int | Type::Money) && !f.optional) {
+    for f in r.fields.iter().filter(|f| effect_field(f)) {
         for op in [ir::DeltaOp::Add, ir::DeltaOp::Sub] {
             let mut slots = Slots::default();
             let new_value = |slots: &mut Slots| {
@@ -609,7 +682,13 @@ fn resource_plan(r: &ir::Resource, backend: DbBackend) -> Result<ResourcePlan, P
     for op in &r.operations {
         operations.insert(op.name.clone(), operation_plan(r, op, &row, &cols, backend)?);
     }
-    Ok(ResourcePlan { select, ensure, effects, operations })
+    Ok(ResourcePlan { select, lock, write, ensure, effects, operations })
+}
+
+/// Whether effects (`Resource[key].field += amount`) may change a field: whole numbers
+/// that are never null.
+pub fn effect_field(f: &ir::Field) -> bool {
+    matches!(f.ty, Type::Int | Type::Money) && !f.optional
 }
 
 fn operation_plan(
@@ -659,7 +738,11 @@ fn operation_plan(
 fn system_plan(backend: DbBackend) -> Result<SystemPlan, PlanError> {
     // Every column of a system table but those named in `except`, each from the value of
     // the same name; `conflict` for an upsert.
-    let insert = |table: &str, except: &[&str], conflict: Option<OnConflict>| -> Result<Sql, PlanError> {
+    let insert = |table: &str,
+                  except: &[&str],
+                  conflict: Option<OnConflict>,
+                  returning: Option<&str>|
+     -> Result<Sql, PlanError> {
         let mut slots = Slots::default();
         let system = schema::SystemTable::get(table)
             .ok_or_else(|| PlanError { what: table.to_string(), reason: "not a system table".to_string() })?;
@@ -687,26 +770,25 @@ fn system_plan(backend: DbBackend) -> Result<SystemPlan, PlanError> {
         if let Some(c) = conflict {
             q.on_conflict(c);
         }
+        if let Some(col) = returning {
+            q.returning_col(a(col));
+        }
         slots.finish(backend, &q, table)
     };
-    let journal = insert(JOURNAL, &[], None)?;
-    let outbox = insert(OUTBOX, &["sent_at"], None)?;
+    let journal = insert(JOURNAL, &[], None, None)?;
+    let outbox = insert(OUTBOX, &["sent_at"], None, None)?;
     // A record past its retention is replaced; a live one is left alone and the insert
     // changes no row, which tells the executor another request holds the key.
-    let idempotency_put = insert(
-        IDEMPOTENCY,
-        &[],
-        Some(
-            OnConflict::columns([a("tenant"), a("key")])
-                .update_columns([a("fingerprint"), a("outcome"), a("created_at"), a("expires_at")])
-                .action_and_where(
-                    Expr::col((a(IDEMPOTENCY), a("expires_at")))
-                        .lte(Expr::col((a("excluded"), a("created_at")))),
-                )
-                .to_owned(),
-        ),
-    )?;
-    let timer_arm = insert(TIMERS, &[], None)?;
+    let replace_expired = OnConflict::columns([a("tenant"), a("key")])
+        .update_columns([a("fingerprint"), a("outcome"), a("created_at"), a("expires_at")])
+        .action_and_where(
+            Expr::col((a(IDEMPOTENCY), a("expires_at"))).lte(Expr::col((a("excluded"), a("created_at")))),
+        )
+        .to_owned();
+    let idempotency_put = insert(IDEMPOTENCY, &[], Some(replace_expired.clone()), None)?;
+    let idempotency_put_many =
+        Many::of(&insert(IDEMPOTENCY, &[], Some(replace_expired), Some("key"))?, backend, IDEMPOTENCY)?;
+    let timer_arm = insert(TIMERS, &[], None, None)?;
     let (text, time) = (SqlType::Of(Type::Text), SqlType::Of(Type::Timestamp));
 
     let mut slots = Slots::default();
@@ -727,7 +809,18 @@ fn system_plan(backend: DbBackend) -> Result<SystemPlan, PlanError> {
         .and_where(Expr::col(a("state")).eq(slots.bind(Source::Value("state".to_string()), text)))
         .to_owned();
     let timer_cancel = slots.finish(backend, &q, TIMERS)?;
-    Ok(SystemPlan { journal, outbox, idempotency_get, idempotency_put, timer_arm, timer_cancel })
+    Ok(SystemPlan {
+        journal_many: Many::of(&journal, backend, JOURNAL)?,
+        outbox_many: Many::of(&outbox, backend, OUTBOX)?,
+        timer_arm_many: Many::of(&timer_arm, backend, TIMERS)?,
+        idempotency_put_many,
+        journal,
+        outbox,
+        idempotency_get,
+        idempotency_put,
+        timer_arm,
+        timer_cancel,
+    })
 }
 
 /// Every statement of a spec for one backend, as the checked-in `docs/specs/<name>.sql`
@@ -792,4 +885,58 @@ pub fn render(spec_name: &str, spec: &ir::Spec, backend: DbBackend) -> Result<St
         }
     }
     Ok(out.trim_end().to_string() + "\n")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `Many` gives, for any number of rows, the text sea-query itself builds for them.
+    #[test]
+    fn many_rows_are_the_builders_own_multi_row_insert() {
+        for backend in [DbBackend::Postgres, DbBackend::Sqlite] {
+            let build = |rows: usize, returning: bool| {
+                let mut slots = Slots::default();
+                let mut q = Query::insert();
+                q.into_table(a("t")).columns([a("x"), a("y")]);
+                for _ in 0..rows {
+                    let values =
+                        [slots.value(Source::Tenant, Type::Text), slots.value(Source::Now, Type::Timestamp)];
+                    q.values(values.map(Expr::val)).unwrap();
+                }
+                q.on_conflict(OnConflict::column(a("x")).do_nothing().to_owned());
+                if returning {
+                    q.returning_col(a("y"));
+                }
+                slots.finish(backend, &q, "t").unwrap()
+            };
+            for returning in [false, true] {
+                let many = Many::of(&build(1, returning), backend, "t").unwrap();
+                for rows in [1, 2, 5] {
+                    let built = build(rows, returning);
+                    assert_eq!(many.sql(rows), built.sql, "{backend:?}, {rows} rows");
+                    assert_eq!(built.slots.len(), rows * many.slots.len());
+                }
+            }
+        }
+    }
+
+    /// A statement that binds anything outside its one VALUES group cannot be repeated.
+    #[test]
+    fn an_insert_with_values_elsewhere_is_refused() {
+        let mut slots = Slots::default();
+        let mut q = Query::insert();
+        q.into_table(a("t"))
+            .columns([a("x")])
+            .values([Expr::val(slots.value(Source::Tenant, Type::Text))])
+            .unwrap();
+        q.on_conflict(
+            OnConflict::column(a("x"))
+                .value(a("x"), Expr::val(slots.value(Source::Now, Type::Timestamp)))
+                .to_owned(),
+        );
+        let one = slots.finish(DbBackend::Postgres, &q, "t").unwrap();
+        assert!(Many::of(&one, DbBackend::Postgres, "t").is_err(), "{}", one.sql);
+    }
 }

@@ -65,6 +65,7 @@ async fn flash_sale(backend: Backend) {
     }
     let s = store.stats();
     assert!(s.batched_commands >= 5000 && s.batches * 4 <= s.batched_commands, "batched: {s:?}");
+    assert!(s.fast_batches * 2 >= s.batches, "most batches took the fast path: {s:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -177,3 +178,114 @@ on_both!(commands_that_wait_too_long_are_answered_busy_and_not_run, |backend| as
     }
     assert_eq!(store.stats().batch_shed, busy as u64);
 });
+
+/// The comparable part of an outcome: what applied (state, version, fields) or the
+/// rejection; ids and times differ from one run to the next.
+fn gist(e: &Executed) -> Json {
+    match &e.outcome {
+        Outcome::Applied { instance } => {
+            json!({"state": instance.state, "version": instance.version, "fields": instance.fields})
+        }
+        Outcome::Rejected { rejection } => json!({"rejected": rejection}),
+    }
+}
+
+/// Runs the commands on a store, queued in their order on a current-thread runtime (each
+/// is queued before its first await), and returns the answers.
+async fn queued(store: &Arc<Store>, cmds: &[Command]) -> Vec<Executed> {
+    let handles: Vec<_> = cmds
+        .iter()
+        .cloned()
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move { store.execute_unrecorded(&c).await.unwrap() })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// Creates on one SKU take the fast path (one statement per table for the whole batch)
+/// and decide exactly as the same commands run one after another without group commit:
+/// the same outcomes in the same order, the same stock, the same rows; a rejected create
+/// (input, field check, not enough stock, a SKU with no row) leaves nothing behind.
+async fn fast_path_equals_one_by_one(backend: Backend) {
+    let order =
+        |sku: &str, quantity: Json| json!({"sku": sku, "quantity": quantity, "account": "a", "amount": 5});
+    let mut inputs = vec![
+        order("hot", json!(1)),
+        order("hot", json!(0)),     // breaks the field's check
+        order("hot", json!(5)),     // more than is left
+        order("hot", json!("two")), // not an int
+        order("hot", json!(2)),     // takes the last two
+        order("hot", json!(1)),     // none left
+    ];
+    let mut unknown = order("hot", json!(1));
+    unknown["colour"] = json!("red");
+    inputs.push(unknown);
+    inputs.push(order("hot", json!(1)));
+    let cmds: Vec<Command> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, input)| with_key(create("Order", input), &format!("c{i}"), &format!("f{i}")))
+        .collect();
+    // A SKU nobody restocked: its row starts from zeros, so every create on it is refused,
+    // and refused creates leave no row behind.
+    let cold: Vec<Command> = (0..3)
+        .map(|i| with_key(create("Order", order("cold", json!(1))), &format!("cold{i}"), "f"))
+        .collect();
+
+    let mut answers = Vec::new();
+    let mut books = Vec::new();
+    for group_commit in [false, true] {
+        let (store, _db) = grouped(backend, |c| c.group_commit = group_commit).await;
+        let store = Arc::new(store);
+        applied(&run(&store, &operate("Inventory", "hot", "restock", json!({"quantity": 3}))).await);
+        let mut got = Vec::new();
+        if group_commit {
+            got.extend(queued(&store, &cmds).await);
+            got.extend(queued(&store, &cold).await);
+        } else {
+            for c in cmds.iter().chain(&cold) {
+                got.push(store.execute_unrecorded(c).await.unwrap());
+            }
+        }
+        for (c, a) in cmds.iter().chain(&cold).zip(&got) {
+            assert_eq!(store.recorded(c).await.unwrap().unwrap().outcome, a.outcome, "recorded as answered");
+        }
+        let stock = store.resource("t1", "Inventory", &json!("hot")).await.unwrap().unwrap();
+        books.push(json!({
+            "stock": stock.fields["available"],
+            "stock_version": stock.version,
+            "cold_rows": count(&store, "inventories", "sku = 'cold'").await,
+            "orders": count(&store, "orders", "1 = 1").await,
+            "journal": count(&store, "ordo_transitions", "machine = 'Order'").await,
+            "outbox": count(&store, "ordo_outbox", "1 = 1").await, // and the restock's
+            "timers": count(&store, "ordo_timers", "state = 'pending'").await,
+            "records": count(&store, "ordo_idempotency", "1 = 1").await,
+        }));
+        if group_commit {
+            let s = store.stats();
+            assert!(s.fast_batches >= 1 && s.batches < s.batched_commands, "the fast path ran: {s:?}");
+        }
+        answers.push(got.iter().map(gist).collect::<Vec<_>>());
+    }
+    assert_eq!(answers[0], answers[1], "group commit decides as one command after another");
+    assert_eq!(books[0], books[1], "and leaves the same rows");
+    assert_eq!(books[1]["stock"], json!(0));
+    assert_eq!(books[1]["cold_rows"], json!(0), "refused creates leave no row: {}", books[1]);
+    assert_eq!(books[1]["orders"], json!(2), "{}", books[1]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_fast_path_decides_as_one_command_after_another_postgres() {
+    fast_path_equals_one_by_one(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_fast_path_decides_as_one_command_after_another_sqlite() {
+    fast_path_equals_one_by_one(Backend::Sqlite).await;
+}
