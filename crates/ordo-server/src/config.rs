@@ -55,6 +55,9 @@ pub struct Config {
     pub sweep_interval_ms: u64,
     /// How long a published outbox row is kept (the events feed reaches back this far).
     pub outbox_retention_ms: u64,
+    /// How long an entry stays in its Redis stream at least; an entry a consumer group has
+    /// not read and acknowledged stays however old (see `relay`).
+    pub stream_retention_ms: u64,
     /// How often due timers are looked for.
     pub timer_interval_ms: u64,
     /// How often the relay looks for unsent events (with Redis).
@@ -91,6 +94,7 @@ impl Default for Config {
             lease_ms: ordo_idempotency::LEASE_MS_DEFAULT,
             sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
             outbox_retention_ms: ordo_store::OUTBOX_RETENTION_MS_DEFAULT,
+            stream_retention_ms: crate::relay::STREAM_RETENTION_MS_DEFAULT,
             timer_interval_ms: TIMER_INTERVAL_MS_DEFAULT,
             relay_interval_ms: RELAY_INTERVAL_MS_DEFAULT,
             group_commit: false,
@@ -179,6 +183,7 @@ impl Config {
             relay_interval_ms,
             sweep_interval_ms,
             outbox_retention_ms,
+            stream_retention_ms,
             batch_max,
             key_queue_max,
             batch_wait_ms_max

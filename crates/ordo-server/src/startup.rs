@@ -307,9 +307,28 @@ async fn open_lane(
     if let (Some(url), Some(store)) = (&config.redis_url, first.clone()) {
         let relay = Arc::new(crate::relay::Relay::connect(url, redis_prefix).await?);
         let every = Duration::from_millis(config.relay_interval_ms);
+        let streams: Vec<String> = specs
+            .iter()
+            .flat_map(|s| s.ir.machines.iter().map(|m| &m.name).chain(s.ir.resources.iter().map(|r| &r.name)))
+            .map(|name| relay.stream(name))
+            .collect();
+        let trimmer = relay.clone();
         tokio::spawn(periodically("relay", every, RELAY_BATCH_MAX, move || {
             let (relay, store) = (relay.clone(), store.clone());
             async move { relay.round(&store, RELAY_BATCH_MAX).await.map(|n| n as u64) }
+        }));
+        let (every, retention) =
+            (Duration::from_millis(crate::relay::STREAM_TRIM_INTERVAL_MS), config.stream_retention_ms);
+        tokio::spawn(periodically("stream trim", every, u64::MAX, move || {
+            let (relay, streams) = (trimmer.clone(), streams.clone());
+            async move {
+                let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+                let mut trimmed = 0;
+                for stream in &streams {
+                    trimmed += relay.trim(stream, now_ms, retention).await?;
+                }
+                Ok(trimmed)
+            }
         }));
     }
     // The sweeper of idempotency records and published outbox rows past their retention

@@ -166,7 +166,19 @@ pub struct FaultProxy {
     pub addr: std::net::SocketAddr,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    trap: std::sync::Arc<std::sync::Mutex<Option<Trap>>>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+/// A connection cut set off by what the client sends (see [`FaultProxy::cut_at`]).
+#[derive(Clone)]
+struct Trap {
+    pattern: Vec<u8>,
+    /// Forward the bytes that hold the pattern before cutting (the server acts on them,
+    /// and its answer never comes back), or cut before they reach it.
+    forward: bool,
+    left: usize,
+    sprung: usize,
 }
 
 impl FaultProxy {
@@ -176,24 +188,35 @@ impl FaultProxy {
         let addr = listener.local_addr().unwrap();
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let trap: std::sync::Arc<std::sync::Mutex<Option<Trap>>> = Default::default();
         let accept = {
-            let (down, conns) = (down.clone(), conns.clone());
+            let (down, conns, trap) = (down.clone(), conns.clone(), trap.clone());
             tokio::spawn(async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
                     if down.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
                     }
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
+                    let task = tokio::spawn(forward(inbound, target, trap.clone()));
                     conns.lock().unwrap().push(task.abort_handle());
                 }
             })
         };
-        FaultProxy { addr, down, conns, accept }
+        FaultProxy { addr, down, conns, trap, accept }
+    }
+
+    /// From now on, the next `times` connections whose client sends `pattern` (within one
+    /// read, e.g. `b"COMMIT\0"` of PostgreSQL's simple query) are cut there: with
+    /// `forward`, after the bytes reach the server and before its answer comes back (the
+    /// client cannot know whether the COMMIT happened), else before the server sees them.
+    pub fn cut_at(&self, pattern: &[u8], forward: bool, times: usize) {
+        *self.trap.lock().unwrap() =
+            Some(Trap { pattern: pattern.to_vec(), forward, left: times, sprung: 0 });
+    }
+
+    /// How many cuts `cut_at` made; the trap is disarmed.
+    pub fn disarm(&self) -> usize {
+        self.trap.lock().unwrap().take().map_or(0, |t| t.sprung)
     }
 
     /// Closes every open connection at once, as a crashed server or a cut cable would.
@@ -227,6 +250,63 @@ impl Drop for FaultProxy {
         self.accept.abort();
         self.cut_all();
     }
+}
+
+/// Copies both ways between a client and `target`, until either side closes or the trap
+/// springs on what the client sent.
+async fn forward(
+    inbound: tokio::net::TcpStream,
+    target: std::net::SocketAddr,
+    trap: std::sync::Arc<std::sync::Mutex<Option<Trap>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { return };
+    let (mut client_read, mut client_write) = inbound.into_split();
+    let (mut server_read, mut server_write) = outbound.into_split();
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = {
+        let cut = cut.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                // Once cut, nothing more reaches the client.
+                if cut.load(std::sync::atomic::Ordering::SeqCst)
+                    || client_write.write_all(&buf[..n]).await.is_err()
+                {
+                    break;
+                }
+            }
+        })
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+        let sprung = {
+            let mut trap = trap.lock().unwrap();
+            match trap.as_mut() {
+                Some(t)
+                    if t.left > 0 && buf[..n].windows(t.pattern.len()).any(|w| w == t.pattern.as_slice()) =>
+                {
+                    t.left -= 1;
+                    t.sprung += 1;
+                    Some(t.forward)
+                }
+                _ => None,
+            }
+        };
+        if let Some(forward) = sprung {
+            cut.store(true, std::sync::atomic::Ordering::SeqCst);
+            if forward {
+                let _ = server_write.write_all(&buf[..n]).await;
+                // Give the server the time to act on them before the connection goes.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            break;
+        }
+        if server_write.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    answers.abort();
 }
 
 /// The socket address of a `postgres://` or `redis://` URL.

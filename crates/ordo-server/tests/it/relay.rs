@@ -147,3 +147,48 @@ async fn events_not_marked_sent_are_published_again() {
     let stock: u64 = client.xlen(format!("{prefix}events:Inventory")).await.unwrap();
     assert_eq!(order + stock, 21 + 5, "at least once: the crashed batch twice");
 }
+
+/// Trimming removes only entries past the retention that every consumer group has read and
+/// acknowledged: never one a group has not read, nor one it read and left pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trimming_keeps_every_entry_a_group_has_not_acknowledged() {
+    let db = ordo_testkit::TestDb::postgres().await;
+    let store = store(&db).await;
+    workload(&store).await;
+    let prefix = ordo_testkit::redis_prefix();
+    let relay = Relay::connect(&ordo_testkit::redis_url(), &prefix).await.unwrap();
+    while relay.round(&store, 100).await.unwrap() > 0 {}
+    let client = redis().await;
+    let (orders, stock) = (format!("{prefix}events:Order"), format!("{prefix}events:Inventory"));
+    let now_ms = || u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap() + 1;
+    let len = |key: String| {
+        let client = client.clone();
+        async move { client.xlen::<u64, _>(key).await.unwrap() }
+    };
+    assert_eq!(len(orders.clone()).await, 20);
+
+    // `fast` reads 10 entries and acknowledges the first 6; `idle` has read nothing.
+    for group in ["fast", "idle"] {
+        let () = client.xgroup_create(&orders, group, "0", false).await.unwrap();
+    }
+    let read: HashMap<String, Vec<Entry>> =
+        client.xreadgroup_map("fast", "c1", Some(10), None, false, &orders, ">").await.unwrap();
+    let read = &read[&orders];
+    assert_eq!(read.len(), 10);
+    let acked: Vec<&str> = read[..6].iter().map(|(id, _)| id.as_str()).collect();
+    let _: u64 = client.xack(&orders, "fast", acked).await.unwrap();
+
+    assert_eq!(relay.trim(&orders, now_ms(), 0).await.unwrap(), 0, "`idle` has read nothing");
+    let () = client.xgroup_destroy(&orders, "idle").await.unwrap();
+    assert_eq!(relay.trim(&orders, now_ms(), 3_600_000).await.unwrap(), 0, "all within the retention");
+    assert_eq!(relay.trim(&orders, now_ms(), 0).await.unwrap(), 6, "the acknowledged ones go");
+    let left: Vec<Entry> = client.xrange(&orders, "-", "+", None).await.unwrap();
+    assert_eq!(left.len(), 14);
+    assert_eq!(left[0].0, read[6].0, "the first entry left is the first one still pending");
+    assert_eq!(relay.trim(&orders, now_ms(), 0).await.unwrap(), 0, "pending entries stay");
+
+    // A stream without groups keeps the retention's worth, and no more.
+    assert_eq!(relay.trim(&stock, now_ms(), 3_600_000).await.unwrap(), 0);
+    assert_eq!(relay.trim(&stock, now_ms(), 0).await.unwrap(), 1);
+    assert_eq!(relay.trim(&format!("{prefix}events:Nothing"), now_ms(), 0).await.unwrap(), 0, "no stream");
+}
