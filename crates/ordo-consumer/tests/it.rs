@@ -51,6 +51,8 @@ impl Handler for ReadModel {
 }
 
 struct Setup {
+    /// The stream's keys go with it.
+    _prefix: ordo_testkit::RedisPrefix,
     _store_db: ordo_testkit::TestDb,
     _worker_db: ordo_testkit::TestDb,
     worker: sea_orm::DatabaseConnection,
@@ -115,6 +117,7 @@ async fn setup(n: usize, trace: Option<&str>) -> Setup {
         stream: format!("{prefix}events:Order"),
         orders: n,
         redis,
+        _prefix: prefix,
     }
 }
 

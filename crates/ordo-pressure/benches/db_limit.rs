@@ -329,12 +329,12 @@ async fn batch_sizes(base: &str) -> String {
 
 /// The server on a socket, on a runtime (and threads) of its own; without `group_commit`
 /// every command runs in a transaction of its own.
-fn serve(url: &str, group_commit: bool) -> String {
+fn serve(url: &str, group_commit: bool, redis_prefix: String) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     let config = Config {
         database_url: url.to_string(),
         redis_url: Some(ordo_testkit::redis_url()),
-        redis_prefix: ordo_testkit::redis_prefix(),
+        redis_prefix,
         listen: "127.0.0.1:0".parse().unwrap(),
         pool_size: CONNECTIONS as u32,
         rate_per_s: 1_000_000,
@@ -391,9 +391,11 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let db = ordo_testkit::TestDb::postgres().await;
+        // Both servers' keys, deleted at the end.
+        let redis = ordo_testkit::redis_prefix();
         // The server migrates the database (both shipped specs); the executor opens it.
-        let base = serve(&db.url, true);
-        let solo = serve(&db.url, false);
+        let base = serve(&db.url, true, format!("{redis}grouped:"));
+        let solo = serve(&db.url, false, format!("{redis}alone:"));
         let spec = ordo_spec::compile(ORDER).unwrap();
         let mut config = StoreConfig::new(db.url.clone());
         config.pool_size = CONNECTIONS as u32;

@@ -19,6 +19,7 @@ const API_KEY: &str = "pressure-test-key-0123456789";
 struct Server {
     base_url: String,
     db: TestDb,
+    _redis: ordo_testkit::RedisPrefix,
     _stop: tokio::sync::oneshot::Sender<()>,
     /// One load test at a time: several at once on a small machine would measure each other.
     _alone: tokio::sync::MutexGuard<'static, ()>,
@@ -38,9 +39,10 @@ async fn serve(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Server {
         rate_burst: 1_000_000,
         ..Config::default()
     };
+    let redis = ordo_testkit::redis_prefix();
     if backend == Backend::Postgres {
         config.redis_url = Some(ordo_testkit::redis_url());
-        config.redis_prefix = ordo_testkit::redis_prefix();
+        config.redis_prefix = redis.to_string();
     }
     tweak(&mut config);
     let app = Application::build(&config).await.unwrap();
@@ -49,7 +51,7 @@ async fn serve(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Server {
     tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
-    Server { base_url, db, _stop: stop, _alone: alone }
+    Server { base_url, db, _redis: redis, _stop: stop, _alone: alone }
 }
 
 /// A few hundred requests in seconds. The dev build on a shared 2-core machine is slower

@@ -39,8 +39,8 @@ fn main() {
         println!("outbox to Redis Streams, {events} events per run (events/s)");
         println!("{:>10} {:>12}", "batch", "events/s");
         for batch in [1u64, 100, 1000] {
-            let relay =
-                Relay::connect(&ordo_testkit::redis_url(), &ordo_testkit::redis_prefix()).await.unwrap();
+            let prefix = ordo_testkit::redis_prefix();
+            let relay = Relay::connect(&ordo_testkit::redis_url(), &prefix).await.unwrap();
             store.connection().execute_unprepared("UPDATE ordo_outbox SET sent_at = NULL").await.unwrap();
             let start = Instant::now();
             let mut sent = 0;

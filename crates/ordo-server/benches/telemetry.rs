@@ -48,10 +48,11 @@ fn main() {
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     rt.block_on(async {
         let db = ordo_testkit::TestDb::postgres().await;
+        let redis = ordo_testkit::redis_prefix();
         let config = Config {
             database_url: db.url.clone(),
             redis_url: Some(ordo_testkit::redis_url()),
-            redis_prefix: ordo_testkit::redis_prefix(),
+            redis_prefix: redis.to_string(),
             listen: "127.0.0.1:0".parse().unwrap(),
             rate_per_s: 1_000_000,
             rate_burst: 1_000_000,

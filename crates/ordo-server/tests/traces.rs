@@ -139,9 +139,10 @@ on_both!(one_request_gives_the_span_tree, |backend| async move {
     let db = ordo_testkit::TestDb::new(backend).await;
     let mut config =
         Config { database_url: db.url.clone(), listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+    let redis = ordo_testkit::redis_prefix();
     if backend == Backend::Postgres {
         config.redis_url = Some(ordo_testkit::redis_url());
-        config.redis_prefix = ordo_testkit::redis_prefix();
+        config.redis_prefix = redis.to_string();
         config.relay_interval_ms = 50;
     }
     let client = TestClient::new(Application::build(&config).await.unwrap().into_endpoint());

@@ -19,9 +19,56 @@ pub fn redis_url() -> String {
     std::env::var("ORDO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
 }
 
-/// A fresh Redis key prefix, unique to the calling test.
-pub fn redis_prefix() -> String {
-    format!("ordo-test:{}:", uuid::Uuid::now_v7().simple())
+/// A fresh Redis key prefix, unique to the calling test; its keys are deleted when it is
+/// dropped (keep it for as long as the test uses Redis).
+pub fn redis_prefix() -> RedisPrefix {
+    RedisPrefix(format!("ordo-test:{}:", uuid::Uuid::now_v7().simple()))
+}
+
+/// A test's Redis key prefix (see [`redis_prefix`]); it reads as the prefix itself.
+#[derive(Debug)]
+pub struct RedisPrefix(String);
+
+impl std::ops::Deref for RedisPrefix {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for RedisPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        // Best effort: a Redis that is gone has nothing left to clean.
+        let _ = delete_keys(&redis_url(), &format!("{}*", self.0));
+    }
+}
+
+/// Deletes the keys matching `pattern`, in one script on the server (SCAN, so the server is
+/// never held for the whole keyspace at once), over a plain connection: no client library,
+/// and callable from `Drop` inside or outside a runtime.
+fn delete_keys(url: &str, pattern: &str) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    const SCRIPT: &str = "local cursor = '0' local n = 0 repeat \
+        local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000) cursor = r[1] \
+        for _, k in ipairs(r[2]) do redis.call('DEL', k) n = n + 1 end until cursor == '0' return n";
+    let mut stream = std::net::TcpStream::connect(socket_of(url))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let args = ["EVAL", SCRIPT, "0", pattern];
+    let mut command = format!("*{}\r\n", args.len());
+    for a in args {
+        command.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(command.as_bytes())?;
+    // The reply: `:<deleted>` or `-<error>`.
+    let mut reply = String::new();
+    std::io::BufReader::new(stream).read_line(&mut reply)?;
+    if reply.starts_with(':') { Ok(()) } else { Err(std::io::Error::other(reply)) }
 }
 
 /// Runs an async test body once per backend, as two tests in a module named `$name`:
@@ -320,6 +367,33 @@ pub fn socket_of(url: &str) -> std::net::SocketAddr {
 
 #[cfg(test)]
 mod tests {
+    /// A prefix's keys go when it is dropped; other keys stay.
+    #[test]
+    fn a_dropped_prefix_takes_its_keys_with_it() {
+        use std::io::{BufRead, Write};
+        let send = |args: &[&str]| -> String {
+            let mut stream = std::net::TcpStream::connect(super::socket_of(&super::redis_url())).unwrap();
+            let mut command = format!("*{}\r\n", args.len());
+            for a in args {
+                command.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            }
+            stream.write_all(command.as_bytes()).unwrap();
+            let mut reply = String::new();
+            std::io::BufReader::new(stream).read_line(&mut reply).unwrap();
+            reply.trim_end().to_string()
+        };
+        let (gone, kept) = (super::redis_prefix(), super::redis_prefix());
+        for i in 0..1500 {
+            send(&["SET", &format!("{gone}k{i}"), "v"]);
+        }
+        send(&["SET", &format!("{kept}k"), "v"]);
+        let (first, last) = (format!("{gone}k0"), format!("{gone}k1499"));
+        drop(gone);
+        assert_eq!(send(&["EXISTS", &first]), ":0");
+        assert_eq!(send(&["EXISTS", &last]), ":0");
+        assert_eq!(send(&["EXISTS", &format!("{kept}k")]), ":1");
+    }
+
     #[test]
     fn database_names_replace_the_path() {
         for (url, want) in [

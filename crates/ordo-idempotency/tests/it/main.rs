@@ -57,10 +57,24 @@ fn fingerprints_ignore_layout_and_key_order_but_nothing_else() {
     assert_ne!(fingerprint("POST", "/a", &json!("b")), fingerprint("POST", "/a\"", &json!("")));
 }
 
-async fn leases(lease_ms: u64) -> Leases {
-    let mut config = LeaseConfig::new(ordo_testkit::redis_url(), ordo_testkit::redis_prefix());
+/// Leases under a prefix of their own, whose keys go with them.
+struct TestLeases {
+    leases: Leases,
+    _prefix: ordo_testkit::RedisPrefix,
+}
+
+impl std::ops::Deref for TestLeases {
+    type Target = Leases;
+    fn deref(&self) -> &Leases {
+        &self.leases
+    }
+}
+
+async fn leases(lease_ms: u64) -> TestLeases {
+    let prefix = ordo_testkit::redis_prefix();
+    let mut config = LeaseConfig::new(ordo_testkit::redis_url(), prefix.to_string());
     config.lease_ms = lease_ms;
-    Leases::connect(config).await.unwrap()
+    TestLeases { leases: Leases::connect(config).await.unwrap(), _prefix: prefix }
 }
 
 #[tokio::test]
@@ -118,7 +132,7 @@ async fn fifty_concurrent_claims_one_winner() {
 async fn redis_away_is_unavailable_fast() {
     // Nothing listens on this port: every call fails within the timeout, never hangs.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut config = LeaseConfig::new(format!("redis://127.0.0.1:{port}"), ordo_testkit::redis_prefix());
+    let mut config = LeaseConfig::new(format!("redis://127.0.0.1:{port}"), "nothing-listens:".to_string());
     config.timeout_ms = 100;
     let started = std::time::Instant::now();
     let l = Leases::connect(config).await.unwrap();
@@ -130,8 +144,8 @@ async fn redis_away_is_unavailable_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_come_back_with_redis() {
     let proxy = ordo_testkit::FaultProxy::start(ordo_testkit::socket_of(&ordo_testkit::redis_url())).await;
-    let mut config =
-        LeaseConfig::new(proxy.url_via(&ordo_testkit::redis_url()), ordo_testkit::redis_prefix());
+    let prefix = ordo_testkit::redis_prefix();
+    let mut config = LeaseConfig::new(proxy.url_via(&ordo_testkit::redis_url()), prefix.to_string());
     config.timeout_ms = 200;
     let l = Leases::connect(config).await.unwrap();
     assert!(matches!(l.claim("t", "before").await.unwrap(), Claim::Acquired(_)));

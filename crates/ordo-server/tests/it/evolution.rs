@@ -89,7 +89,7 @@ ordo_testkit::on_both!(an_older_server_serves_tables_expanded_by_a_newer_one, |b
     deploy(&db, &newer).await;
     let app = build(&db, false).await.expect("the older server still starts");
     let client = TestClient::new(Arc::new(app.into_endpoint()));
-    let api = Api { client, db };
+    let api = Api { client, db, redis: None };
     let placed = api.post("/inventory/sku-1/restock", "k-restock", json!({"quantity": 5})).await;
     assert!(placed.status.is_success(), "{:?}", placed.body);
     let order = api

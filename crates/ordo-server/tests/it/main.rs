@@ -23,6 +23,8 @@ use std::sync::Arc;
 pub struct Api {
     pub client: TestClient<Arc<poem::endpoint::BoxEndpoint<'static>>>,
     pub db: TestDb,
+    /// The Redis keys of the server's prefix go with it.
+    pub redis: Option<ordo_testkit::RedisPrefix>,
 }
 
 pub struct Reply {
@@ -42,13 +44,14 @@ pub async fn api(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Api {
     let db = TestDb::new(backend).await;
     let mut config = Config { database_url: db.url.clone(), ..Config::default() };
     config.listen = "127.0.0.1:0".parse().unwrap();
+    let redis = ordo_testkit::redis_prefix();
     if backend == Backend::Postgres {
         config.redis_url = Some(ordo_testkit::redis_url());
-        config.redis_prefix = ordo_testkit::redis_prefix();
+        config.redis_prefix = redis.to_string();
     }
     tweak(&mut config);
     let app = Application::build(&config).await.unwrap();
-    Api { client: TestClient::new(Arc::new(app.into_endpoint())), db }
+    Api { client: TestClient::new(Arc::new(app.into_endpoint())), db, redis: Some(redis) }
 }
 
 impl Api {

@@ -84,7 +84,7 @@ async fn a_failed_request_is_not_stored_and_its_retry_applies() {
     };
     config.acquire_timeout_ms = 1_000;
     let app = ordo_server::startup::Application::build(&config).await.unwrap();
-    let api = Api { client: poem::test::TestClient::new(Arc::new(app.into_endpoint())), db };
+    let api = Api { client: poem::test::TestClient::new(Arc::new(app.into_endpoint())), db, redis: None };
     proxy.set_down(true);
     let failed = api.post("/inventory/s/restock", "k", json!({"quantity": 7})).await;
     assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -214,7 +214,7 @@ async fn redis_flushed_mid_request_still_applies_once() {
     let prefix = ordo_testkit::redis_prefix();
     let api = Arc::new(
         api(ordo_testkit::Backend::Postgres, |c| {
-            c.redis_prefix = prefix.clone();
+            c.redis_prefix = prefix.to_string();
         })
         .await,
     );

@@ -80,7 +80,7 @@ async fn two_relays_publish_every_event_once_in_order() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let relays: Vec<_> = (0..2)
         .map(|_| {
-            let (store, prefix, published) = (store.clone(), prefix.clone(), published.clone());
+            let (store, prefix, published) = (store.clone(), prefix.to_string(), published.clone());
             tokio::spawn(async move {
                 let relay = Relay::connect(&ordo_testkit::redis_url(), &prefix).await.unwrap();
                 while published.load(std::sync::atomic::Ordering::SeqCst) < 21
