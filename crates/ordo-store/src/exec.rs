@@ -370,6 +370,11 @@ impl Executor {
         isolation: ir::Isolation,
         looked_up: bool,
     ) -> Result<Vec<Executed>, Stop> {
+        if let [cmd] = cmds
+            && let Some(idem) = &cmd.idempotency
+        {
+            return Ok(vec![self.solo(cmd, idem, isolation, looked_up).await?]);
+        }
         let txn = self.begin(isolation).await?;
         let now = Utc::now();
         let mut done = Vec::with_capacity(cmds.len());
@@ -398,17 +403,7 @@ impl Executor {
         }
         let keyed = txn.begin().await?;
         let outcome = self.decide(&keyed, cmd, now).await?;
-        let b = self.record_row(cmd, idem, &outcome, now);
-        let put = keyed
-            .execute_raw(b.statement(self.backend(), &self.plans.system.idempotency_put))
-            .instrument(tracing::debug_span!("idempotency.record"))
-            .await;
-        let taken = match put {
-            Ok(r) => r.rows_affected() == 0,
-            Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => true,
-            Err(e) => return Err(classify(e)),
-        };
-        if !taken {
+        if self.put_record(&keyed, cmd, idem, &outcome, now).await? {
             keyed.commit().await?;
             return Ok(Executed { outcome, replayed: false });
         }
@@ -419,6 +414,66 @@ impl Executor {
         match self.stored(txn, &cmd.tenant, &idem.key, now).await? {
             Some(found) => Ok(replay(found, &idem.fingerprint)),
             None => Err(Stop::Retry),
+        }
+    }
+
+    /// A keyed command alone in its transaction, with no savepoint (four round trips
+    /// fewer than `one`): applied, its writes and its record commit together; rejected,
+    /// the transaction is rolled back and the rejection recorded in one of its own (the
+    /// outcome decided on what the first saw); a record another request committed first
+    /// is that request's answer.
+    async fn solo(
+        &self,
+        cmd: &Command,
+        idem: &crate::IdempotencyKey,
+        isolation: ir::Isolation,
+        looked_up: bool,
+    ) -> Result<Executed, Stop> {
+        let txn = self.begin(isolation).await?;
+        let now = Utc::now();
+        if !looked_up && let Some(found) = self.stored(&txn, &cmd.tenant, &idem.key, now).await? {
+            txn.rollback().await?;
+            return Ok(replay(found, &idem.fingerprint));
+        }
+        let applied = self.apply(&txn, cmd, now).instrument(tracing::debug_span!("db.apply")).await;
+        let (txn, outcome) = match applied {
+            Ok(record) => (txn, Outcome::Applied { instance: record }),
+            Err(Stop::Reject(rejection)) => {
+                txn.rollback().await?;
+                (self.begin(ir::Isolation::ReadCommitted).await?, Outcome::Rejected { rejection })
+            }
+            Err(other) => return Err(other),
+        };
+        if self.put_record(&txn, cmd, idem, &outcome, now).await? {
+            txn.commit().instrument(tracing::debug_span!("db.commit")).await?;
+            return Ok(Executed { outcome, replayed: false });
+        }
+        txn.rollback().await?;
+        match self.stored(&self.db, &cmd.tenant, &idem.key, now).await? {
+            Some(found) => Ok(replay(found, &idem.fingerprint)),
+            None => Err(Stop::Retry),
+        }
+    }
+
+    /// Writes a keyed command's record: `false` when a live record already holds the key
+    /// (another request with it committed first).
+    async fn put_record(
+        &self,
+        conn: &DatabaseTransaction,
+        cmd: &Command,
+        idem: &crate::IdempotencyKey,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Stop> {
+        let b = self.record_row(cmd, idem, outcome, now);
+        let put = conn
+            .execute_raw(b.statement(self.backend(), &self.plans.system.idempotency_put))
+            .instrument(tracing::debug_span!("idempotency.record"))
+            .await;
+        match put {
+            Ok(r) => Ok(r.rows_affected() != 0),
+            Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => Ok(false),
+            Err(e) => Err(classify(e)),
         }
     }
 
