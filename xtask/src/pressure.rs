@@ -61,7 +61,7 @@ pub struct PressureArgs {
     /// A server binary to start instead of building one.
     #[arg(long)]
     server_binary: Option<PathBuf>,
-    /// Keep the PostgreSQL database created for a started server.
+    /// Keep the PostgreSQL database (and the Redis keys) created for a started server.
     #[arg(long)]
     keep_database: bool,
     /// Start the server with group commit on (ORDO_GROUP_COMMIT=true).
@@ -189,6 +189,7 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
 
     // The server: the one given, or one started here with a database of its own.
     let mut created_db: Option<ordo_testkit::TestDb> = None;
+    let mut created_prefix: Option<ordo_testkit::RedisPrefix> = None;
     let (server, url, api_key, tenant, database) = match &args.url {
         Some(url) => {
             (None, url.clone(), args.api_key.clone(), args.tenant.clone(), args.database_url.clone())
@@ -220,7 +221,11 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
                 ("ORDO_RATE_BURST", "1000000".to_string()),
             ];
             if let Some(r) = &args.redis_url {
+                // Keys of their own, deleted at the end as the database is.
+                let prefix = ordo_testkit::redis_prefix_on(r);
                 env.push(("REDIS_URL", r.clone()));
+                env.push(("ORDO_REDIS_PREFIX", prefix.to_string()));
+                created_prefix = Some(prefix);
             }
             if args.group_commit {
                 env.push(("ORDO_GROUP_COMMIT", "true".to_string()));
@@ -263,6 +268,9 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
     drop(server);
     if let Some(db) = created_db.filter(|_| args.keep_database) {
         eprintln!("== kept database {}", db.keep());
+    }
+    if let Some(prefix) = created_prefix.filter(|_| args.keep_database) {
+        eprintln!("== kept Redis keys under {}", prefix.keep());
     }
     let report = result?;
     print!("{}", report.summary());

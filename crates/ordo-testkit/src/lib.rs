@@ -22,30 +22,48 @@ pub fn redis_url() -> String {
 /// A fresh Redis key prefix, unique to the calling test; its keys are deleted when it is
 /// dropped (keep it for as long as the test uses Redis).
 pub fn redis_prefix() -> RedisPrefix {
-    RedisPrefix(format!("ordo-test:{}:", uuid::Uuid::now_v7().simple()))
+    redis_prefix_on(&redis_url())
+}
+
+/// A fresh key prefix on the Redis at `url`, deleted as [`redis_prefix`]'s.
+pub fn redis_prefix_on(url: &str) -> RedisPrefix {
+    RedisPrefix { prefix: format!("ordo-test:{}:", uuid::Uuid::now_v7().simple()), url: url.to_string() }
 }
 
 /// A test's Redis key prefix (see [`redis_prefix`]); it reads as the prefix itself.
 #[derive(Debug)]
-pub struct RedisPrefix(String);
+pub struct RedisPrefix {
+    prefix: String,
+    url: String,
+}
+
+impl RedisPrefix {
+    /// Keeps the keys (for a look afterwards) and returns the prefix.
+    pub fn keep(mut self) -> String {
+        self.url.clear();
+        self.prefix.clone()
+    }
+}
 
 impl std::ops::Deref for RedisPrefix {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        &self.prefix
     }
 }
 
 impl std::fmt::Display for RedisPrefix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.prefix)
     }
 }
 
 impl Drop for RedisPrefix {
     fn drop(&mut self) {
         // Best effort: a Redis that is gone has nothing left to clean.
-        let _ = delete_keys(&redis_url(), &format!("{}*", self.0));
+        if !self.url.is_empty() {
+            let _ = delete_keys(&self.url, &format!("{}*", self.prefix));
+        }
     }
 }
 
