@@ -419,7 +419,7 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     eprintln!(
-        "== pressure: a small audited run on the embedded default with group commit, then on PostgreSQL + Redis with an online migration"
+        "== pressure: a small audited run on the embedded default with a transaction per command, then on PostgreSQL + Redis with group commit and an online migration"
     );
     let databases = [(None, None), (Some(services.pg_url.as_str()), Some(services.redis_url.as_str()))];
     let edited = std::env::temp_dir().join(format!("ordo-online-edit-{}", std::process::id()));
@@ -436,8 +436,8 @@ fn test(extra: &[String]) -> Result<ExitCode> {
             argv.extend(["--database-url", db, "--redis-url", redis]);
             argv.extend(["--migrate-to", &edited_arg, "--migrate-after-s", "1.5"]);
         } else {
-            // The embedded default's run goes through group commit, end to end.
-            argv.push("--group-commit");
+            // Group commit is the default; the embedded run audits the other path end to end.
+            argv.push("--no-group-commit");
         }
         let Top::Pressure(args) = Cli::try_parse_from(&argv)?.command else { unreachable!() };
         let code = pressure::pressure(&root, *args)?;

@@ -64,9 +64,10 @@ pub struct PressureArgs {
     /// Keep the PostgreSQL database (and the Redis keys) created for a started server.
     #[arg(long)]
     keep_database: bool,
-    /// Start the server with group commit on (ORDO_GROUP_COMMIT=true).
+    /// Start the server with group commit off (ORDO_GROUP_COMMIT=false): every command in
+    /// a transaction of its own, to compare with the default.
     #[arg(long)]
-    group_commit: bool,
+    no_group_commit: bool,
     /// Migrate the database to the specs in this directory while the load runs (an online
     /// migration: the server keeps serving its own spec on the migrated tables). The run
     /// fails if the migration is refused or fails.
@@ -227,8 +228,8 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
                 env.push(("ORDO_REDIS_PREFIX", prefix.to_string()));
                 created_prefix = Some(prefix);
             }
-            if args.group_commit {
-                env.push(("ORDO_GROUP_COMMIT", "true".to_string()));
+            if args.no_group_commit {
+                env.push(("ORDO_GROUP_COMMIT", "false".to_string()));
             }
             let server = start_server(&binary, &env)?;
             let url = server.url.clone();

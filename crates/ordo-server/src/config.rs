@@ -62,7 +62,7 @@ pub struct Config {
     pub timer_interval_ms: u64,
     /// How often the relay looks for unsent events (with Redis).
     pub relay_interval_ms: u64,
-    /// Group commit (`ORDO_GROUP_COMMIT=true`; off by default, every command alone),
+    /// Group commit (on by default; `ORDO_GROUP_COMMIT=false`: every command alone),
     /// commands per transaction, commands waiting on one key at most, and how long one may
     /// wait (past either: 503 with Retry-After). See docs/operations.md.
     pub group_commit: bool,
@@ -97,7 +97,7 @@ impl Default for Config {
             stream_retention_ms: crate::relay::STREAM_RETENTION_MS_DEFAULT,
             timer_interval_ms: TIMER_INTERVAL_MS_DEFAULT,
             relay_interval_ms: RELAY_INTERVAL_MS_DEFAULT,
-            group_commit: false,
+            group_commit: true,
             batch_max: ordo_store::BATCH_MAX_DEFAULT,
             key_queue_max: ordo_store::KEY_QUEUE_MAX_DEFAULT,
             batch_wait_ms_max: ordo_store::BATCH_WAIT_MS_MAX_DEFAULT,

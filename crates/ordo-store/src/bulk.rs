@@ -26,6 +26,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, Statement};
 use serde_json::Value as Json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// Bound values per statement at most: under SQLite's limit (32,766) and PostgreSQL's
@@ -63,9 +64,17 @@ impl Executor {
     /// one transaction with a fixed number of statements, retrying transient failures as
     /// `run` does. `None`: the batch is not of that kind, or needs the general path (then
     /// nothing was written).
-    #[tracing::instrument(level = "debug", name = "store.bulk", skip_all, fields(commands = cmds.len()))]
     pub(crate) async fn run_bulk(&self, cmds: &[Command]) -> Result<Option<Vec<Executed>>, StoreError> {
         let Some(isolation) = self.bulk_isolation(cmds) else { return Ok(None) };
+        let span = tracing::debug_span!("store.bulk", commands = cmds.len());
+        self.bulk_tries(cmds, isolation).instrument(span).await
+    }
+
+    async fn bulk_tries(
+        &self,
+        cmds: &[Command],
+        isolation: ir::Isolation,
+    ) -> Result<Option<Vec<Executed>>, StoreError> {
         let mut tries = 0;
         loop {
             match self.bulk_attempt(cmds, isolation).await {
