@@ -235,6 +235,63 @@ async fn per_second(start: Instant, tasks: Vec<tokio::task::JoinHandle<u64>>) ->
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Cost as the tables grow: fresh transitions through the API on the (nearly) empty
+/// database, then again after `orders` placed orders were added with what placing leaves
+/// (the journal row, the published outbox row, the idempotency record under a random key,
+/// the unpaid-order timer), `ORDO_BENCH_PREFILL_ORDERS=10000000` for the issue's figure.
+async fn growth(base: &str, store: &Store, orders: u64, tasks: usize, secs: u64) {
+    let conn = store.connection();
+    let size = || async {
+        let row = conn
+            .query_one_raw(q("SELECT pg_size_pretty(pg_database_size(current_database())) AS s"))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<String>("", "s").unwrap()
+    };
+    let empty = api(base, tasks, secs, Workload::Fresh, 1000).await;
+    let started = Instant::now();
+    // In transactions of a million orders each; ids are time-ordered, as the executor's v7.
+    let chunk = 1_000_000u64;
+    let mut from = 0;
+    while from < orders {
+        let to = (from + chunk).min(orders);
+        let rows = format!(
+            "CREATE TEMP TABLE fill AS SELECT g,                 (lpad(to_hex((extract(epoch FROM now() - interval '1 day') * 1000)::bigint + g / 1000), 12, '0')                  || '7' || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid AS id,                 now() - interval '1 day' + g * interval '1 microsecond' AS at              FROM generate_series({from}, {to} - 1) g"
+        );
+        let statements = [
+            rows.as_str(),
+            "INSERT INTO orders (id, tenant, state, version, sku, quantity, account, amount, carrier, tracking, created_at, updated_at)              SELECT id, 'default', 'pending', 1, 'fill-' || (g % 1000), 1, 'fill-' || (g % 1000), 10, NULL, NULL, at, at FROM fill",
+            "INSERT INTO ordo_transitions (id, tenant, machine, entity, version, event, from_state, to_state, params, idempotency_key, created_at)              SELECT id, 'default', 'Order', id::text, 1, 'place', NULL, 'pending', '{}', 'fill-' || md5(g::text), at FROM fill",
+            "INSERT INTO ordo_outbox (id, tenant, machine, entity, version, event, payload, created_at, sent_at)              SELECT id, 'default', 'Order', id::text, 1, 'place', '{}', at, at FROM fill",
+            "INSERT INTO ordo_idempotency (tenant, key, fingerprint, outcome, created_at, expires_at)              SELECT 'default', 'fill-' || md5(g::text), 'f', '{}', now(), now() + interval '1 day' FROM fill",
+            "INSERT INTO ordo_timers (id, tenant, machine, entity, state, event, due_at, created_at)              SELECT id, 'default', 'Order', id::text, 'pending', 'cancel', now() + interval '1 day', at FROM fill",
+            "DROP TABLE fill",
+        ];
+        let txn = sea_orm::TransactionTrait::begin(conn).await.unwrap();
+        for sql in statements {
+            txn.execute_unprepared(sql).await.unwrap();
+        }
+        txn.commit().await.unwrap();
+        from = to;
+        eprintln!("prefilled {to} orders, {:.0?}", started.elapsed());
+    }
+    conn.execute_unprepared("VACUUM ANALYZE").await.unwrap();
+    let filled = started.elapsed();
+    let full = api(base, tasks, secs, Workload::Fresh, 1001).await;
+    println!(
+        "fresh transitions (place-pay-ship-deliver) through the API, {tasks} tasks: {empty:.0}/s on the empty database, \
+         {full:.0}/s with {orders} more orders and their journal, outbox, record and timer rows \
+         (prefilled and vacuumed in {filled:.0?}; the database {}): {:.2}x",
+        size().await,
+        full / empty
+    );
+}
+
+fn q(sql: &str) -> sea_orm::Statement {
+    sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql.to_string())
+}
+
 /// The pgbench script of a replay: what the executor sends for a keyed command whose
 /// record exists (the record's read, outside any transaction).
 fn replay_script(store: &Store) -> String {
@@ -269,9 +326,12 @@ async fn api(base: &str, tasks: usize, secs: u64, workload: Workload, round: usi
                 let order = json!({"sku": sku, "quantity": 1, "account": format!("acct-{i}"), "amount": 10});
                 let mut done = 0u64;
                 let mut n = 0u64;
+                // Random, as clients' keys (UUIDs) are: their records' index takes them anywhere.
+                let random = std::hash::RandomState::new();
                 let mut key = |what: &str| {
                     n += 1;
-                    format!("api-{what}-{round}-{i}-{n}")
+                    let h = |salt: u64| std::hash::BuildHasher::hash_one(&random, (what, round, i, n, salt));
+                    format!("api-{:016x}{:016x}", h(0), h(1))
                 };
                 if workload == Workload::Replays {
                     let placed = post("/orders".into(), key("place"), order.clone()).await.unwrap();
@@ -419,8 +479,12 @@ fn main() {
             .await
             .unwrap();
 
-        let pgbench_bin = pgbench_binary();
         let tasks = TASKS_MAX;
+        if let Some(orders) = std::env::var("ORDO_BENCH_PREFILL_ORDERS").ok().and_then(|n| n.parse().ok()) {
+            growth(&base, &store, orders, tasks, secs).await;
+            return;
+        }
+        let pgbench_bin = pgbench_binary();
         println!(
             "order workload on PostgreSQL (+ Redis for the API), {tasks} tasks on {CONNECTIONS} connections \
              (pgbench: {CONNECTIONS} clients), {secs} s per measurement, per second"
@@ -467,7 +531,6 @@ fn main() {
         println!("{}", batch_sizes(&base).await);
 
         // The books balance: every order has its journal rows, and no stock went missing.
-        let q = |sql: &str| sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql.to_string());
         let conn = store.connection();
         let n = |row: Option<sea_orm::QueryResult>| row.unwrap().try_get::<i64>("", "n").unwrap();
         let orders = n(conn.query_one_raw(q("SELECT COUNT(*) AS n FROM orders")).await.unwrap());
