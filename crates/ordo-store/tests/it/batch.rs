@@ -31,20 +31,8 @@ async fn flash_sale(backend: Backend) {
             with_key(create("Order", order), &format!("buyer-{i}"), &format!("fp-{i}"))
         })
         .collect();
-    // On this current-thread runtime, tasks first run in the order they were spawned, and
-    // each is queued before its first await: arrival order is buyer order.
-    let handles: Vec<_> = buyers
-        .iter()
-        .cloned()
-        .map(|c| {
-            let store = store.clone();
-            tokio::spawn(async move { store.execute_unrecorded(&c).await })
-        })
-        .collect();
-    let mut answers = Vec::with_capacity(handles.len());
-    for h in handles {
-        answers.push(h.await.unwrap().unwrap());
-    }
+    // Arrival order is buyer order (see `queued`).
+    let answers = queued(&store, &buyers).await;
     let won: Vec<usize> = answers
         .iter()
         .enumerate()
@@ -98,18 +86,7 @@ async fn rejections_in_a_batch(backend: Backend) {
         })
         .collect();
     cmds.push(with_key(operate("Wallet", "w", "deposit", json!({"amount": 7})), "k0", "another"));
-    let handles: Vec<_> = cmds
-        .iter()
-        .cloned()
-        .map(|c| {
-            let store = store.clone();
-            tokio::spawn(async move { store.execute_unrecorded(&c).await.unwrap() })
-        })
-        .collect();
-    let mut outcomes = Vec::new();
-    for h in handles {
-        outcomes.push(h.await.unwrap());
-    }
+    let outcomes = queued(&store, &cmds).await;
     let wallet = store.resource("t1", "Wallet", &json!("w")).await.unwrap().unwrap();
     assert_eq!(wallet.fields["balance"], json!(100), "10 + 20 + 30 + 40, and nothing of the rest");
     for (i, o) in outcomes.iter().enumerate() {
@@ -190,8 +167,9 @@ fn gist(e: &Executed) -> Json {
     }
 }
 
-/// Runs the commands on a store, queued in their order on a current-thread runtime (each
-/// is queued before its first await), and returns the answers.
+/// Runs the commands on a store concurrently and returns the answers. On a current-thread
+/// runtime, tasks first run in the order they were spawned, and each command is queued
+/// before its first await: arrival order is the commands' order.
 async fn queued(store: &Arc<Store>, cmds: &[Command]) -> Vec<Executed> {
     let handles: Vec<_> = cmds
         .iter()
