@@ -16,6 +16,11 @@ pub const KEY_BYTES_MAX: usize = 255;
 /// How long a lease holds a key if its holder never releases it (a crashed process):
 /// longer than any request may run.
 pub const LEASE_MS_DEFAULT: u64 = 60_000;
+/// How many leases' time a key's fencing counter outlives its last claim: long enough that
+/// no holder of an earlier lease still runs (a lease outlives any request), short enough
+/// that Redis holds about that long's worth of counters, not a day's (86 million at
+/// 1,000 requests per second).
+pub const FENCE_LEASES: u64 = 10;
 /// The bound on every Redis command; past it the lease is skipped, not waited for.
 pub const REDIS_TIMEOUT_MS_DEFAULT: u64 = 250;
 
@@ -210,8 +215,9 @@ impl Leases {
     pub async fn claim(&self, tenant: &str, key: &str) -> Result<Claim, LeaseError> {
         let k = self.redis_key(tenant, key);
         let fence = format!("{k}:fence");
-        // The counter outlives leases (a day), so tokens keep increasing across retries.
-        let args = vec![self.config.lease_ms.to_string(), (24 * 3_600_000u64).to_string()];
+        // The counter outlives leases, so tokens keep increasing across retries.
+        let fence_ms = self.config.lease_ms.saturating_mul(FENCE_LEASES);
+        let args = vec![self.config.lease_ms.to_string(), fence_ms.to_string()];
         let (held, value): (i64, i64) =
             self.bounded(self.claim.evalsha_with_reload(&self.client, vec![k.clone(), fence], args)).await?;
         Ok(if held == 1 {

@@ -162,3 +162,22 @@ async fn leases_come_back_with_redis() {
     }
     assert!(back, "the client reconnects by itself");
 }
+
+/// Redis holds what a claim leaves (the lease and the key's fencing counter) for a bounded
+/// time: the counter expires `FENCE_LEASES` leases after its last claim, not a day later.
+#[tokio::test]
+async fn a_claim_leaves_nothing_in_redis_for_longer_than_its_fence() {
+    use fred::prelude::*;
+    let l = leases(1_000).await;
+    let Claim::Acquired(lease) = l.claim("t", "k").await.unwrap() else { panic!("free key") };
+    assert!(l.release(&lease).await.unwrap());
+    let client = Client::new(Config::from_url(&ordo_testkit::redis_url()).unwrap(), None, None, None);
+    client.init().await.unwrap();
+    // The lease's key and its counter, as `Leases` names them.
+    let key = format!("{}idem:{{1:t:k}}", &*l._prefix);
+    let gone: i64 = client.exists(&key).await.unwrap();
+    assert_eq!(gone, 0, "the released lease is gone");
+    let ttl: i64 = client.pttl(format!("{key}:fence")).await.unwrap();
+    let fence = i64::try_from(1_000 * ordo_idempotency::FENCE_LEASES).unwrap();
+    assert!(ttl > 0 && ttl <= fence, "the counter expires within {fence} ms: {ttl}");
+}
