@@ -579,16 +579,21 @@ impl Store {
         let backend = self.backend();
         let limit = i64::try_from(limit.clamp(1, EVENTS_PAGE_MAX)).unwrap_or(1);
         let txn = self.exec.begin(ir::Isolation::ReadCommitted).await.map_err(exec::stop_to_error)?;
-        let earlier_unsent = "NOT EXISTS (SELECT 1 FROM ordo_outbox p WHERE p.sent_at IS NULL \
-             AND p.tenant = o.tenant AND p.machine = o.machine AND p.entity = o.entity AND p.version < o.version)";
+        // No earlier unsent version of the instance: this row is its first unsent one. A
+        // correlated minimum, so each row costs one probe of the unsent-instance index
+        // (`m0005`) whatever the planner believes of how many rows wait (as NOT EXISTS it
+        // chose a scan of every unsent row per row: quadratic, 156 ms against 7 ms for
+        // 1,100 waiting rows beside 2 million published ones).
+        let first_unsent = "o.version = (SELECT min(p.version) FROM ordo_outbox p WHERE p.sent_at IS NULL \
+             AND p.tenant = o.tenant AND p.machine = o.machine AND p.entity = o.entity)";
         let sql = match backend {
             DbBackend::Postgres => format!(
                 "SELECT o.id, o.machine, o.payload, o.created_at, o.txid, o.seq FROM ordo_outbox o \
-                 WHERE o.sent_at IS NULL AND {earlier_unsent} ORDER BY o.txid, o.seq LIMIT $1 FOR UPDATE SKIP LOCKED"
+                 WHERE o.sent_at IS NULL AND {first_unsent} ORDER BY o.txid, o.seq LIMIT $1 FOR UPDATE SKIP LOCKED"
             ),
             _ => format!(
                 "SELECT o.id, o.machine, o.payload, o.created_at, 0 AS txid, o.rowid AS seq FROM ordo_outbox o \
-                 WHERE o.sent_at IS NULL AND {earlier_unsent} ORDER BY o.rowid LIMIT ?"
+                 WHERE o.sent_at IS NULL AND {first_unsent} ORDER BY o.rowid LIMIT ?"
             ),
         };
         let rows = txn.query_all_raw(Statement::from_sql_and_values(backend, sql, [limit.into()])).await?;

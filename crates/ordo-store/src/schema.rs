@@ -163,6 +163,7 @@ impl MigratorTraitSelf for Migrator {
         }
         all.push(Box::new(OutboxCursor));
         all.push(Box::new(SpecVersions));
+        all.push(Box::new(OutboxUnsent));
         all
     }
 }
@@ -218,6 +219,45 @@ impl MigrationTrait for OutboxCursor {
             conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_instance").await?;
             conn.execute_unprepared("ALTER TABLE ordo_outbox DROP COLUMN seq, DROP COLUMN txid").await?;
         }
+        Ok(())
+    }
+}
+
+/// Indexes over the unsent outbox rows only, for the relay's claim: the rows to publish in
+/// order, and the check for an earlier unsent version of the same instance. Over the whole
+/// table (every row ever published) that check walked the dead entries of rows just sent:
+/// with 10 million published rows the claim read 30 times the index pages of every other
+/// statement together. Partial, they hold only what waits, however large the outbox grows.
+struct OutboxUnsent;
+
+impl MigrationName for OutboxUnsent {
+    fn name(&self) -> &str {
+        "m0005_ordo_outbox_unsent"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OutboxUnsent {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        conn.execute_unprepared(
+            "CREATE INDEX ordo_outbox_unsent_instance ON ordo_outbox (tenant, machine, entity, version) \
+             WHERE sent_at IS NULL",
+        )
+        .await?;
+        if manager.get_database_backend() == sea_orm::DbBackend::Postgres {
+            conn.execute_unprepared(
+                "CREATE INDEX ordo_outbox_unsent_order ON ordo_outbox (txid, seq) WHERE sent_at IS NULL",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_unsent_order").await?;
+        conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_unsent_instance").await?;
         Ok(())
     }
 }
