@@ -33,8 +33,13 @@ use uuid::Uuid;
 /// (65,535); a longer batch of rows goes in several statements.
 const VALUES_PER_STATEMENT_MAX: usize = 30_000;
 
-/// A resource row as the batch holds it: `(tenant, table, key)`.
+/// A resource row as the batch holds it: `(table, key, tenant)`, so that the rows' order
+/// is the one lock order (table, then key) every transaction takes its rows in.
 type RowId = (String, String, String);
+
+fn row_id(e: &PlannedEffect<'_>, tenant: &str) -> RowId {
+    (e.resource.table.clone(), e.key_text.clone(), tenant.to_string())
+}
 
 struct Row<'s> {
     resource: &'s ir::Resource,
@@ -44,6 +49,9 @@ struct Row<'s> {
     version: i64,
     /// The row did not exist: it starts from zeros (`ensure`) once an effect applies.
     absent: bool,
+    /// The row did not exist and cannot start from zeros (a zero breaks a check): every
+    /// effect on it is refused.
+    refused: bool,
     changed: bool,
 }
 
@@ -189,12 +197,12 @@ impl Executor {
 
     /// Locks every resource row the batch's effects touch, in the one lock order, and reads
     /// its effect fields. `None`: an amount or a field is not a whole number.
-    async fn lock_rows(
+    async fn lock_rows<'s>(
         &self,
         txn: &DatabaseTransaction,
-        plans: &[Plan<'_>],
+        plans: &[Plan<'s>],
         now: DateTime<Utc>,
-    ) -> Result<Option<BTreeMap<RowId, Row<'_>>>, Stop> {
+    ) -> Result<Option<BTreeMap<RowId, Row<'s>>>, Stop> {
         let mut wanted: BTreeMap<RowId, (&ir::Resource, &Val)> = BTreeMap::new();
         for plan in plans {
             let Plan::Create { tenant, effects, .. } = plan else { continue };
@@ -202,21 +210,13 @@ impl Executor {
                 if !matches!(e.amount, Val::Int(_)) {
                     return Ok(None);
                 }
-                let r = self
-                    .spec
-                    .resource(&e.effect.resource)
-                    .ok_or_else(|| StoreError::Internal(format!("no resource {}", e.effect.resource)))?;
-                wanted.insert((tenant.clone(), e.table.clone(), e.key_text.clone()), (r, &e.key));
+                wanted.insert(row_id(e, tenant), (e.resource, &e.key));
             }
         }
-        // Sorted by table, then key (then tenant), as every transaction takes its rows.
-        let mut order: Vec<&RowId> = wanted.keys().collect();
-        order.sort_by(|a, b| (&a.1, &a.2, &a.0).cmp(&(&b.1, &b.2, &b.0)));
         let mut rows = BTreeMap::new();
-        for id in order {
-            let (r, key) = wanted[id];
+        for (id, (r, key)) in wanted {
             let plans = &self.plans.resources[&r.name];
-            let b = Bind { tenant: &id.0, key: Some(key), now: Some(now), ..Bind::default() };
+            let b = Bind { tenant: &id.2, key: Some(key), now: Some(now), ..Bind::default() };
             let found = txn.query_one_raw(b.statement(self.plans.backend, &plans.lock)).await?;
             let mut values = BTreeMap::new();
             for f in r.fields.iter().filter(|f| crate::plan::effect_field(f)) {
@@ -233,15 +233,12 @@ impl Executor {
                 Some(row) => row.try_get("", "version")?,
                 None => 0,
             };
-            let row = Row {
-                resource: r,
-                key: key.clone(),
-                values,
-                version,
-                absent: found.is_none(),
-                changed: false,
-            };
-            rows.insert(id.clone(), row);
+            let absent = found.is_none();
+            let refused = absent && plans.ensure.is_none();
+            rows.insert(
+                id,
+                Row { resource: r, key: key.clone(), values, version, absent, refused, changed: false },
+            );
         }
         Ok(Some(rows))
     }
@@ -253,7 +250,7 @@ impl Executor {
         rows: &BTreeMap<RowId, Row<'_>>,
         now: DateTime<Utc>,
     ) -> Result<(), Stop> {
-        for ((tenant, _, _), row) in rows.iter().filter(|(_, row)| row.changed) {
+        for ((_, _, tenant), row) in rows.iter().filter(|(_, row)| row.changed) {
             let plans = &self.plans.resources[&row.resource.name];
             let mut b = Bind { tenant, key: Some(&row.key), now: Some(now), ..Bind::default() };
             if row.absent {
@@ -285,20 +282,14 @@ impl Executor {
         plans: &[Plan<'_>],
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<Outcome>>, Stop> {
-        let mut by_machine: BTreeMap<&str, Vec<Bind<'_>>> = BTreeMap::new();
+        let mut by_machine: BTreeMap<&str, (&ir::Machine, Vec<Bind<'_>>)> = BTreeMap::new();
         let (mut journal, mut outbox, mut timers) = (Vec::new(), Vec::new(), Vec::new());
-        let entities: Vec<String> = plans
-            .iter()
-            .map(|p| match p {
-                Plan::Create { id, .. } => id.to_string(),
-                Plan::Rejected(_) => String::new(),
-            })
-            .collect();
-        for ((cmd, plan), entity) in cmds.iter().zip(plans).zip(&entities) {
+        for (cmd, plan) in cmds.iter().zip(plans) {
             let (Plan::Create { m, id, fields, .. }, Action::Create { input, .. }) = (plan, &cmd.action)
             else {
                 continue;
             };
+            let entity = &id.to_string();
             let b = Bind {
                 tenant: &cmd.tenant,
                 id: Some(*id),
@@ -306,7 +297,7 @@ impl Executor {
                 fields: Some(fields),
                 ..Bind::default()
             };
-            by_machine.entry(m.name.as_str()).or_default().push(b);
+            by_machine.entry(m.name.as_str()).or_insert_with(|| (*m, Vec::new())).1.push(b);
             let t = Transition {
                 tenant: &cmd.tenant,
                 machine: &m.name,
@@ -322,11 +313,7 @@ impl Executor {
             timers.extend(timer_rows(&cmd.tenant, m, entity, &m.initial, now));
         }
         let mut records: HashMap<Uuid, Record> = HashMap::new();
-        for (machine, binds) in &by_machine {
-            let m = self
-                .spec
-                .machine(machine)
-                .ok_or_else(|| StoreError::Internal(format!("no machine {machine}")))?;
+        for (machine, (m, binds)) in &by_machine {
             for row in insert_many(txn, &self.plans.machines[*machine].insert_many, binds).await? {
                 let id: Uuid = row.try_get("", "id")?;
                 records.insert(id, machine_record(m, &row)?);
@@ -358,9 +345,10 @@ fn apply_effects(
     tenant: &str,
     effects: &[PlannedEffect<'_>],
 ) -> Result<(), Option<Rejection>> {
-    let mut staged: BTreeMap<(RowId, &str), i64> = BTreeMap::new();
+    // Each effect's new value, on top of this command's earlier effects on the same field.
+    let mut staged: Vec<(RowId, &str, i64)> = Vec::with_capacity(effects.len());
     for e in effects {
-        let id = (tenant.to_string(), e.table.clone(), e.key_text.clone());
+        let id = row_id(e, tenant);
         let row = rows.get(&id).ok_or(None)?;
         let field = row.resource.fields.iter().find(|f| f.name == e.effect.field).ok_or(None)?;
         let rejection = || {
@@ -370,13 +358,17 @@ fn apply_effects(
                 field: e.effect.field.clone(),
             })
         };
-        if row.absent && row.resource_cannot_start_from_zeros() {
+        if row.refused {
             return Err(rejection());
         }
         let (Val::Int(amount), Some(Val::Int(stored))) = (&e.amount, row.values.get(&field.name)) else {
             return Err(None);
         };
-        let current = staged.get(&(id.clone(), field.name.as_str())).copied().unwrap_or(*stored);
+        let current = staged
+            .iter()
+            .rev()
+            .find(|(i, f, _)| *i == id && *f == field.name)
+            .map_or(*stored, |(_, _, v)| *v);
         let new = match e.effect.op {
             ir::DeltaOp::Add => current.checked_add(*amount),
             ir::DeltaOp::Sub => current.checked_sub(*amount),
@@ -385,27 +377,17 @@ fn apply_effects(
         if value::check(field, &Val::Int(new)).is_err() {
             return Err(rejection());
         }
-        staged.insert((id, field.name.as_str()), new);
+        staged.push((id, field.name.as_str(), new));
     }
-    for e in effects {
-        let id = (tenant.to_string(), e.table.clone(), e.key_text.clone());
+    // All of them hold: each is one version of its row, as its own statement would be.
+    for (id, field, v) in staged {
         if let Some(row) = rows.get_mut(&id) {
+            row.values.insert(field.to_string(), Val::Int(v));
             row.version += 1;
             row.changed = true;
         }
     }
-    for ((id, field), v) in staged {
-        if let Some(row) = rows.get_mut(&id) {
-            row.values.insert(field.to_string(), Val::Int(v));
-        }
-    }
     Ok(())
-}
-
-impl Row<'_> {
-    fn resource_cannot_start_from_zeros(&self) -> bool {
-        !self.resource.fields.iter().all(|f| value::check(f, &crate::plan::zero(f)).is_ok())
-    }
 }
 
 /// A multi-row insert of `rows` (in statements of at most `VALUES_PER_STATEMENT_MAX`

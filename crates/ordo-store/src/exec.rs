@@ -851,11 +851,11 @@ impl Executor {
     }
 
     /// A body's effects with their keys and amounts evaluated, in the one lock order.
-    pub(crate) fn plan_effects<'e>(
-        &self,
-        effects: &'e [ir::Effect],
+    pub(crate) fn plan_effects<'s>(
+        &'s self,
+        effects: &'s [ir::Effect],
         env: &Env<'_>,
-    ) -> Result<Vec<PlannedEffect<'e>>, Stop> {
+    ) -> Result<Vec<PlannedEffect<'s>>, Stop> {
         let mut planned = Vec::with_capacity(effects.len());
         for e in effects {
             let key = value::eval(&e.key, env).map_err(overflow(&e.field))?;
@@ -864,15 +864,9 @@ impl Executor {
                 .spec
                 .resource(&e.resource)
                 .ok_or_else(|| Stop::Fail(StoreError::Internal(format!("no resource {}", e.resource))))?;
-            planned.push(PlannedEffect {
-                table: r.table.clone(),
-                key_text: key.to_key_text(),
-                key,
-                effect: e,
-                amount,
-            });
+            planned.push(PlannedEffect { resource: r, key_text: key.to_key_text(), key, effect: e, amount });
         }
-        planned.sort_by(|a, b| (&a.table, &a.key_text).cmp(&(&b.table, &b.key_text)));
+        planned.sort_by(|a, b| (&a.resource.table, &a.key_text).cmp(&(&b.resource.table, &b.key_text)));
         Ok(planned)
     }
 
@@ -1011,11 +1005,11 @@ pub(crate) fn timer_rows<'a>(
 }
 
 /// One resource effect of a body, its key and amount evaluated.
-pub(crate) struct PlannedEffect<'e> {
-    pub table: String,
+pub(crate) struct PlannedEffect<'s> {
+    pub resource: &'s ir::Resource,
     pub key_text: String,
     pub key: Val,
-    pub effect: &'e ir::Effect,
+    pub effect: &'s ir::Effect,
     pub amount: Val,
 }
 
