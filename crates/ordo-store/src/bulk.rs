@@ -15,9 +15,10 @@
 //! twice in the batch, a record another request wrote meanwhile) makes it roll back and
 //! say so (`None`): the batch then takes the general path, a savepoint per command.
 
-use crate::exec::{Bind, Executor, Stop, journal_rows, machine_record, prepare_create, timer_rows};
-use crate::exec::{PlannedEffect, Transition};
+use crate::decide::prepare_create;
+use crate::exec::{Executor, PlannedEffect, Stop};
 use crate::plan::Many;
+use crate::rows::{Bind, Transition, journal_rows, machine_record, timer_rows};
 use crate::value::{self, Env, Val};
 use crate::{Action, Command, Executed, Outcome, Record, Rejection, StoreError};
 use chrono::{DateTime, Utc};
@@ -221,7 +222,7 @@ impl Executor {
             let mut values = BTreeMap::new();
             for f in r.fields.iter().filter(|f| crate::plan::effect_field(f)) {
                 let v = match &found {
-                    Some(row) => crate::exec::get_val(row, &f.name, f.ty)?,
+                    Some(row) => crate::rows::get_val(row, &f.name, f.ty)?,
                     None => crate::plan::zero(f),
                 };
                 if !matches!(v, Val::Int(_)) {

@@ -2,18 +2,21 @@
 //! the resource effects (in one fixed lock order), the journal row, the outbox row, the
 //! timers and the idempotency record, or none of them.
 
-use crate::plan::{self, Plans, Source, Sql, SqlType, TransitionPlan};
+use crate::decide::{overflow, prepare_create, read_values, reject_unknown, why, wrong_state};
+use crate::plan::{self, Plans, TransitionPlan};
+use crate::rows::{
+    Bind, Transition, journal_rows, machine_record, record_values, resource_record, timer_rows,
+};
 use crate::schema;
-use crate::value::{self, Env, EvalError, Val};
+use crate::value::{self, Env, Val};
 use crate::{Action, Command, Executed, Outcome, Record, Rejection, StoreConfig, StoreError};
 use chrono::{DateTime, Utc};
-use ordo_spec::ir::{self, Type};
+use ordo_spec::ir;
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, QueryResult,
-    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use serde_json::{Map, Value as Json};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tracing::Instrument as _;
@@ -75,56 +78,6 @@ pub(crate) fn classify(e: DbErr) -> Stop {
     Stop::Fail(StoreError::from(e))
 }
 
-/// Values a statement's slots are bound from.
-#[derive(Default)]
-pub(crate) struct Bind<'a> {
-    pub tenant: &'a str,
-    pub id: Option<Uuid>,
-    pub key: Option<&'a Val>,
-    pub now: Option<DateTime<Utc>>,
-    pub version: Option<i64>,
-    pub params: Option<&'a BTreeMap<String, Val>>,
-    pub values: BTreeMap<&'static str, Val>,
-    pub fields: Option<&'a BTreeMap<String, Val>>,
-}
-
-impl Bind<'_> {
-    pub(crate) fn statement(&self, backend: DbBackend, sql: &Sql) -> Statement {
-        Statement::from_sql_and_values(backend, &sql.sql, self.values_of(&sql.slots))
-    }
-
-    /// The values of `slots`, in their order.
-    pub(crate) fn values_of(&self, slots: &[plan::Slot]) -> Vec<sea_orm::Value> {
-        slots
-            .iter()
-            .map(|slot| {
-                let v = match &slot.source {
-                    Source::Tenant => Val::Text(self.tenant.to_string()),
-                    Source::Id => return sea_orm::Value::Uuid(self.id),
-                    Source::Key => self.key.cloned().unwrap_or(Val::Null),
-                    Source::Now => self.now.map_or(Val::Null, Val::Time),
-                    Source::Version => self.version.map_or(Val::Null, Val::Int),
-                    Source::Param(p) => self.params.and_then(|ps| ps.get(p)).cloned().unwrap_or(Val::Null),
-                    Source::Value(name) => self
-                        .values
-                        .get(name.as_str())
-                        .or_else(|| self.fields.and_then(|f| f.get(name)))
-                        .cloned()
-                        .unwrap_or(Val::Null),
-                    Source::Const(c) => c.clone(),
-                };
-                match slot.ty {
-                    SqlType::Uuid => match v {
-                        Val::Text(s) => sea_orm::Value::Uuid(Uuid::parse_str(&s).ok()),
-                        _ => sea_orm::Value::Uuid(None),
-                    },
-                    SqlType::Of(t) => v.to_sql(t),
-                }
-            })
-            .collect()
-    }
-}
-
 pub(crate) struct Executor {
     pub db: DatabaseConnection,
     pub spec: Arc<ir::Spec>,
@@ -145,7 +98,7 @@ pub(crate) struct Stats {
 }
 
 impl Executor {
-    fn backend(&self) -> DbBackend {
+    pub(crate) fn backend(&self) -> DbBackend {
         self.plans.backend
     }
 
@@ -385,122 +338,10 @@ impl Executor {
         Ok(done)
     }
 
-    /// One command inside the transaction. With an idempotency key, a savepoint holds both
-    /// its writes and its record, so that losing the race for the key undoes exactly this
-    /// command and the caller gets the winner's outcome.
-    async fn one(
-        &self,
-        txn: &DatabaseTransaction,
-        cmd: &Command,
-        now: DateTime<Utc>,
-        looked_up: bool,
-    ) -> Result<Executed, Stop> {
-        let Some(idem) = &cmd.idempotency else {
-            return Ok(Executed { outcome: self.decide(txn, cmd, now).await?, replayed: false });
-        };
-        if !looked_up && let Some(found) = self.stored(txn, &cmd.tenant, &idem.key, now).await? {
-            return Ok(replay(found, &idem.fingerprint));
-        }
-        let keyed = txn.begin().await?;
-        let outcome = self.decide(&keyed, cmd, now).await?;
-        if self.put_record(&keyed, cmd, idem, &outcome, now).await? {
-            keyed.commit().await?;
-            return Ok(Executed { outcome, replayed: false });
-        }
-        // Another request with this key committed first: ours never happened, and the caller
-        // gets that outcome. Under a snapshot isolation level the winner may not be visible
-        // yet: start over.
-        keyed.rollback().await?;
-        match self.stored(txn, &cmd.tenant, &idem.key, now).await? {
-            Some(found) => Ok(replay(found, &idem.fingerprint)),
-            None => Err(Stop::Retry),
-        }
-    }
-
-    /// A keyed command alone in its transaction, with no savepoint (four round trips
-    /// fewer than `one`): applied, its writes and its record commit together; rejected,
-    /// the transaction is rolled back and the rejection recorded in one of its own (the
-    /// outcome decided on what the first saw); a record another request committed first
-    /// is that request's answer.
-    async fn solo(
-        &self,
-        cmd: &Command,
-        idem: &crate::IdempotencyKey,
-        isolation: ir::Isolation,
-        looked_up: bool,
-    ) -> Result<Executed, Stop> {
-        let txn = self.begin(isolation).await?;
-        let now = Utc::now();
-        if !looked_up && let Some(found) = self.stored(&txn, &cmd.tenant, &idem.key, now).await? {
-            txn.rollback().await?;
-            return Ok(replay(found, &idem.fingerprint));
-        }
-        let applied = self.apply(&txn, cmd, now).instrument(tracing::debug_span!("db.apply")).await;
-        let (txn, outcome) = match applied {
-            Ok(record) => (txn, Outcome::Applied { instance: record }),
-            Err(Stop::Reject(rejection)) => {
-                txn.rollback().await?;
-                (self.begin(ir::Isolation::ReadCommitted).await?, Outcome::Rejected { rejection })
-            }
-            Err(other) => return Err(other),
-        };
-        if self.put_record(&txn, cmd, idem, &outcome, now).await? {
-            txn.commit().instrument(tracing::debug_span!("db.commit")).await?;
-            return Ok(Executed { outcome, replayed: false });
-        }
-        txn.rollback().await?;
-        match self.stored(&self.db, &cmd.tenant, &idem.key, now).await? {
-            Some(found) => Ok(replay(found, &idem.fingerprint)),
-            None => Err(Stop::Retry),
-        }
-    }
-
-    /// Writes a keyed command's record: `false` when a live record already holds the key
-    /// (another request with it committed first).
-    async fn put_record(
-        &self,
-        conn: &DatabaseTransaction,
-        cmd: &Command,
-        idem: &crate::IdempotencyKey,
-        outcome: &Outcome,
-        now: DateTime<Utc>,
-    ) -> Result<bool, Stop> {
-        let b = self.record_row(cmd, idem, outcome, now);
-        let put = conn
-            .execute_raw(b.statement(self.backend(), &self.plans.system.idempotency_put))
-            .instrument(tracing::debug_span!("idempotency.record"))
-            .await;
-        match put {
-            Ok(r) => Ok(r.rows_affected() != 0),
-            Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => Ok(false),
-            Err(e) => Err(classify(e)),
-        }
-    }
-
-    /// The idempotency record of a keyed command's outcome.
-    pub(crate) fn record_row<'a>(
-        &self,
-        cmd: &'a Command,
-        idem: &crate::IdempotencyKey,
-        outcome: &Outcome,
-        now: DateTime<Utc>,
-    ) -> Bind<'a> {
-        let mut b = Bind { tenant: &cmd.tenant, now: Some(now), ..Bind::default() };
-        b.values.insert("tenant", Val::Text(cmd.tenant.clone()));
-        b.values.insert("key", Val::Text(idem.key.clone()));
-        b.values.insert("fingerprint", Val::Text(idem.fingerprint.clone()));
-        b.values.insert("outcome", Val::Text(serde_json::to_string(outcome).unwrap_or_default()));
-        b.values.insert("created_at", Val::Time(now));
-        let ttl =
-            chrono::Duration::milliseconds(i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX));
-        b.values.insert("expires_at", Val::Time(now + ttl));
-        b
-    }
-
     /// Applies a command in a savepoint: its writes stay when it applies and are undone
     /// when the lifecycle rejects it.
     #[tracing::instrument(level = "debug", name = "db.apply", skip_all)]
-    async fn decide(
+    pub(crate) async fn decide(
         &self,
         conn: &DatabaseTransaction,
         cmd: &Command,
@@ -520,27 +361,7 @@ impl Executor {
         }
     }
 
-    #[tracing::instrument(level = "debug", name = "idempotency.lookup", skip_all, fields(found))]
-    async fn stored<C: ConnectionTrait>(
-        &self,
-        conn: &C,
-        tenant: &str,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<(String, Outcome)>, Stop> {
-        let mut b = Bind { tenant, now: Some(now), ..Bind::default() };
-        b.values.insert("key", Val::Text(key.to_string()));
-        let row = conn.query_one_raw(b.statement(self.backend(), &self.plans.system.idempotency_get)).await?;
-        tracing::Span::current().record("found", row.is_some());
-        let Some(row) = row else { return Ok(None) };
-        let fingerprint: String = row.try_get("", "fingerprint")?;
-        let outcome: String = row.try_get("", "outcome")?;
-        let outcome = serde_json::from_str(&outcome)
-            .map_err(|e| Stop::Fail(StoreError::Internal(format!("stored outcome does not parse: {e}"))))?;
-        Ok(Some((fingerprint, outcome)))
-    }
-
-    async fn apply(
+    pub(crate) async fn apply(
         &self,
         conn: &DatabaseTransaction,
         cmd: &Command,
@@ -891,39 +712,7 @@ impl Executor {
         conn.execute_raw(outbox.statement(self.backend(), &self.plans.system.outbox)).await?;
         Ok(())
     }
-}
 
-/// The journal row and the outbox row of one transition.
-pub(crate) fn journal_rows<'a>(
-    cmd: &'a Command,
-    t: Transition<'_>,
-    params: &Json,
-    now: DateTime<Utc>,
-) -> [Bind<'a>; 2] {
-    let Transition { machine, entity, version, event, from, to, .. } = t;
-    let mut b = Bind { tenant: &cmd.tenant, now: Some(now), ..Bind::default() };
-    let journal_id = Uuid::now_v7().to_string();
-    let text = |s: &str| Val::Text(s.to_string());
-    b.values.insert("id", text(&journal_id));
-    b.values.insert("tenant", text(&cmd.tenant));
-    b.values.insert("machine", text(machine));
-    b.values.insert("entity", text(entity));
-    b.values.insert("version", Val::Int(version));
-    b.values.insert("event", text(event));
-    b.values.insert("from_state", from.map_or(Val::Null, text));
-    b.values.insert("to_state", to.map_or(Val::Null, text));
-    b.values.insert("params", Val::Text(params.to_string()));
-    b.values.insert("idempotency_key", cmd.idempotency.as_ref().map_or(Val::Null, |i| text(&i.key)));
-    b.values.insert("created_at", Val::Time(now));
-    let payload = event_payload(&journal_id, t, params, now, cmd.trace.as_deref());
-    let mut outbox =
-        Bind { tenant: &cmd.tenant, now: Some(now), values: b.values.clone(), ..Bind::default() };
-    outbox.values.insert("id", text(&Uuid::now_v7().to_string()));
-    outbox.values.insert("payload", Val::Text(payload.to_string()));
-    [b, outbox]
-}
-
-impl Executor {
     #[tracing::instrument(level = "debug", name = "db.timers", skip_all)]
     async fn arm_timers(
         &self,
@@ -979,31 +768,6 @@ impl Executor {
     }
 }
 
-/// The timer rows an instance gets on entering `state`.
-pub(crate) fn timer_rows<'a>(
-    tenant: &'a str,
-    m: &ir::Machine,
-    entity: &str,
-    state: &str,
-    now: DateTime<Utc>,
-) -> Vec<Bind<'a>> {
-    m.timers_in(state)
-        .map(|t| {
-            let due = now + chrono::Duration::milliseconds(i64::try_from(t.after_ms).unwrap_or(i64::MAX));
-            let mut b = Bind { tenant, now: Some(now), ..Bind::default() };
-            b.values.insert("id", Val::Text(Uuid::now_v7().to_string()));
-            b.values.insert("tenant", Val::Text(tenant.to_string()));
-            b.values.insert("machine", Val::Text(m.name.clone()));
-            b.values.insert("entity", Val::Text(entity.to_string()));
-            b.values.insert("state", Val::Text(state.to_string()));
-            b.values.insert("event", Val::Text(t.event.clone()));
-            b.values.insert("due_at", Val::Time(due));
-            b.values.insert("created_at", Val::Time(now));
-            b
-        })
-        .collect()
-}
-
 /// One resource effect of a body, its key and amount evaluated.
 pub(crate) struct PlannedEffect<'s> {
     pub resource: &'s ir::Resource,
@@ -1027,7 +791,7 @@ fn backoff(attempt: u32, cap_ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(fastrand::u64(ceiling / 2..=ceiling))
 }
 
-fn replay((fingerprint, outcome): (String, Outcome), expected: &str) -> Executed {
+pub(crate) fn replay((fingerprint, outcome): (String, Outcome), expected: &str) -> Executed {
     if fingerprint == expected {
         Executed { outcome, replayed: true }
     } else {
@@ -1035,188 +799,7 @@ fn replay((fingerprint, outcome): (String, Outcome), expected: &str) -> Executed
     }
 }
 
-fn overflow(field: &str) -> impl Fn(EvalError) -> Stop + '_ {
-    move |_| {
-        Stop::Reject(Rejection::InvalidInput {
-            field: field.to_string(),
-            reason: "overflows 64 bits".to_string(),
-        })
-    }
-}
-
-fn wrong_state(m: &ir::Machine, state: String) -> Rejection {
-    let allowed = m.events_from(&state).map(|e| e.name.clone()).collect();
-    Rejection::WrongState { state, allowed }
-}
-
-fn reject_unknown(input: &Map<String, Json>, known: &[&ir::Field], of: &str) -> Result<(), Stop> {
-    match input.keys().find(|k| !known.iter().any(|f| f.name == **k)) {
-        Some(k) => {
-            Err(Rejection::InvalidInput { field: k.clone(), reason: format!("is not a field of `{of}`") }
-                .into())
-        }
-        None => Ok(()),
-    }
-}
-
-/// What a create decides before it touches the database: its input read and checked, its
-/// guards, and the fields it sets. Returns the new instance's fields and the parameters.
-#[allow(clippy::type_complexity)]
-pub(crate) fn prepare_create(
-    m: &ir::Machine,
-    input: &Map<String, Json>,
-    now: DateTime<Utc>,
-) -> Result<(BTreeMap<String, Val>, BTreeMap<String, Val>), Stop> {
-    let create = &m.create;
-    let known: Vec<&ir::Field> = m.fields.iter().chain(&create.params).collect();
-    reject_unknown(input, &known, &m.name)?;
-    let mut fields = read_values(&m.fields, input)?;
-    let params = read_values(&create.params, input)?;
-    let env = Env { fields: &fields, params: &params, now };
-    guards(&create.body.guards, &env)?;
-    let mut assigned = Vec::new();
-    for s in &create.body.sets {
-        let v = value::eval(&s.value, &env).map_err(overflow(&s.field))?;
-        assigned.push((s.field.clone(), v));
-    }
-    for (field, v) in assigned {
-        if let Some(f) = m.field(&field) {
-            value::check(f, &v).map_err(|reason| Rejection::CheckFailed { field: field.clone(), reason })?;
-        }
-        fields.insert(field, v);
-    }
-    Ok((fields, params))
-}
-
-fn read_values(fields: &[ir::Field], input: &Map<String, Json>) -> Result<BTreeMap<String, Val>, Stop> {
-    let mut out = BTreeMap::new();
-    for f in fields {
-        let v = value::from_json(f, input.get(&f.name))
-            .map_err(|e| Rejection::InvalidInput { field: e.field, reason: e.reason })?;
-        out.insert(f.name.clone(), v);
-    }
-    Ok(out)
-}
-
-fn guards(guards: &[ir::Guard], env: &Env<'_>) -> Result<(), Stop> {
-    for g in guards {
-        let v = value::eval(&g.expr, env).map_err(overflow(&g.name))?;
-        if !value::holds(&v) {
-            return Err(Rejection::GuardFailed { guard: g.name.clone(), condition: g.text.clone() }.into());
-        }
-    }
-    Ok(())
-}
-
-/// The first false guard or check in an explain row (a NULL counts as false).
-fn why(row: &QueryResult, explain: &plan::Explain) -> Option<Rejection> {
-    let truth = |col: String| row.try_get::<Option<bool>>("", &col).ok().flatten().unwrap_or(false);
-    for (i, (name, text)) in explain.guards.iter().enumerate() {
-        if !truth(format!("ordo_guard_{i}")) {
-            return Some(Rejection::GuardFailed { guard: name.clone(), condition: text.clone() });
-        }
-    }
-    for (i, field) in explain.checks.iter().enumerate() {
-        if !truth(format!("ordo_check_{i}")) {
-            return Some(Rejection::CheckFailed {
-                field: field.clone(),
-                reason: "the new value breaks its check".to_string(),
-            });
-        }
-    }
-    None
-}
-
-pub(crate) fn get_val(row: &QueryResult, col: &str, ty: Type) -> Result<Val, DbErr> {
-    Ok(match ty {
-        Type::Int | Type::Money => row.try_get::<Option<i64>>("", col)?.map_or(Val::Null, Val::Int),
-        Type::Text => row.try_get::<Option<String>>("", col)?.map_or(Val::Null, Val::Text),
-        Type::Bool => row.try_get::<Option<bool>>("", col)?.map_or(Val::Null, Val::Bool),
-        Type::Timestamp => row.try_get::<Option<DateTime<Utc>>>("", col)?.map_or(Val::Null, Val::Time),
-    })
-}
-
-fn record_values(m: &ir::Machine, row: &QueryResult) -> Result<BTreeMap<String, Val>, Stop> {
-    let mut out = BTreeMap::new();
-    for f in &m.fields {
-        out.insert(f.name.clone(), get_val(row, &f.name, f.ty)?);
-    }
-    Ok(out)
-}
-
-pub(crate) fn machine_record(m: &ir::Machine, row: &QueryResult) -> Result<Record, Stop> {
-    let id: Uuid = row.try_get("", "id")?;
-    let fields = record_values(m, row)?.into_iter().map(|(k, v)| (k, v.to_json())).collect();
-    Ok(Record {
-        kind: crate::RecordKind::Machine,
-        name: m.name.clone(),
-        id: id.to_string(),
-        state: Some(row.try_get("", "state")?),
-        version: row.try_get("", "version")?,
-        fields,
-        created_at: row.try_get("", "created_at")?,
-        updated_at: row.try_get("", "updated_at")?,
-    })
-}
-
-fn resource_record(r: &ir::Resource, row: &QueryResult) -> Result<Record, Stop> {
-    let key = get_val(row, &r.key.name, r.key.ty)?;
-    let mut fields = Map::new();
-    fields.insert(r.key.name.clone(), key.to_json());
-    for f in &r.fields {
-        fields.insert(f.name.clone(), get_val(row, &f.name, f.ty)?.to_json());
-    }
-    Ok(Record {
-        kind: crate::RecordKind::Resource,
-        name: r.name.clone(),
-        id: key.to_key_text(),
-        state: None,
-        version: row.try_get("", "version")?,
-        fields,
-        created_at: row.try_get("", "created_at")?,
-        updated_at: row.try_get("", "updated_at")?,
-    })
-}
-
 /// Whether the tables of `spec_name` were created from this very spec.
-/// One version of an instance or resource row, as its journal row and event record it.
-pub(crate) struct Transition<'a> {
-    pub tenant: &'a str,
-    pub machine: &'a str,
-    pub entity: &'a str,
-    pub version: i64,
-    pub event: &'a str,
-    pub from: Option<&'a str>,
-    pub to: Option<&'a str>,
-}
-
-/// The outbox payload of a transition: the one shape consumers read, whether a command or
-/// a migration wrote it.
-pub(crate) fn event_payload(
-    journal_id: &str,
-    t: Transition<'_>,
-    params: &Json,
-    at: DateTime<Utc>,
-    trace: Option<&str>,
-) -> Json {
-    let mut payload = serde_json::json!({
-        "id": journal_id,
-        "tenant": t.tenant,
-        "machine": t.machine,
-        "entity": t.entity,
-        "version": t.version,
-        "event": t.event,
-        "from": t.from,
-        "to": t.to,
-        "params": params,
-        "at": Val::Time(at).to_json(),
-    });
-    if let Some(trace) = trace {
-        payload["traceparent"] = Json::String(trace.to_string());
-    }
-    payload
-}
-
 pub(crate) async fn verify_schema(
     db: &DatabaseConnection,
     spec_name: &str,

@@ -6,10 +6,13 @@
 
 mod batch;
 mod bulk;
+mod decide;
 pub mod evolve;
 mod exec;
+mod keyed;
 mod migration;
 pub mod plan;
+mod rows;
 pub use batch::{BATCH_MAX_DEFAULT, BATCH_WAIT_MS_MAX_DEFAULT, KEY_QUEUE_MAX_DEFAULT};
 pub use evolve::{Apply, SpecSource};
 pub use migration::{MigrateAction, install, migrate, migrate_specs, migrations};

@@ -284,7 +284,7 @@ async fn journal(
         .map_err(|e| StoreError::Internal(e.to_string()))?
         .to_owned();
     txn.execute(&insert).await?;
-    let transition = crate::exec::Transition {
+    let transition = crate::rows::Transition {
         tenant,
         machine,
         entity,
@@ -293,7 +293,7 @@ async fn journal(
         from: Some(from),
         to: Some(to),
     };
-    let payload = crate::exec::event_payload(&journal_id.to_string(), transition, &params, now, None);
+    let payload = crate::rows::event_payload(&journal_id.to_string(), transition, &params, now, None);
     let insert = Query::insert()
         .into_table(Alias::new(schema::OUTBOX))
         .columns(
