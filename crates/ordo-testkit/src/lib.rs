@@ -67,26 +67,31 @@ impl Drop for RedisPrefix {
     }
 }
 
-/// Deletes the keys matching `pattern`, in one script on the server (SCAN, so the server is
-/// never held for the whole keyspace at once), over a plain connection: no client library,
-/// and callable from `Drop` inside or outside a runtime.
+/// Deletes the keys matching `pattern` with one script on the server (a SCAN loop and DEL;
+/// it runs as one command, so keep test keyspaces small, as the guard does).
 fn delete_keys(url: &str, pattern: &str) -> std::io::Result<()> {
-    use std::io::{BufRead, Write};
     const SCRIPT: &str = "local cursor = '0' local n = 0 repeat \
         local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000) cursor = r[1] \
         for _, k in ipairs(r[2]) do redis.call('DEL', k) n = n + 1 end until cursor == '0' return n";
+    let reply = redis_call(url, &["EVAL", SCRIPT, "0", pattern])?;
+    if reply.starts_with(':') { Ok(()) } else { Err(std::io::Error::other(reply)) }
+}
+
+/// One Redis command over a plain connection, and the first line of its reply (`:1`,
+/// `+OK`, `-ERR ...`): no client library, and callable from `Drop` inside or outside a
+/// runtime.
+fn redis_call(url: &str, args: &[&str]) -> std::io::Result<String> {
+    use std::io::{BufRead, Write};
     let mut stream = std::net::TcpStream::connect(socket_of(url))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    let args = ["EVAL", SCRIPT, "0", pattern];
     let mut command = format!("*{}\r\n", args.len());
     for a in args {
         command.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
     stream.write_all(command.as_bytes())?;
-    // The reply: `:<deleted>` or `-<error>`.
     let mut reply = String::new();
     std::io::BufReader::new(stream).read_line(&mut reply)?;
-    if reply.starts_with(':') { Ok(()) } else { Err(std::io::Error::other(reply)) }
+    Ok(reply.trim_end().to_string())
 }
 
 /// Runs an async test body once per backend, as two tests in a module named `$name`:
@@ -388,18 +393,7 @@ mod tests {
     /// A prefix's keys go when it is dropped; other keys stay.
     #[test]
     fn a_dropped_prefix_takes_its_keys_with_it() {
-        use std::io::{BufRead, Write};
-        let send = |args: &[&str]| -> String {
-            let mut stream = std::net::TcpStream::connect(super::socket_of(&super::redis_url())).unwrap();
-            let mut command = format!("*{}\r\n", args.len());
-            for a in args {
-                command.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-            }
-            stream.write_all(command.as_bytes()).unwrap();
-            let mut reply = String::new();
-            std::io::BufReader::new(stream).read_line(&mut reply).unwrap();
-            reply.trim_end().to_string()
-        };
+        let send = |args: &[&str]| super::redis_call(&super::redis_url(), args).unwrap();
         let (gone, kept) = (super::redis_prefix(), super::redis_prefix());
         for i in 0..1500 {
             send(&["SET", &format!("{gone}k{i}"), "v"]);
