@@ -11,11 +11,13 @@ pub mod evolve;
 mod exec;
 mod keyed;
 mod migration;
+mod outbox;
 pub mod plan;
 mod rows;
 pub use batch::{BATCH_MAX_DEFAULT, BATCH_WAIT_MS_MAX_DEFAULT, KEY_QUEUE_MAX_DEFAULT};
 pub use evolve::{Apply, SpecSource};
 pub use migration::{MigrateAction, install, migrate, migrate_specs, migrations};
+pub use outbox::{ClaimedEvent, EVENTS_PAGE_MAX, OutboxBatch, OutboxEvent};
 pub use sea_orm;
 pub mod schema;
 pub mod value;
@@ -526,91 +528,6 @@ impl Store {
         self.exec.fire_due_timers(now, limit).await
     }
 
-    /// A tenant's events (outbox rows), oldest first, after `after` (a cursor from an earlier
-    /// page; none for the beginning), at most `limit` (capped by `EVENTS_PAGE_MAX`). The
-    /// order is commit-safe: no event ever appears behind a cursor already handed out.
-    pub async fn events_after(
-        &self,
-        tenant: &str,
-        after: Option<&str>,
-        limit: u64,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
-        use sea_orm::{ConnectionTrait, Statement};
-        let (txid, seq) = match after {
-            None => (-1i64, -1i64),
-            Some(c) => {
-                let (t, s) = c
-                    .split_once('-')
-                    .ok_or_else(|| StoreError::Invalid(format!("`{c}` is not an events cursor")))?;
-                let parse = |x: &str| {
-                    x.parse::<i64>()
-                        .map_err(|_| StoreError::Invalid(format!("`{c}` is not an events cursor")))
-                };
-                (parse(t)?, parse(s)?)
-            }
-        };
-        let limit = i64::try_from(limit.clamp(1, EVENTS_PAGE_MAX)).unwrap_or(1);
-        let backend = self.backend();
-        let stmt = match backend {
-            DbBackend::Postgres => Statement::from_sql_and_values(
-                backend,
-                "SELECT txid, seq, payload, created_at FROM ordo_outbox \
-                 WHERE tenant = $1 AND (txid, seq) > ($2, $3) \
-                 AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-                 ORDER BY txid, seq LIMIT $4",
-                [tenant.into(), txid.into(), seq.into(), limit.into()],
-            ),
-            _ => Statement::from_sql_and_values(
-                backend,
-                "SELECT 0 AS txid, rowid AS seq, payload, created_at FROM ordo_outbox \
-                 WHERE tenant = ? AND rowid > ? ORDER BY rowid LIMIT ?",
-                [tenant.into(), seq.into(), limit.into()],
-            ),
-        };
-        let rows = self.exec.db.query_all_raw(stmt).await?;
-        rows.iter().map(outbox_event).collect::<Result<_, DbErr>>().map_err(StoreError::from)
-    }
-
-    /// Takes up to `limit` unsent outbox rows for publishing, in a transaction that holds
-    /// them (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several relays share the work; SQLite's
-    /// immediate transaction is exclusive). A row is taken only when no earlier version of
-    /// its instance is still unsent, so each instance's events leave in order however many
-    /// relays run. Publish them, then call [`OutboxBatch::mark_sent`]; dropping the batch
-    /// instead leaves them unsent for the next round (at least once).
-    pub async fn claim_outbox(&self, limit: u64) -> Result<OutboxBatch, StoreError> {
-        use sea_orm::{ConnectionTrait, Statement};
-        let backend = self.backend();
-        let limit = i64::try_from(limit.clamp(1, EVENTS_PAGE_MAX)).unwrap_or(1);
-        let txn = self.exec.begin(ir::Isolation::ReadCommitted).await.map_err(exec::stop_to_error)?;
-        // No earlier unsent version of the instance: this row is its first unsent one. A
-        // correlated minimum, so each row costs one probe of the unsent-instance index
-        // (`m0005`) whatever the planner believes of how many rows wait (as NOT EXISTS it
-        // chose a scan of every unsent row per row: quadratic, 156 ms against 7 ms for
-        // 1,100 waiting rows beside 2 million published ones).
-        let first_unsent = "o.version = (SELECT min(p.version) FROM ordo_outbox p WHERE p.sent_at IS NULL \
-             AND p.tenant = o.tenant AND p.machine = o.machine AND p.entity = o.entity)";
-        let sql = match backend {
-            DbBackend::Postgres => format!(
-                "SELECT o.id, o.machine, o.payload, o.created_at, o.txid, o.seq FROM ordo_outbox o \
-                 WHERE o.sent_at IS NULL AND {first_unsent} ORDER BY o.txid, o.seq LIMIT $1 FOR UPDATE SKIP LOCKED"
-            ),
-            _ => format!(
-                "SELECT o.id, o.machine, o.payload, o.created_at, 0 AS txid, o.rowid AS seq FROM ordo_outbox o \
-                 WHERE o.sent_at IS NULL AND {first_unsent} ORDER BY o.rowid LIMIT ?"
-            ),
-        };
-        let rows = txn.query_all_raw(Statement::from_sql_and_values(backend, sql, [limit.into()])).await?;
-        let mut events = Vec::with_capacity(rows.len());
-        for r in &rows {
-            events.push(ClaimedEvent {
-                id: r.try_get("", "id")?,
-                machine: r.try_get("", "machine")?,
-                event: outbox_event(r)?,
-            });
-        }
-        Ok(OutboxBatch { txn, events })
-    }
-
     /// An instance's journal in version order, after `after_version`, at most
     /// `JOURNAL_PAGE_MAX` entries (fewer when `limit` says so).
     pub async fn journal(
@@ -701,63 +618,6 @@ impl Store {
             .to_owned();
         Ok(self.exec.db.execute(&delete).await?.rows_affected())
     }
-}
-
-/// The most events one read returns.
-pub const EVENTS_PAGE_MAX: u64 = 1_000;
-
-/// An event from the outbox, with the cursor that continues after it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutboxEvent {
-    pub cursor: String,
-    pub payload: Json,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-}
-
-/// An outbox row taken for publishing.
-#[derive(Debug, Clone)]
-pub struct ClaimedEvent {
-    pub id: Uuid,
-    pub machine: String,
-    pub event: OutboxEvent,
-}
-
-/// Outbox rows held by one relay until it marks them sent (or drops the batch).
-pub struct OutboxBatch {
-    txn: sea_orm::DatabaseTransaction,
-    pub events: Vec<ClaimedEvent>,
-}
-
-impl OutboxBatch {
-    /// Marks the batch sent and releases it.
-    pub async fn mark_sent(self, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
-        use sea_orm::ConnectionTrait;
-        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-        let n = self.events.len();
-        if n > 0 {
-            let ids: Vec<Uuid> = self.events.iter().map(|e| e.id).collect();
-            let update = Query::update()
-                .table(Alias::new(schema::OUTBOX))
-                .value(Alias::new("sent_at"), now)
-                .and_where(Expr::col(Alias::new("id")).is_in(ids))
-                .to_owned();
-            self.txn.execute(&update).await?;
-        }
-        self.txn.commit().await?;
-        Ok(n)
-    }
-}
-
-/// An outbox row read with its `txid`, `seq`, `payload` and `created_at` columns.
-fn outbox_event(r: &sea_orm::QueryResult) -> Result<OutboxEvent, DbErr> {
-    let txid: i64 = r.try_get("", "txid")?;
-    let seq: i64 = r.try_get("", "seq")?;
-    let payload: String = r.try_get("", "payload")?;
-    Ok(OutboxEvent {
-        cursor: format!("{txid}-{seq}"),
-        payload: serde_json::from_str(&payload).unwrap_or(Json::Null),
-        created_at: r.try_get("", "created_at")?,
-    })
 }
 
 /// The most journal entries one read returns.
