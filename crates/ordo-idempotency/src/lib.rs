@@ -13,9 +13,16 @@ use std::time::Duration;
 
 /// Longest key accepted, in bytes (the IETF httpapi draft's advice, and ours).
 pub const KEY_BYTES_MAX: usize = 255;
-/// How long a lease holds a key if its holder never releases it (a crashed process):
-/// longer than any request may run.
-pub const LEASE_MS_DEFAULT: u64 = 60_000;
+/// How long a lease holds a key unless renewed. Its holder renews it every third of this
+/// while the command runs ([`Leases::hold`]), so a lease outlives any command of a live
+/// process, and dies with a crashed one this long after its last renewal: a retry of a
+/// request whose server was killed is served within seconds, not a minute.
+pub const LEASE_MS_DEFAULT: u64 = 5_000;
+/// How long a decided key's answer stays in Redis: a retry within it is answered by the
+/// claim itself (one Redis round trip, no database read). Retries come within seconds to
+/// minutes; at 1,000 requests per second this holds about 60,000 answers. The database
+/// record stays the authority for as long as its own retention.
+pub const ANSWER_MS_DEFAULT: u64 = 60_000;
 /// How many leases' time a key's fencing counter outlives its last claim: long enough that
 /// no holder of an earlier lease still runs (a lease outlives any request), short enough
 /// that Redis holds about that long's worth of counters, not a day's (86 million at
@@ -116,6 +123,9 @@ pub struct LeaseConfig {
     /// Prefixes every key: `shadow:` for shadow traffic, a unique one per test.
     pub prefix: String,
     pub lease_ms: u64,
+    /// How long a settled key's answer is kept ([`Leases::settle`]); 0 keeps none. It
+    /// must not outlive the database record.
+    pub answer_ms: u64,
     pub timeout_ms: u64,
 }
 
@@ -125,12 +135,14 @@ impl LeaseConfig {
             url: url.into(),
             prefix: prefix.into(),
             lease_ms: LEASE_MS_DEFAULT,
+            answer_ms: ANSWER_MS_DEFAULT,
             timeout_ms: REDIS_TIMEOUT_MS_DEFAULT,
         }
     }
 }
 
-/// A held key: released by its holder, or expiring by itself after `lease_ms`.
+/// A held key: settled or released by its holder, or expiring by itself `lease_ms` after
+/// its last renewal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     redis_key: String,
@@ -146,17 +158,34 @@ pub enum Claim {
     Held {
         retry_after_ms: u64,
     },
+    /// The key was decided and its answer kept: the request that settled it, and its outcome.
+    Answered(Answer),
 }
 
-/// Claims a key atomically: bump the key's fencing counter, then SET NX PX; if the key is
-/// held, report how long it still is.
+/// What a settled key's request was, and how it was answered: the same two things its
+/// database record holds, for the caller to compare and replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub fingerprint: String,
+    pub outcome: String,
+}
+
+/// A settled key's value starts with this byte; a lease's is its (decimal) fencing token.
+const ANSWERED: char = '=';
+
+/// Claims a key atomically: a settled key returns its answer; otherwise bump the key's
+/// fencing counter, then SET NX PX; if the key is held, report how long it still is.
 const CLAIM: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, 1) == '=' then
+  return {2, held}
+end
 local token = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 if redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[1]) then
-  return {1, token}
+  return {1, tostring(token)}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, tostring(redis.call('PTTL', KEYS[1]))}
 "#;
 
 /// Deletes the key only if it still holds our token (never someone else's lease).
@@ -167,11 +196,32 @@ end
 return 0
 "#;
 
+/// Replaces our lease with the key's answer, kept ARGV[3] ms (only if the lease is still ours).
+const SETTLE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+/// Extends our lease, and the counter with it, so tokens keep increasing while we hold it.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"#;
+
 pub struct Leases {
     client: Client,
     config: LeaseConfig,
     claim: Script,
     release: Script,
+    settle: Script,
+    renew: Script,
 }
 
 impl Leases {
@@ -195,7 +245,14 @@ impl Leases {
         drop(client.connect());
         // Give a healthy Redis a moment to be ready; a sick one is not waited for.
         let _ = tokio::time::timeout(timeout * 4, client.wait_for_connect()).await;
-        Ok(Leases { client, config, claim: Script::from_lua(CLAIM), release: Script::from_lua(RELEASE) })
+        Ok(Leases {
+            client,
+            config,
+            claim: Script::from_lua(CLAIM),
+            release: Script::from_lua(RELEASE),
+            settle: Script::from_lua(SETTLE),
+            renew: Script::from_lua(RENEW),
+        })
     }
 
     /// The Redis key of (tenant, key); the tenant is length-prefixed so no two pairs meet,
@@ -211,19 +268,34 @@ impl Leases {
         }
     }
 
+    /// The key's fencing counter lives this long after its last claim or renewal.
+    fn fence_ms(&self) -> u64 {
+        self.config.lease_ms.saturating_mul(FENCE_LEASES)
+    }
+
     #[tracing::instrument(level = "debug", name = "idempotency.claim", skip_all, err(Display))]
     pub async fn claim(&self, tenant: &str, key: &str) -> Result<Claim, LeaseError> {
         let k = self.redis_key(tenant, key);
         let fence = format!("{k}:fence");
         // The counter outlives leases, so tokens keep increasing across retries.
-        let fence_ms = self.config.lease_ms.saturating_mul(FENCE_LEASES);
-        let args = vec![self.config.lease_ms.to_string(), fence_ms.to_string()];
-        let (held, value): (i64, i64) =
+        let args = vec![self.config.lease_ms.to_string(), self.fence_ms().to_string()];
+        let (kind, value): (i64, String) =
             self.bounded(self.claim.evalsha_with_reload(&self.client, vec![k.clone(), fence], args)).await?;
-        Ok(if held == 1 {
-            Claim::Acquired(Lease { redis_key: k, fencing_token: value })
-        } else {
-            Claim::Held { retry_after_ms: u64::try_from(value).unwrap_or(0).max(1) }
+        let number = || {
+            value
+                .parse::<i64>()
+                .map_err(|_| LeaseError::Unavailable(format!("unexpected claim reply {value:?}")))
+        };
+        Ok(match kind {
+            1 => Claim::Acquired(Lease { redis_key: k, fencing_token: number()? }),
+            2 => {
+                let answer = value.strip_prefix(ANSWERED).and_then(|v| v.split_once('\n'));
+                let Some((fingerprint, outcome)) = answer else {
+                    return Err(LeaseError::Unavailable(format!("unreadable answer under {k}")));
+                };
+                Claim::Answered(Answer { fingerprint: fingerprint.to_string(), outcome: outcome.to_string() })
+            }
+            _ => Claim::Held { retry_after_ms: u64::try_from(number()?).unwrap_or(0).max(1) },
         })
     }
 
@@ -238,6 +310,53 @@ impl Leases {
             ))
             .await?;
         Ok(deleted == 1)
+    }
+
+    /// Ends a lease whose request was decided and recorded, keeping its answer for
+    /// `answer_ms` so that retries are answered by their claim; false if the lease had
+    /// expired (nothing is written then). With `answer_ms` 0 it is a release.
+    #[tracing::instrument(level = "debug", name = "idempotency.settle", skip_all, err(Display))]
+    pub async fn settle(&self, lease: &Lease, answer: &Answer) -> Result<bool, LeaseError> {
+        if self.config.answer_ms == 0 {
+            return self.release(lease).await;
+        }
+        let value = format!("{ANSWERED}{}\n{}", answer.fingerprint, answer.outcome);
+        let args = vec![lease.fencing_token.to_string(), value, self.config.answer_ms.to_string()];
+        let set: i64 = self
+            .bounded(self.settle.evalsha_with_reload(&self.client, vec![lease.redis_key.clone()], args))
+            .await?;
+        Ok(set == 1)
+    }
+
+    /// Runs `work` while holding `lease`: renewed every third of `lease_ms`, so it lasts as
+    /// long as the work and no longer than `lease_ms` past a crash. A failed renewal is
+    /// logged and the work goes on (the database record still stops a second effect).
+    pub async fn hold<T>(&self, lease: &Lease, work: impl Future<Output = T>) -> T {
+        let every = Duration::from_millis((self.config.lease_ms / 3).max(1));
+        let mut work = std::pin::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                () = tokio::time::sleep(every) => {
+                    if let Err(e) = self.renew(lease).await {
+                        tracing::warn!(error = %e, "idempotency lease not renewed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Extends a lease we hold by `lease_ms`; false if it had expired.
+    #[tracing::instrument(level = "debug", name = "idempotency.renew", skip_all, err(Display))]
+    pub async fn renew(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        let keys = vec![lease.redis_key.clone(), format!("{}:fence", lease.redis_key)];
+        let args = vec![
+            lease.fencing_token.to_string(),
+            self.config.lease_ms.to_string(),
+            self.fence_ms().to_string(),
+        ];
+        let renewed: i64 = self.bounded(self.renew.evalsha_with_reload(&self.client, keys, args)).await?;
+        Ok(renewed == 1)
     }
 
     /// Whether Redis answers now (for readiness checks).

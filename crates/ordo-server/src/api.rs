@@ -3,7 +3,7 @@
 //! HTTP: typed bodies on success, RFC 9457 problem+json with a stable `type` otherwise.
 
 use crate::telemetry::{KeyResult, TraceParent};
-use ordo_idempotency::{Claim, Leases};
+use ordo_idempotency::{Answer, Claim, Leases};
 use ordo_store::{Action, Command, Executed, IdempotencyKey, Outcome, Record, Rejection, Store, StoreError};
 use poem::Request;
 use poem_openapi::payload::Json;
@@ -686,23 +686,24 @@ impl Ctx {
         span.record("machine", name);
         let fingerprint = ordo_idempotency::fingerprint(req.method().as_str(), req.uri().path(), &body);
         let trace = req.extensions().get::<TraceParent>().map(|t| t.0.clone());
-        let idempotency = Some(IdempotencyKey { key: key.clone(), fingerprint });
+        let idempotency = Some(IdempotencyKey { key: key.clone(), fingerprint: fingerprint.clone() });
         let cmd = Command { tenant, idempotency, action, trace };
-        // A request already decided is answered from its record: one read, no lease.
-        match store.recorded(&cmd).await {
-            Ok(Some(done)) => {
-                self.count(&cmd.action, &done, shadow);
-                return reply(&done, &cmd);
-            }
-            Ok(None) => {}
-            Err(e) => return store_error(e),
-        }
-        // The first insurance: hold the key in Redis while the request runs. Redis away
-        // means no lease, never a failure: the database record still stops duplicates.
+        // The first insurance: hold the key in Redis while the request runs. A key decided
+        // lately is answered by the claim itself. Redis away means no lease, never a
+        // failure: the database record still stops duplicates.
         let lease = match lane.leases.as_deref() {
             None => None,
             Some(leases) => match leases.claim(&cmd.tenant, &key).await {
                 Ok(Claim::Acquired(lease)) => Some(lease),
+                Ok(Claim::Answered(answer)) => {
+                    return match Executed::answered(answer.fingerprint, &answer.outcome, &fingerprint) {
+                        Ok(done) => {
+                            self.count(&cmd.action, &done, shadow);
+                            reply(&done, &cmd)
+                        }
+                        Err(e) => store_error(e),
+                    };
+                }
                 Ok(Claim::Held { retry_after_ms }) => {
                     self.metrics.idempotency(KeyResult::InFlight, shadow);
                     span.record("idempotency", KeyResult::InFlight.label());
@@ -719,17 +720,37 @@ impl Ctx {
                 }
             },
         };
+        // Without a lease the record is read first: a request already decided is answered
+        // from it. With one, that read is skipped: a key decided longer ago than Redis keeps
+        // answers still meets its record when the command's own record is inserted, and is
+        // answered with that.
+        if lease.is_none() {
+            match store.recorded(&cmd).await {
+                Ok(Some(done)) => {
+                    self.count(&cmd.action, &done, shadow);
+                    return reply(&done, &cmd);
+                }
+                Ok(None) => {}
+                Err(e) => return store_error(e),
+            }
+        }
         // The command runs to its end even if the client goes away: its outcome is recorded
-        // and its lease released, so the client's retry gets the replay instead of finding
-        // the key held until the lease expires.
+        // and its lease settled, so the client's retry gets the replay instead of finding
+        // the key held.
         let (store, leases) = (store.clone(), lane.leases.clone());
         let run = tokio::spawn(
             async move {
-                let result = store.execute_unrecorded(&cmd).await;
-                if let (Some(leases), Some(lease)) = (leases, lease)
-                    && let Err(e) = leases.release(&lease).await
-                {
-                    tracing::warn!(error = %e, "idempotency lease not released; it expires by itself");
+                let (Some(leases), Some(lease)) = (leases, lease) else {
+                    let result = store.execute_unrecorded(&cmd).await;
+                    return (cmd, result);
+                };
+                let result = leases.hold(&lease, store.execute_unrecorded(&cmd)).await;
+                let ended = match result.as_ref().ok().and_then(Executed::settled) {
+                    Some(outcome) => leases.settle(&lease, &Answer { fingerprint, outcome }).await,
+                    None => leases.release(&lease).await,
+                };
+                if let Err(e) = ended {
+                    tracing::warn!(error = %e, "idempotency lease not ended; it expires by itself");
                 }
                 (cmd, result)
             }

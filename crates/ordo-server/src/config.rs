@@ -50,6 +50,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     pub idempotency_ttl_ms: u64,
     pub lease_ms: u64,
+    /// How long Redis keeps a decided key's answer for its retries (0: none; never longer
+    /// than `idempotency_ttl_ms`).
+    pub answer_ms: u64,
     /// How often expired idempotency records and published outbox rows past their
     /// retention are purged.
     pub sweep_interval_ms: u64,
@@ -92,6 +95,7 @@ impl Default for Config {
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             idempotency_ttl_ms: ordo_store::IDEMPOTENCY_TTL_MS_DEFAULT,
             lease_ms: ordo_idempotency::LEASE_MS_DEFAULT,
+            answer_ms: ordo_idempotency::ANSWER_MS_DEFAULT,
             sweep_interval_ms: SWEEP_INTERVAL_MS_DEFAULT,
             outbox_retention_ms: ordo_store::OUTBOX_RETENTION_MS_DEFAULT,
             stream_retention_ms: crate::relay::STREAM_RETENTION_MS_DEFAULT,
@@ -177,6 +181,7 @@ impl Config {
             request_timeout_ms,
             idempotency_ttl_ms,
             lease_ms,
+            answer_ms,
             rate_per_s,
             rate_burst,
             timer_interval_ms,

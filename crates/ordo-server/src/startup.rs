@@ -297,6 +297,9 @@ async fn open_lane(
         Some(url) => {
             let mut lc = LeaseConfig::new(url.clone(), redis_prefix.to_string());
             lc.lease_ms = config.lease_ms;
+            // An answer kept past its record's retention could replay a key the database
+            // has already let go.
+            lc.answer_ms = config.answer_ms.min(config.idempotency_ttl_ms);
             Some(Arc::new(Leases::connect(lc).await.map_err(|e| e.to_string())?))
         }
         None => None,

@@ -194,9 +194,6 @@ on_both!(one_request_gives_the_span_tree, |backend| async move {
     }
     tree.sort();
     let mut expected = vec![
-        // The record is looked for first, before any lease or transaction: a retry costs
-        // one read.
-        "POST /orders > idempotency.lookup",
         "POST /orders > store.execute",
         "store.execute > db.transaction",
         "db.transaction > db.begin",
@@ -208,23 +205,32 @@ on_both!(one_request_gives_the_span_tree, |backend| async move {
         "db.transaction > idempotency.record",
         "db.transaction > db.commit",
     ];
-    if backend == Backend::Postgres {
-        // Redis holds the key while the command runs.
-        expected.extend(["POST /orders > idempotency.claim", "POST /orders > idempotency.release"]);
+    let with_redis = backend == Backend::Postgres;
+    if with_redis {
+        // Redis holds the key while the command runs, then keeps its answer.
+        expected.extend(["POST /orders > idempotency.claim", "POST /orders > idempotency.settle"]);
+    } else {
+        // Without Redis the record is looked for first: a retry costs one read.
+        expected.push("POST /orders > idempotency.lookup");
     }
     expected.sort();
     assert_eq!(tree, expected);
-    // The replay found the record, and needed no transaction.
+    // The replay was answered by Redis's kept answer or by the record: no transaction.
     let replayed = spans.iter().find(|s| s.name == "POST /orders" && s.trace_id == replay_trace).unwrap();
     assert_eq!(replayed.attributes.get("idempotency").map(String::as_str), Some("replayed"));
-    let found = spans.iter().find(|s| s.trace_id == replay_trace && s.name == "idempotency.lookup").unwrap();
-    assert_eq!(found.attributes.get("found").map(String::as_str), Some("true"));
     let replay_work: Vec<&str> = spans
         .iter()
         .filter(|s| s.trace_id == replay_trace && s.name != "POST /orders")
         .map(|s| s.name.as_str())
         .collect();
-    assert_eq!(replay_work, ["idempotency.lookup"], "no lease, no transaction");
+    if with_redis {
+        assert_eq!(replay_work, ["idempotency.claim"], "answered by the claim: no read, no transaction");
+    } else {
+        assert_eq!(replay_work, ["idempotency.lookup"], "no lease, no transaction");
+        let found =
+            spans.iter().find(|s| s.trace_id == replay_trace && s.name == "idempotency.lookup").unwrap();
+        assert_eq!(found.attributes.get("found").map(String::as_str), Some("true"));
+    }
     // The outbox event carries the request's trace context.
     let event = events["items"]
         .as_array()

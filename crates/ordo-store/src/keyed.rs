@@ -116,7 +116,7 @@ impl Executor {
         b.values.insert("tenant", Val::Text(cmd.tenant.clone()));
         b.values.insert("key", Val::Text(idem.key.clone()));
         b.values.insert("fingerprint", Val::Text(idem.fingerprint.clone()));
-        b.values.insert("outcome", Val::Text(serde_json::to_string(outcome).unwrap_or_default()));
+        b.values.insert("outcome", Val::Text(outcome.recorded_form()));
         b.values.insert("created_at", Val::Time(now));
         let ttl =
             chrono::Duration::milliseconds(i64::try_from(self.config.idempotency_ttl_ms).unwrap_or(i64::MAX));

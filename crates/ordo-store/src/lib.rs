@@ -162,11 +162,40 @@ pub struct Executed {
     pub replayed: bool,
 }
 
+impl Executed {
+    /// The outcome, in its record's form, that a cache may keep as this key's answer:
+    /// only a command decided just now (a replayed record may be near the end of its
+    /// retention, and a reused key's record is another request's).
+    pub fn settled(&self) -> Option<String> {
+        match &self.outcome {
+            _ if self.replayed => None,
+            Outcome::Rejected { rejection: Rejection::KeyReused } => None,
+            o => Some(o.recorded_form()),
+        }
+    }
+
+    /// A kept answer (a record's fingerprint and outcome, as `settled` gave them) for a
+    /// request with fingerprint `expected`: the same replay, or `KeyReused`, as the
+    /// database record would give.
+    pub fn answered(fingerprint: String, outcome: &str, expected: &str) -> Result<Executed, StoreError> {
+        let outcome = serde_json::from_str(outcome)
+            .map_err(|e| StoreError::Internal(format!("a kept answer does not parse: {e}")))?;
+        Ok(exec::replay((fingerprint, outcome), expected))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Applied { instance: Record },
     Rejected { rejection: Rejection },
+}
+
+impl Outcome {
+    /// The outcome as its idempotency record stores it.
+    pub(crate) fn recorded_form(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

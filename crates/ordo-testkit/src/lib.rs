@@ -38,6 +38,11 @@ pub struct RedisPrefix {
 }
 
 impl RedisPrefix {
+    /// Deletes the prefix's keys now, as a flushed or failed-over Redis forgets them.
+    pub fn forget(&self) {
+        delete_keys(&self.url, &format!("{}*", self.prefix)).expect("the prefix's keys deleted");
+    }
+
     /// Keeps the keys (for a look afterwards) and returns the prefix.
     pub fn keep(mut self) -> String {
         self.url.clear();

@@ -3,10 +3,11 @@
 #![allow(clippy::unwrap_used)]
 
 use ordo_idempotency::{
-    Claim, KEY_BYTES_MAX, KeyError, LeaseConfig, LeaseError, Leases, fingerprint, parse_key,
+    Answer, Claim, KEY_BYTES_MAX, KeyError, LeaseConfig, LeaseError, Leases, fingerprint, parse_key,
 };
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn check(header: &str, expected: Result<&str, KeyError>) {
     assert_eq!(parse_key(header), expected.map(str::to_string), "{header:?}");
@@ -71,9 +72,14 @@ impl std::ops::Deref for TestLeases {
 }
 
 async fn leases(lease_ms: u64) -> TestLeases {
+    leases_keeping(lease_ms, ordo_idempotency::ANSWER_MS_DEFAULT).await
+}
+
+async fn leases_keeping(lease_ms: u64, answer_ms: u64) -> TestLeases {
     let prefix = ordo_testkit::redis_prefix();
     let mut config = LeaseConfig::new(ordo_testkit::redis_url(), prefix.to_string());
     config.lease_ms = lease_ms;
+    config.answer_ms = answer_ms;
     TestLeases { leases: Leases::connect(config).await.unwrap(), _prefix: prefix }
 }
 
@@ -180,4 +186,78 @@ async fn a_claim_leaves_nothing_in_redis_for_longer_than_its_fence() {
     let ttl: i64 = client.pttl(format!("{key}:fence")).await.unwrap();
     let fence = i64::try_from(1_000 * ordo_idempotency::FENCE_LEASES).unwrap();
     assert!(ttl > 0 && ttl <= fence, "the counter expires within {fence} ms: {ttl}");
+}
+
+fn answer(fingerprint: &str) -> Answer {
+    Answer { fingerprint: fingerprint.to_string(), outcome: r#"{"outcome":"applied"}"#.to_string() }
+}
+
+/// A settled key answers its claims with what settled it, for `answer_ms`, then is free;
+/// a holder whose lease expired settles nothing.
+#[tokio::test]
+async fn a_settled_key_is_answered_by_its_claim_until_the_answer_expires() {
+    let l = leases_keeping(10_000, 300).await;
+    let Claim::Acquired(lease) = l.claim("t", "k").await.unwrap() else { panic!("free key") };
+    assert!(l.settle(&lease, &answer("f1")).await.unwrap());
+    for _ in 0..2 {
+        assert_eq!(l.claim("t", "k").await.unwrap(), Claim::Answered(answer("f1")));
+    }
+    assert!(!l.release(&lease).await.unwrap(), "a settled key is no longer a lease to release");
+    assert!(matches!(l.claim("t", "other").await.unwrap(), Claim::Acquired(_)), "keys are apart");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let Claim::Acquired(next) = l.claim("t", "k").await.unwrap() else { panic!("the answer expired") };
+    assert!(next.fencing_token > lease.fencing_token);
+
+    let l = leases_keeping(150, 10_000).await;
+    let Claim::Acquired(late) = l.claim("t", "k").await.unwrap() else { panic!("free key") };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let Claim::Acquired(winner) = l.claim("t", "k").await.unwrap() else { panic!("expired lease") };
+    assert!(!l.settle(&late, &answer("late")).await.unwrap(), "an expired holder settles nothing");
+    assert!(matches!(l.claim("t", "k").await.unwrap(), Claim::Held { .. }), "the winner still holds it");
+    assert!(l.settle(&winner, &answer("winner")).await.unwrap());
+    assert_eq!(l.claim("t", "k").await.unwrap(), Claim::Answered(answer("winner")));
+}
+
+/// Keeping no answers (`answer_ms` 0), settling is releasing.
+#[tokio::test]
+async fn with_no_answers_kept_settling_releases() {
+    let l = leases_keeping(10_000, 0).await;
+    let Claim::Acquired(lease) = l.claim("t", "k").await.unwrap() else { panic!("free key") };
+    assert!(l.settle(&lease, &answer("f")).await.unwrap());
+    assert!(matches!(l.claim("t", "k").await.unwrap(), Claim::Acquired(_)));
+}
+
+/// A lease lives as long as the work its holder does under `hold`, however much longer
+/// than `lease_ms` that is; a holder that stops renewing (a killed process) frees the key
+/// `lease_ms` later.
+#[tokio::test]
+async fn a_held_lease_outlives_its_term_and_dies_with_its_holder() {
+    let l = leases(300).await;
+    let Claim::Acquired(lease) = l.claim("t", "k").await.unwrap() else { panic!("free key") };
+    let l2 = leases_sharing(&l, 300).await;
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        l2.claim("t", "k").await.unwrap()
+    };
+    let during = l.hold(&lease, probe).await;
+    assert!(matches!(during, Claim::Held { .. }), "held three terms on: {during:?}");
+    // The holder stops renewing, as a killed one does.
+    let start = std::time::Instant::now();
+    loop {
+        match l.claim("t", "k").await.unwrap() {
+            Claim::Acquired(_) => break,
+            Claim::Held { .. } => {
+                assert!(start.elapsed() < Duration::from_millis(1_000), "freed within a term")
+            }
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Another client (another server) on the same prefix.
+async fn leases_sharing(l: &TestLeases, lease_ms: u64) -> Leases {
+    let mut config = LeaseConfig::new(ordo_testkit::redis_url(), l._prefix.to_string());
+    config.lease_ms = lease_ms;
+    Leases::connect(config).await.unwrap()
 }

@@ -339,3 +339,89 @@ async fn refuses_to_serve_a_public_address_without_api_keys() {
     let err = ordo_server::startup::Application::build(&config).await.err().unwrap();
     assert!(err.contains("refusing"), "{err}");
 }
+
+/// What a client sees of an answer: status, body as sent, and the headers that carry it.
+fn seen(r: &Reply) -> (StatusCode, String, [Option<String>; 4]) {
+    let h = |n: &str| r.header(n).map(str::to_string);
+    (r.status, r.text.clone(), [h("content-type"), h("location"), h("etag"), h("idempotent-replayed")])
+}
+
+/// A retry answered by the answer Redis keeps is the same, byte for byte, as one answered
+/// by the database record once Redis has forgotten the key: for an applied command, a
+/// rejected one, and another request under a used key (422 either way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kept_answer_replays_exactly_as_the_record_does() {
+    let api = stocked(Backend::Postgres).await;
+    let placed = api.post("/orders", "place", order()).await;
+    assert_eq!(placed.status, StatusCode::CREATED);
+    let id = placed.body["id"].as_str().unwrap().to_string();
+    let ship = format!("/orders/{id}/ship");
+    let refused = api.post(&ship, "ship", json!({"carrier": "ups"})).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "an unpaid order is not shipped: {}", refused.text);
+    let mut other = order();
+    other["amount"] = json!(1);
+    let retries = [
+        ("/orders", "place", order()),
+        (ship.as_str(), "ship", json!({"carrier": "ups"})),
+        ("/orders", "place", other),
+    ];
+    let mut kept = Vec::new();
+    for (path, key, body) in &retries {
+        kept.push(seen(&api.post(path, key, body.clone()).await));
+    }
+    // Redis holds the answers (another server's claim is answered by them)...
+    let prefix = api.redis.as_ref().unwrap();
+    let mut config = ordo_idempotency::LeaseConfig::new(ordo_testkit::redis_url(), prefix.to_string());
+    config.lease_ms = 10_000;
+    let other_server = ordo_idempotency::Leases::connect(config).await.unwrap();
+    for key in ["place", "ship"] {
+        let claim = other_server.claim("default", key).await.unwrap();
+        assert!(matches!(claim, ordo_idempotency::Claim::Answered(_)), "{key}: {claim:?}");
+    }
+    // ...then forgets them, and the records answer.
+    prefix.forget();
+    let mut recorded = Vec::new();
+    for (path, key, body) in &retries {
+        recorded.push(seen(&api.post(path, key, body.clone()).await));
+    }
+    assert_eq!(kept, recorded);
+    assert_eq!(kept[0].0, StatusCode::CREATED);
+    assert_eq!(kept[0].1, placed.text);
+    assert_eq!(kept[0].2[3].as_deref(), Some("true"));
+    assert_eq!(kept[1].1, refused.text);
+    assert_eq!(kept[2].0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(api.count("orders").await, 1);
+    assert_eq!(api.get("/inventory/sku-1").await.body["available"], 98, "the stock was taken once");
+}
+
+/// A server killed mid-request leaves its lease behind, never renewed: a retry (here on
+/// another server) is told to wait, for at most the lease's term, then runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_left_by_a_killed_server_holds_its_key_for_one_term_only() {
+    let lease_ms = 1_000;
+    let api = stocked_with(Backend::Postgres, |c| c.lease_ms = lease_ms).await;
+    let mut config = ordo_idempotency::LeaseConfig::new(
+        ordo_testkit::redis_url(),
+        api.redis.as_ref().unwrap().to_string(),
+    );
+    config.lease_ms = lease_ms;
+    let killed = ordo_idempotency::Leases::connect(config).await.unwrap();
+    let claim = killed.claim("default", "k").await.unwrap();
+    assert!(matches!(claim, ordo_idempotency::Claim::Acquired(_)), "{claim:?}");
+    let start = std::time::Instant::now();
+    let held = api.post("/orders", "k", order()).await;
+    assert_eq!(held.status, StatusCode::CONFLICT);
+    assert_eq!(held.body["type"], "urn:ordo:problem:idempotency-key-in-use");
+    assert_eq!(held.header("retry-after"), Some("1"), "wait at most the lease's term");
+    let placed = loop {
+        let r = api.post("/orders", "k", order()).await;
+        if r.status != StatusCode::CONFLICT {
+            break r;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_millis(3 * lease_ms), "the key stays held");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(placed.status, StatusCode::CREATED);
+    assert!(placed.header("idempotent-replayed").is_none());
+    assert_eq!(api.count("orders").await, 1);
+}

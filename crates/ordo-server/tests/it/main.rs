@@ -31,6 +31,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: poem::http::HeaderMap,
     pub body: Value,
+    /// The body as sent.
+    pub text: String,
 }
 
 impl Reply {
@@ -93,8 +95,8 @@ impl Api {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.into_body().into_string().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, headers, body }
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
+        Reply { status, headers, body, text }
     }
 
     pub async fn post(&self, path: &str, key: &str, body: Value) -> Reply {

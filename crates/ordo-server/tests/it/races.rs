@@ -192,20 +192,6 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     tokio::time::timeout(std::time::Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
 }
 
-/// Runs one Redis command over a raw connection (the test's own, not the server's).
-async fn redis_command(args: &[&str]) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s =
-        tokio::net::TcpStream::connect(ordo_testkit::socket_of(&ordo_testkit::redis_url())).await.unwrap();
-    let mut cmd = format!("*{}\r\n", args.len());
-    for a in args {
-        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    s.write_all(cmd.as_bytes()).await.unwrap();
-    let mut buf = [0u8; 64];
-    let _ = s.read(&mut buf).await.unwrap();
-}
-
 /// Redis loses the lease while the request holding it is in flight (a flush, a failover):
 /// the duplicate gets a lease of its own, and the database's unique record still lets only
 /// one of them apply; the other is answered with its outcome.
@@ -230,14 +216,7 @@ async fn redis_flushed_mid_request_still_applies_once() {
     assert_eq!(held.status, StatusCode::CONFLICT);
     assert_eq!(held.body["type"], "urn:ordo:problem:idempotency-key-in-use");
     // Redis forgets every key of this server.
-    let pattern = format!("{prefix}*");
-    redis_command(&[
-        "EVAL",
-        "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end return 0",
-        "0",
-        &pattern,
-    ])
-    .await;
+    prefix.forget();
     let second = {
         let api = api.clone();
         tokio::spawn(async move { api.post("/wallet/w/deposit", "k", json!({"amount": 5})).await })
