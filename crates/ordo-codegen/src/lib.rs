@@ -49,7 +49,10 @@ pub fn generate(specs: &[(String, ir::Spec)]) -> String {
     g.line("impl GeneratedApi {");
     g.line("    /// The tenant's events, oldest first, in an order that never skips one: page with `after`.");
     g.line("    #[oai(path = \"/events\", method = \"get\", operation_id = \"list_events\")]");
-    g.line("    async fn list_events(&self, req: &Request, after: Query<Option<String>>, limit: Query<Option<u64>>) -> Reply<crate::api::EventPage> {");
+    g.line(&format!(
+        "    async fn list_events(&self, req: &Request, #[oai(validator(pattern = {CURSOR_PATTERN:?}))] after: Query<Option<String>>, \
+         #[oai(validator(minimum(value = \"1\"), maximum(value = \"{EVENTS_LIMIT_MAX}\")))] limit: Query<Option<u64>>) -> Reply<crate::api::EventPage> {{"
+    ));
     g.line("        self.0.events(req, after.0, limit.0).await");
     g.line("    }");
     g.line("");
@@ -75,6 +78,18 @@ pub fn generate(specs: &[(String, ir::Spec)]) -> String {
 struct Gen {
     out: String,
 }
+
+/// The `Idempotency-Key` header as the schema states it (`ordo_idempotency::parse_key` is
+/// the authority): a bare value of 1 to 255 printable ASCII bytes without space, `"`, `,`,
+/// `;` or `\`, or a structured-field string of 1 to 255 characters with `\"` and `\\`
+/// escapes. Raw, for the generated attribute.
+pub const KEY_PATTERN: &str = r#"^(?:[!#-+\--:<-\[\]-~]{1,255}|"(?:[ !#-\[\]-~]|\\["\\]){1,255}")$"#;
+/// The largest `limit` of a journal page (`ordo_store::JOURNAL_PAGE_MAX`) and of an events
+/// page (`ordo_store::EVENTS_PAGE_MAX`); the server's tests hold them equal.
+pub const JOURNAL_LIMIT_MAX: u64 = 500;
+pub const EVENTS_LIMIT_MAX: u64 = 1_000;
+/// An events cursor, as the feed hands them out (`<txid>-<seq>`).
+pub const CURSOR_PATTERN: &str = "^[0-9]{1,18}-[0-9]{1,18}$";
 
 const RUST_KEYWORDS: &[&str] = &[
     "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern", "false",
@@ -256,7 +271,7 @@ impl Gen {
     async fn {create}_{s}(
         &self,
         req: &Request,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key", validator(pattern = {KEY_PATTERN:?}))] idempotency_key: Header<String>,
         body: Json<{name}Create>,
     ) -> Reply<{name}> {{
         let input = body.0.to_json().unwrap_or_default();
@@ -281,8 +296,8 @@ impl Gen {
         &self,
         req: &Request,
         id: Path<String>,
-        after: Query<Option<i64>>,
-        limit: Query<Option<u64>>,
+        #[oai(validator(minimum(value = "0")))] after: Query<Option<i64>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "{journal_max}")))] limit: Query<Option<u64>>,
     ) -> Reply<crate::api::TransitionPage> {{
         self.0.transitions(req, "{name}", &id.0, after.0, limit.0).await
     }}
@@ -290,6 +305,7 @@ impl Gen {
 "#,
             create = m.create.name,
             initial = m.initial,
+            journal_max = JOURNAL_LIMIT_MAX,
         );
         for e in &m.events {
             let from: Vec<String> =
@@ -307,7 +323,7 @@ impl Gen {
         &self,
         req: &Request,
         id: Path<String>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key", validator(pattern = {KEY_PATTERN:?}))] idempotency_key: Header<String>,
         #[oai(name = "If-Match")] if_match: Header<Option<String>>,
         body: Json<{body_ty}>,
     ) -> Reply<{name}> {{
@@ -350,7 +366,7 @@ impl Gen {
         &self,
         req: &Request,
         key: Path<{key_ty}>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        #[oai(name = "Idempotency-Key", validator(pattern = {KEY_PATTERN:?}))] idempotency_key: Header<String>,
         body: Json<{body_ty}>,
     ) -> Reply<{name}> {{
         let params = body.0.to_json().unwrap_or_default();

@@ -146,9 +146,22 @@ impl LeaseConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     redis_key: String,
+    /// This claim's own value of the key (random), which only its holder can end or renew.
+    token: String,
     /// Increases with every claim of the key: a holder whose lease expired and was taken
     /// over can be told apart from the new one.
     pub fencing_token: i64,
+}
+
+/// A claim that got no answer (Redis timed out or went away): Redis may still have run it,
+/// so the key may be held under `uncertain`'s token. Its holder ends it like an acquired
+/// lease once its command is done (a no-op if it was never taken), or the key would hold
+/// the client's retry until it expires.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct ClaimFailed {
+    pub error: LeaseError,
+    pub uncertain: Lease,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,11 +183,12 @@ pub struct Answer {
     pub outcome: String,
 }
 
-/// A settled key's value starts with this byte; a lease's is its (decimal) fencing token.
+/// A settled key's value starts with this byte; a lease's is its claim's token (hex).
 const ANSWERED: char = '=';
 
 /// Claims a key atomically: a settled key returns its answer; otherwise bump the key's
-/// fencing counter, then SET NX PX; if the key is held, report how long it still is.
+/// fencing counter, then SET NX PX the claim's token; if the key is held, report how long
+/// it still is.
 const CLAIM: &str = r#"
 local held = redis.call('GET', KEYS[1])
 if held and string.sub(held, 1, 1) == '=' then
@@ -182,7 +196,7 @@ if held and string.sub(held, 1, 1) == '=' then
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-if redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[1]) then
+if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[1]) then
   return {1, tostring(token)}
 end
 return {0, tostring(redis.call('PTTL', KEYS[1]))}
@@ -274,28 +288,41 @@ impl Leases {
     }
 
     #[tracing::instrument(level = "debug", name = "idempotency.claim", skip_all, err(Display))]
-    pub async fn claim(&self, tenant: &str, key: &str) -> Result<Claim, LeaseError> {
+    pub async fn claim(&self, tenant: &str, key: &str) -> Result<Claim, ClaimFailed> {
         let k = self.redis_key(tenant, key);
         let fence = format!("{k}:fence");
+        let token = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         // The counter outlives leases, so tokens keep increasing across retries.
-        let args = vec![self.config.lease_ms.to_string(), self.fence_ms().to_string()];
-        let (kind, value): (i64, String) =
-            self.bounded(self.claim.evalsha_with_reload(&self.client, vec![k.clone(), fence], args)).await?;
-        let number = || {
-            value
-                .parse::<i64>()
-                .map_err(|_| LeaseError::Unavailable(format!("unexpected claim reply {value:?}")))
+        let args = vec![self.config.lease_ms.to_string(), self.fence_ms().to_string(), token.clone()];
+        let mut lease = Lease { redis_key: k, token, fencing_token: 0 };
+        let fail = |error: LeaseError, lease: Lease| ClaimFailed { error, uncertain: lease };
+        let reply: Result<(i64, String), LeaseError> = self
+            .bounded(self.claim.evalsha_with_reload(&self.client, vec![lease.redis_key.clone(), fence], args))
+            .await;
+        let (kind, value) = match reply {
+            Ok(r) => r,
+            Err(e) => return Err(fail(e, lease)),
         };
+        let unexpected = || LeaseError::Unavailable(format!("unexpected claim reply {value:?}"));
         Ok(match kind {
-            1 => Claim::Acquired(Lease { redis_key: k, fencing_token: number()? }),
+            1 => {
+                lease.fencing_token = value.parse().map_err(|_| fail(unexpected(), lease.clone()))?;
+                Claim::Acquired(lease)
+            }
             2 => {
                 let answer = value.strip_prefix(ANSWERED).and_then(|v| v.split_once('\n'));
                 let Some((fingerprint, outcome)) = answer else {
-                    return Err(LeaseError::Unavailable(format!("unreadable answer under {k}")));
+                    return Err(fail(
+                        LeaseError::Unavailable(format!("unreadable answer under {}", lease.redis_key)),
+                        lease,
+                    ));
                 };
                 Claim::Answered(Answer { fingerprint: fingerprint.to_string(), outcome: outcome.to_string() })
             }
-            _ => Claim::Held { retry_after_ms: u64::try_from(number()?).unwrap_or(0).max(1) },
+            _ => {
+                let ms: i64 = value.parse().map_err(|_| fail(unexpected(), lease.clone()))?;
+                Claim::Held { retry_after_ms: u64::try_from(ms).unwrap_or(0).max(1) }
+            }
         })
     }
 
@@ -306,7 +333,7 @@ impl Leases {
             .bounded(self.release.evalsha_with_reload(
                 &self.client,
                 vec![lease.redis_key.clone()],
-                vec![lease.fencing_token.to_string()],
+                vec![lease.token.clone()],
             ))
             .await?;
         Ok(deleted == 1)
@@ -321,7 +348,7 @@ impl Leases {
             return self.release(lease).await;
         }
         let value = format!("{ANSWERED}{}\n{}", answer.fingerprint, answer.outcome);
-        let args = vec![lease.fencing_token.to_string(), value, self.config.answer_ms.to_string()];
+        let args = vec![lease.token.clone(), value, self.config.answer_ms.to_string()];
         let set: i64 = self
             .bounded(self.settle.evalsha_with_reload(&self.client, vec![lease.redis_key.clone()], args))
             .await?;
@@ -350,11 +377,7 @@ impl Leases {
     #[tracing::instrument(level = "debug", name = "idempotency.renew", skip_all, err(Display))]
     pub async fn renew(&self, lease: &Lease) -> Result<bool, LeaseError> {
         let keys = vec![lease.redis_key.clone(), format!("{}:fence", lease.redis_key)];
-        let args = vec![
-            lease.fencing_token.to_string(),
-            self.config.lease_ms.to_string(),
-            self.fence_ms().to_string(),
-        ];
+        let args = vec![lease.token.clone(), self.config.lease_ms.to_string(), self.fence_ms().to_string()];
         let renewed: i64 = self.bounded(self.renew.evalsha_with_reload(&self.client, keys, args)).await?;
         Ok(renewed == 1)
     }

@@ -2,6 +2,7 @@
 //! (key, fingerprint, Redis lease, replay), the executor, and the mapping of outcomes to
 //! HTTP: typed bodies on success, RFC 9457 problem+json with a stable `type` otherwise.
 
+use crate::breaker::Breakers;
 use crate::telemetry::{KeyResult, TraceParent};
 use ordo_idempotency::{Answer, Claim, Leases};
 use ordo_store::{Action, Command, Executed, IdempotencyKey, Outcome, Record, Rejection, Store, StoreError};
@@ -116,6 +117,7 @@ pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
     ("idempotency-key-reused", 422, "this key was used for a different request"),
     ("malformed-request", 400, "the body or a parameter does not parse"),
     ("payload-too-large", 413, "the body is larger than the configured limit"),
+    ("request-timeout", 408, "the body did not arrive within the request timeout"),
     ("unauthorized", 401, "no valid API key"),
     ("shadow-not-allowed", 403, "this API key may not send load-test traffic (`X-Load-Test: true`)"),
     ("rate-limited", 429, "the tenant's request rate is over its limit; retry after the given time"),
@@ -186,9 +188,26 @@ pub enum Reply<T: ToJSON> {
     Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
+/// A request the routes' types refuse: a body or parameter that does not parse, or an
+/// `Idempotency-Key` missing or unlike the schema's pattern, which get their own problems.
 fn malformed<T: ToJSON>(err: poem::Error) -> Reply<T> {
-    Reply::BadRequest(Json(Problem::new("malformed-request", err.to_string())))
+    match err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        Some(p) if p.name == IDEMPOTENCY_KEY && p.reason.contains("expects an input value") => {
+            Reply::BadRequest(Json(Problem::new(
+                "missing-idempotency-key",
+                "send an Idempotency-Key header with every POST",
+            )))
+        }
+        Some(p) if p.name == IDEMPOTENCY_KEY => Reply::BadRequest(Json(Problem::new(
+            "bad-idempotency-key",
+            "1 to 255 printable ASCII characters: a bare value without space, '\"', ',', ';' or '\\', or a quoted string",
+        ))),
+        _ => Reply::BadRequest(Json(Problem::new("malformed-request", err.to_string()))),
+    }
 }
+
+/// The header that carries a command's idempotency key.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// How long a client is told to wait after a 503.
 pub const RETRY_AFTER_S: u64 = 1;
@@ -377,6 +396,7 @@ pub struct Ctx {
     tenants: Tenants,
     rate: RateLimit,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    pub breakers: Arc<Breakers>,
 }
 
 fn unauthorized<T: ToJSON>() -> Reply<T> {
@@ -389,8 +409,9 @@ impl Ctx {
         tenants: Tenants,
         rate: RateLimit,
         metrics: Arc<crate::telemetry::Metrics>,
+        breakers: Arc<Breakers>,
     ) -> Ctx {
-        Ctx { real, shadow: None, tenants, rate, metrics }
+        Ctx { real, shadow: None, tenants, rate, metrics, breakers }
     }
 
     /// Serves `X-Load-Test: true` requests of the allowed tenants from `lane`.
@@ -452,13 +473,7 @@ impl Ctx {
     }
 
     /// `POST /<machines>`.
-    pub async fn create(
-        &self,
-        req: &Request,
-        machine: &str,
-        key: Option<String>,
-        input: Value,
-    ) -> Reply<Value> {
+    pub async fn create(&self, req: &Request, machine: &str, key: String, input: Value) -> Reply<Value> {
         let input = object(input);
         let action = Action::Create { machine: machine.to_string(), input: input.clone() };
         self.command(req, machine, key, Value::Object(input), action).await
@@ -472,7 +487,7 @@ impl Ctx {
         machine: &str,
         id: &str,
         event: &str,
-        key: Option<String>,
+        key: String,
         if_match: Option<String>,
         params: Value,
     ) -> Reply<Value> {
@@ -507,7 +522,7 @@ impl Ctx {
         resource: &str,
         row_key: Value,
         operation: &str,
-        key: Option<String>,
+        key: String,
         params: Value,
     ) -> Reply<Value> {
         let params = object(params);
@@ -529,7 +544,7 @@ impl Ctx {
         let (Some(store), Ok(id)) = (caller.lane.store(machine), id.parse()) else {
             return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
         };
-        match store.instance(&caller.tenant, machine, id).await {
+        match self.breakers.db(store.instance(&caller.tenant, machine, id)).await {
             Ok(Some(r)) => Reply::Ok(Json(body(&r)), Some(etag(r.version)), None),
             Ok(None) => Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None),
             Err(e) => store_error(e),
@@ -545,7 +560,7 @@ impl Ctx {
         let Some(store) = caller.lane.store(resource) else {
             return Reply::problem(Problem::new("not-found", format!("no resource {resource}")), None);
         };
-        match store.resource(&caller.tenant, resource, &row_key).await {
+        match self.breakers.db(store.resource(&caller.tenant, resource, &row_key)).await {
             Ok(Some(r)) => Reply::Ok(Json(body(&r)), Some(etag(r.version)), None),
             Ok(None) => Reply::problem(Problem::new("not-found", format!("no {resource} `{row_key}`")), None),
             Err(e) => store_error(e),
@@ -591,7 +606,8 @@ impl Ctx {
             return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
         };
         let limit = limit.unwrap_or(100).clamp(1, ordo_store::JOURNAL_PAGE_MAX);
-        match store.journal(&caller.tenant, machine, uuid, after.unwrap_or(0), limit).await {
+        match self.breakers.db(store.journal(&caller.tenant, machine, uuid, after.unwrap_or(0), limit)).await
+        {
             Ok(entries) => {
                 let next_after =
                     (entries.len() as u64 == limit).then(|| entries.last().map(|e| e.version)).flatten();
@@ -623,7 +639,7 @@ impl Ctx {
             return Reply::Ok(Json(EventPage { items: Vec::new(), next: after }), None, None);
         };
         let limit = limit.unwrap_or(100);
-        match store.events_after(&caller.tenant, after.as_deref(), limit).await {
+        match self.breakers.db(store.events_after(&caller.tenant, after.as_deref(), limit)).await {
             Ok(events) => {
                 let next = events.last().map(|e| e.cursor.clone()).or(after);
                 let items = events
@@ -659,7 +675,7 @@ impl Ctx {
         &self,
         req: &Request,
         name: &str,
-        key: Option<String>,
+        key: String,
         body: Value,
         action: Action,
     ) -> Reply<Value> {
@@ -667,13 +683,9 @@ impl Ctx {
             Ok(c) => c,
             Err(reply) => return reply,
         };
-        let Some(header) = key else {
-            return Reply::problem(
-                Problem::new("missing-idempotency-key", "send an Idempotency-Key header with every POST"),
-                None,
-            );
-        };
-        let key = match ordo_idempotency::parse_key(&header) {
+        // A missing header never gets here (the route's parameter is required; see
+        // `malformed`); the schema's pattern is checked again by the authority.
+        let key = match ordo_idempotency::parse_key(&key) {
             Ok(k) => k,
             Err(e) => return Reply::problem(Problem::new("bad-idempotency-key", e.to_string()), None),
         };
@@ -691,11 +703,18 @@ impl Ctx {
         // The first insurance: hold the key in Redis while the request runs. A key decided
         // lately is answered by the claim itself. Redis away means no lease, never a
         // failure: the database record still stops duplicates.
-        let lease = match lane.leases.as_deref() {
-            None => None,
-            Some(leases) => match leases.claim(&cmd.tenant, &key).await {
-                Ok(Claim::Acquired(lease)) => Some(lease),
-                Ok(Claim::Answered(answer)) => {
+        // The lease, and whether Redis said it is ours (a claim that got no answer may
+        // still have taken the key: it is ended all the same).
+        let (lease, held) = match lane.leases.as_deref() {
+            None => (None, false),
+            Some(leases) => match self.breakers.redis(leases.claim(&cmd.tenant, &key)).await {
+                // Redis failed repeatedly: go on at once, without waiting out its timeout.
+                None => {
+                    self.metrics.idempotency(KeyResult::RedisUnavailable, shadow);
+                    (None, false)
+                }
+                Some(Ok(Claim::Acquired(lease))) => (Some(lease), true),
+                Some(Ok(Claim::Answered(answer))) => {
                     return match Executed::answered(answer.fingerprint, &answer.outcome, &fingerprint) {
                         Ok(done) => {
                             self.count(&cmd.action, &done, shadow);
@@ -704,7 +723,14 @@ impl Ctx {
                         Err(e) => store_error(e),
                     };
                 }
-                Ok(Claim::Held { retry_after_ms }) => {
+                Some(Ok(Claim::Held { retry_after_ms })) => {
+                    // Held, but maybe decided: the holder answers its client before its
+                    // lease becomes the answer in Redis (or it never does, if Redis is slow).
+                    // The record says.
+                    if let Ok(Some(done)) = self.breakers.db(store.recorded(&cmd)).await {
+                        self.count(&cmd.action, &done, shadow);
+                        return reply(&done, &cmd);
+                    }
                     self.metrics.idempotency(KeyResult::InFlight, shadow);
                     span.record("idempotency", KeyResult::InFlight.label());
                     let p = Problem::new(
@@ -713,10 +739,10 @@ impl Ctx {
                     );
                     return Reply::Conflict(Json(p), Some(retry_after_ms.div_ceil(1000).max(1)), None);
                 }
-                Err(e) => {
+                Some(Err(failed)) => {
                     self.metrics.idempotency(KeyResult::RedisUnavailable, shadow);
-                    tracing::warn!(error = %e, "idempotency lease skipped");
-                    None
+                    tracing::warn!(error = %failed.error, "idempotency lease skipped");
+                    (Some(failed.uncertain), false)
                 }
             },
         };
@@ -724,8 +750,8 @@ impl Ctx {
         // from it. With one, that read is skipped: a key decided longer ago than Redis keeps
         // answers still meets its record when the command's own record is inserted, and is
         // answered with that.
-        if lease.is_none() {
-            match store.recorded(&cmd).await {
+        if !held {
+            match self.breakers.db(store.recorded(&cmd)).await {
                 Ok(Some(done)) => {
                     self.count(&cmd.action, &done, shadow);
                     return reply(&done, &cmd);
@@ -737,19 +763,26 @@ impl Ctx {
         // The command runs to its end even if the client goes away: its outcome is recorded
         // and its lease settled, so the client's retry gets the replay instead of finding
         // the key held.
-        let (store, leases) = (store.clone(), lane.leases.clone());
+        let (store, leases, breakers) = (store.clone(), lane.leases.clone(), self.breakers.clone());
         let run = tokio::spawn(
             async move {
+                let execute = breakers.db(store.execute_unrecorded(&cmd));
                 let (Some(leases), Some(lease)) = (leases, lease) else {
-                    let result = store.execute_unrecorded(&cmd).await;
+                    let result = execute.await;
                     return (cmd, result);
                 };
-                let result = leases.hold(&lease, store.execute_unrecorded(&cmd)).await;
-                let ended = match result.as_ref().ok().and_then(Executed::settled) {
-                    Some(outcome) => leases.settle(&lease, &Answer { fingerprint, outcome }).await,
-                    None => leases.release(&lease).await,
+                let result = leases.hold(&lease, execute).await;
+                // A lease left behind would hold the client's retry until it expires. One
+                // Redis said is ours is ended past the breaker (Redis answered moments ago);
+                // an uncertain one only while the breaker lets calls through.
+                let end = async {
+                    match result.as_ref().ok().and_then(Executed::settled) {
+                        Some(outcome) => leases.settle(&lease, &Answer { fingerprint, outcome }).await,
+                        None => leases.release(&lease).await,
+                    }
                 };
-                if let Err(e) = ended {
+                let ended = if held { Some(end.await) } else { breakers.redis(end).await };
+                if let Some(Err(e)) = ended {
                     tracing::warn!(error = %e, "idempotency lease not ended; it expires by itself");
                 }
                 (cmd, result)

@@ -72,6 +72,10 @@ pub struct Config {
     pub batch_max: usize,
     pub key_queue_max: usize,
     pub batch_wait_ms_max: u64,
+    /// Failures in a row that open the Redis or the database circuit breaker, and the first
+    /// cool-down before it lets a probe through (see `breaker`).
+    pub breaker_failures: u32,
+    pub breaker_cooldown_ms: u64,
     /// Requests per second per tenant, on average, and the burst allowed above it.
     pub rate_per_s: u32,
     pub rate_burst: u32,
@@ -105,6 +109,8 @@ impl Default for Config {
             batch_max: ordo_store::BATCH_MAX_DEFAULT,
             key_queue_max: ordo_store::KEY_QUEUE_MAX_DEFAULT,
             batch_wait_ms_max: ordo_store::BATCH_WAIT_MS_MAX_DEFAULT,
+            breaker_failures: crate::breaker::BREAKER_FAILURES_DEFAULT,
+            breaker_cooldown_ms: crate::breaker::BREAKER_COOLDOWN_MS_DEFAULT,
             rate_per_s: RATE_PER_S_DEFAULT,
             rate_burst: RATE_BURST_DEFAULT,
         }
@@ -191,7 +197,9 @@ impl Config {
             stream_retention_ms,
             batch_max,
             key_queue_max,
-            batch_wait_ms_max
+            batch_wait_ms_max,
+            breaker_failures,
+            breaker_cooldown_ms
         );
         Ok(config)
     }

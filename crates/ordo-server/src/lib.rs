@@ -2,6 +2,7 @@
 //! and the routes generated from the specs (`OUT_DIR/generated.rs`).
 
 pub mod api;
+pub mod breaker;
 pub mod config;
 pub mod record;
 pub mod relay;

@@ -32,7 +32,8 @@ pub fn openapi_json() -> String {
     match metrics {
         Ok(m) => {
             let nothing = Lane::new(Vec::new(), None);
-            openapi(Arc::new(Ctx::new(nothing, Tenants::default(), RateLimit::new(1, 1), m))).spec()
+            let breakers = Arc::new(crate::breaker::Breakers::new(1, 1));
+            openapi(Arc::new(Ctx::new(nothing, Tenants::default(), RateLimit::new(1, 1), m, breakers))).spec()
         }
         Err(e) => e,
     }
@@ -138,7 +139,10 @@ impl Application {
         let real =
             open_lane(config, &specs, store_config.clone(), &config.redis_prefix, &metrics, false).await?;
         let rate = RateLimit::new(config.rate_per_s, config.rate_burst);
-        let mut ctx = Ctx::new(real, tenants, rate, metrics.clone());
+        let breakers =
+            Arc::new(crate::breaker::Breakers::new(config.breaker_failures, config.breaker_cooldown_ms));
+        metrics.watch_breakers(breakers.clone());
+        let mut ctx = Ctx::new(real, tenants, rate, metrics.clone(), breakers);
         // Shadow traffic (`X-Load-Test: true`) gets tables and Redis keys of its own.
         let shadow_tenants = crate::api::ShadowTenants::parse(&config.shadow_tenants);
         if shadow_tenants.any() {
@@ -157,6 +161,7 @@ impl Application {
         };
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let body_max = config.body_bytes_max;
+        let allowed = Arc::new(Allowed::of(&service.spec()));
         let app = Route::new()
             .nest("/", service)
             .nest("/docs", docs)
@@ -164,13 +169,16 @@ impl Application {
             .at("/healthz", get(healthz))
             .at("/readyz", get(readyz.data(ctx.clone())))
             .at("/metrics", get(metrics_text.data(metrics.clone()).data(ctx.clone())))
+            .with(contain_panics())
             .around(move |ep, mut req| {
                 let metrics = metrics.clone();
                 let recorder = recorder.clone();
+                let allowed = allowed.clone();
                 async move {
                     let started = std::time::Instant::now();
                     let method = req.method().to_string();
-                    let route = crate::telemetry::route_of(req.uri().path());
+                    let path = req.uri().path().to_string();
+                    let route = crate::telemetry::route_of(&path);
                     let shadow = crate::api::is_shadow(&req).unwrap_or(false);
                     let arrived_ms = chrono::Utc::now().timestamp_millis();
                     let key = recorder
@@ -186,13 +194,24 @@ impl Application {
                             format!("bodies are limited to {body_max} bytes"),
                         ))
                     };
-                    match declared {
-                        Some(n) if n > body_max => return Ok(too_large()),
-                        Some(_) => {}
-                        None => match req.take_body().into_bytes_limit(body_max).await {
-                            Ok(bytes) => req.set_body(bytes),
-                            Err(_) => return Ok(too_large()),
-                        },
+                    if declared.is_some_and(|n| n > body_max) {
+                        return Ok(too_large());
+                    }
+                    // The body is read here, within the request's time: a client that stops
+                    // sending mid-body is answered 408 and holds nothing past it, and one
+                    // that closes mid-body is a 400.
+                    let deadline = tokio::time::Instant::now() + timeout;
+                    match tokio::time::timeout_at(deadline, req.take_body().into_bytes_limit(body_max)).await {
+                        Ok(Ok(bytes)) => req.set_body(bytes),
+                        Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => return Ok(too_large()),
+                        Ok(Err(e)) => {
+                            let p = Problem::new("malformed-request", format!("the body could not be read: {e}"));
+                            return Ok(problem_response(p));
+                        }
+                        Err(_) => {
+                            let p = Problem::new("request-timeout", "the body did not arrive within the request timeout");
+                            return Ok(problem_response(p));
+                        }
                     }
                     // A request id for every log line of the request: the caller's, when it
                     // sends a sane one, else a new one; echoed in the response.
@@ -218,14 +237,21 @@ impl Application {
                     let trace = crate::telemetry::join_trace(&span, req.headers());
                     span.record("trace_id", tracing::field::display(trace.trace_id()));
                     req.extensions_mut().insert(crate::telemetry::TraceParent(crate::telemetry::traceparent(&trace)));
-                    let call = tracing::Instrument::instrument(tokio::time::timeout(timeout, ep.call(req)), span.clone());
-                    let response = match call.await {
-                        Ok(r) => r.map(IntoResponse::into_response),
-                        Err(_) => {
-                            Ok(problem_response(Problem::new("overloaded", "the request took too long")))
-                        }
+                    let call = tracing::Instrument::instrument(tokio::time::timeout_at(deadline, ep.call(req)), span.clone());
+                    // Errors of the routing itself (404, 405) become their responses here, so
+                    // that metrics and the record see their real status.
+                    let mut response = match call.await {
+                        Ok(Ok(r)) => r.into_response(),
+                        Ok(Err(e)) => e.into_response(),
+                        Err(_) => problem_response(Problem::new("overloaded", "the request took too long")),
                     };
-                    let status = response.as_ref().map_or(500, |r| r.status().as_u16());
+                    // A method the route does not serve: say which it does (RFC 9110).
+                    if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
+                        && let Some(v) = allowed.at(&path).and_then(|m| poem::http::HeaderValue::from_str(m).ok())
+                    {
+                        response.headers_mut().insert("allow", v);
+                    }
+                    let status = response.status().as_u16();
                     let elapsed = started.elapsed();
                     metrics.http(&method, &route, status, shadow, elapsed.as_secs_f64());
                     span.record("status", status);
@@ -240,12 +266,10 @@ impl Application {
                         });
                     }
                     tracing::debug!(parent: &span, status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
-                    response.map(|mut r| {
-                        if let Ok(v) = poem::http::HeaderValue::from_str(&request_id) {
-                            r.headers_mut().insert("x-request-id", v);
-                        }
-                        r
-                    })
+                    if let Ok(v) = poem::http::HeaderValue::from_str(&request_id) {
+                        response.headers_mut().insert("x-request-id", v);
+                    }
+                    Ok(response)
                 }
             })
             .boxed();
@@ -408,6 +432,60 @@ where
     }
 }
 
+/// The methods each path serves, for the `Allow` header of a 405: the OpenAPI document's
+/// paths (`{param}` segments match any one segment), and the plain routes (all GET).
+struct Allowed(Vec<(Vec<String>, String)>);
+
+impl Allowed {
+    fn of(spec: &str) -> Allowed {
+        let doc: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let mut paths: Vec<(Vec<String>, String)> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(path, ops)| {
+                let methods: Vec<String> =
+                    ops.as_object().into_iter().flatten().map(|(m, _)| m.to_ascii_uppercase()).collect();
+                (path.split('/').map(str::to_string).collect(), methods.join(", "))
+            })
+            .collect();
+        for plain in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"] {
+            paths.push((plain.split('/').map(str::to_string).collect(), "GET".to_string()));
+        }
+        Allowed(paths)
+    }
+
+    fn at(&self, path: &str) -> Option<&str> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.0
+            .iter()
+            .find(|(template, _)| {
+                template.len() == segments.len()
+                    && template
+                        .iter()
+                        .zip(&segments)
+                        .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+            })
+            .map(|(_, methods)| methods.as_str())
+    }
+}
+
+/// A panic while serving a request is that request's 500 (problem+json, logged with the
+/// request's span), never a dropped connection; the process and every other request carry
+/// on. (A command's own work runs in a task of its own, whose panic is caught the same way.)
+pub fn contain_panics()
+-> poem::middleware::CatchPanic<impl poem::middleware::PanicHandler<Response = Response>> {
+    poem::middleware::CatchPanic::new().with_handler(|panic: Box<dyn std::any::Any + Send>| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "a request panicked");
+        problem_response(Problem::new("internal", "internal error"))
+    })
+}
+
 fn problem_response(p: Problem) -> Response {
     let status =
         poem::http::StatusCode::from_u16(p.status).unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR);
@@ -439,23 +517,41 @@ fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the database answers and, if configured, Redis does.
+/// Ready when the database answers and its breaker is not open. Redis is reported but
+/// does not make the server unready: without it requests take the database-only path,
+/// which keeps every guarantee (and a Redis outage must not take every server out of the
+/// load balancer at once).
 #[handler]
 async fn readyz(ctx: poem::web::Data<&Arc<Ctx>>) -> Response {
     use sea_orm::ConnectionTrait;
+    let unready = |why: String| {
+        Response::builder()
+            .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
+            .body(format!("database: {why}"))
+    };
+    let breaker = ctx.breakers.database.state();
+    if breaker == crate::breaker::State::Open {
+        return unready("circuit open".to_string());
+    }
     for (store, _) in ctx.stores() {
-        if let Err(e) = store.connection().execute_unprepared("SELECT 1").await {
-            return Response::builder()
-                .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
-                .body(format!("database: {e}"));
+        if let Err(e) =
+            ctx.breakers.db(async { Ok(store.connection().execute_unprepared("SELECT 1").await?) }).await
+        {
+            return unready(e.to_string());
         }
     }
+    let mut redis = Vec::new();
     for leases in ctx.leases() {
-        if let Err(e) = leases.ping().await {
-            return Response::builder()
-                .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
-                .body(format!("redis: {e}"));
-        }
+        let answer = match ctx.breakers.redis(leases.ping()).await {
+            None => "circuit open (requests go without leases)".to_string(),
+            Some(Err(e)) => format!("{e} (requests go without leases)"),
+            Some(Ok(())) => "ok".to_string(),
+        };
+        redis.push(answer);
     }
-    Response::builder().body("ready")
+    let mut body = format!("ready\ndatabase: ok (breaker {})\n", breaker.label());
+    if let Some(r) = redis.first() {
+        body += &format!("redis: {r} (breaker {})\n", ctx.breakers.redis.state().label());
+    }
+    Response::builder().body(body)
 }

@@ -213,6 +213,42 @@ impl Metrics {
         }
     }
 
+    /// Reports the server's circuit breakers (by `breaker`: `database`, `redis`): state, trips,
+    /// recoveries and refused calls.
+    pub fn watch_breakers(&self, breakers: Arc<crate::breaker::Breakers>) {
+        let meter = self.provider.meter("ordo");
+        let each = |f: fn(&crate::breaker::BreakerStats) -> f64| {
+            let breakers = breakers.clone();
+            move |o: &dyn opentelemetry::metrics::AsyncInstrument<f64>| {
+                for b in breakers.each() {
+                    o.observe(f(&b.stats()), &[KeyValue::new("breaker", b.name())]);
+                }
+            }
+        };
+        let counter = |name: &'static str, about: &'static str, f| {
+            Box::new(
+                meter.f64_observable_counter(name).with_description(about).with_callback(each(f)).build(),
+            ) as Box<dyn std::any::Any + Send + Sync>
+        };
+        let instruments = vec![
+            Box::new(
+                meter
+                    .f64_observable_gauge("ordo_breaker_state")
+                    .with_description("circuit breaker state: 0 closed, 1 half-open, 2 open")
+                    .with_callback(each(|s| f64::from(s.state as u8)))
+                    .build(),
+            ) as Box<dyn std::any::Any + Send + Sync>,
+            counter("ordo_breaker_trips", "times the breaker opened", |s| s.trips as f64),
+            counter("ordo_breaker_recoveries", "times the breaker closed again by itself", |s| {
+                s.recoveries as f64
+            }),
+            counter("ordo_breaker_refused", "calls refused at once by an open breaker", |s| s.refused as f64),
+        ];
+        if let Ok(mut observed) = self.observed.lock() {
+            observed.extend(instruments);
+        }
+    }
+
     /// Reads the system tables' backlog (shared by every spec of the database) into the
     /// relay-lag and due-timer gauges.
     pub async fn read_backlog(&self, store: &Store, shadow: bool) {

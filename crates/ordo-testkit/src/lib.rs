@@ -236,13 +236,36 @@ impl Drop for TestDb {
 }
 
 /// A TCP proxy for fault injection: forwards to `target` until told to cut every open
-/// connection or to refuse new ones. Tests point a client at `addr` instead of the server.
+/// connection, to refuse new ones, to hold what clients send (a hung server) or to delay
+/// it. Tests point a client at `addr` instead of the server.
 pub struct FaultProxy {
     pub addr: std::net::SocketAddr,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    slow: std::sync::Arc<Slow>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     trap: std::sync::Arc<std::sync::Mutex<Option<Trap>>>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+/// How the proxy holds back what clients send: not at all, by a delay per read, or until
+/// released.
+#[derive(Default)]
+struct Slow {
+    stalled: std::sync::atomic::AtomicBool,
+    delay_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Slow {
+    async fn wait(&self) {
+        use std::sync::atomic::Ordering;
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        while self.stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// A connection cut set off by what the client sends (see [`FaultProxy::cut_at`]).
@@ -262,22 +285,23 @@ impl FaultProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let slow = std::sync::Arc::new(Slow::default());
         let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
         let trap: std::sync::Arc<std::sync::Mutex<Option<Trap>>> = Default::default();
         let accept = {
-            let (down, conns, trap) = (down.clone(), conns.clone(), trap.clone());
+            let (down, conns, trap, slow) = (down.clone(), conns.clone(), trap.clone(), slow.clone());
             tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
                     if down.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
                     }
-                    let task = tokio::spawn(forward(inbound, target, trap.clone()));
+                    let task = tokio::spawn(forward(inbound, target, trap.clone(), slow.clone()));
                     conns.lock().unwrap().push(task.abort_handle());
                 }
             })
         };
-        FaultProxy { addr, down, conns, trap, accept }
+        FaultProxy { addr, down, slow, conns, trap, accept }
     }
 
     /// From now on, the next `times` connections whose client sends `pattern` (within one
@@ -309,6 +333,17 @@ impl FaultProxy {
         }
     }
 
+    /// While stalled, what clients send is held, not forwarded (a hung server: connections
+    /// stay open and nothing is answered); released, it goes on in order.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.slow.stalled.store(stalled, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Delays every read of what clients send by `ms` (0: none), as a slow network would.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.slow.delay_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// `url` with its host and port replaced by the proxy's.
     pub fn url_via(&self, url: &str) -> String {
         let scheme_end = url.find("://").map_or(0, |i| i + 3);
@@ -333,6 +368,7 @@ async fn forward(
     inbound: tokio::net::TcpStream,
     target: std::net::SocketAddr,
     trap: std::sync::Arc<std::sync::Mutex<Option<Trap>>>,
+    slow: std::sync::Arc<Slow>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { return };
@@ -377,6 +413,7 @@ async fn forward(
             }
             break;
         }
+        slow.wait().await;
         if server_write.write_all(&buf[..n]).await.is_err() {
             break;
         }

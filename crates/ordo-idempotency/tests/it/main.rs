@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use ordo_idempotency::{
-    Answer, Claim, KEY_BYTES_MAX, KeyError, LeaseConfig, LeaseError, Leases, fingerprint, parse_key,
+    Answer, Claim, ClaimFailed, KEY_BYTES_MAX, KeyError, LeaseConfig, LeaseError, Leases, fingerprint,
+    parse_key,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -142,7 +143,7 @@ async fn redis_away_is_unavailable_fast() {
     config.timeout_ms = 100;
     let started = std::time::Instant::now();
     let l = Leases::connect(config).await.unwrap();
-    assert!(matches!(l.claim("t", "k").await, Err(LeaseError::Unavailable(_))));
+    assert!(matches!(l.claim("t", "k").await, Err(ClaimFailed { error: LeaseError::Unavailable(_), .. })));
     assert!(matches!(l.ping().await, Err(LeaseError::Unavailable(_))));
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
 }
@@ -156,7 +157,10 @@ async fn leases_come_back_with_redis() {
     let l = Leases::connect(config).await.unwrap();
     assert!(matches!(l.claim("t", "before").await.unwrap(), Claim::Acquired(_)));
     proxy.set_down(true);
-    assert!(matches!(l.claim("t", "during").await, Err(LeaseError::Unavailable(_))));
+    assert!(matches!(
+        l.claim("t", "during").await,
+        Err(ClaimFailed { error: LeaseError::Unavailable(_), .. })
+    ));
     proxy.set_down(false);
     let mut back = false;
     for _ in 0..300 {
@@ -260,4 +264,29 @@ async fn leases_sharing(l: &TestLeases, lease_ms: u64) -> Leases {
     let mut config = LeaseConfig::new(ordo_testkit::redis_url(), l._prefix.to_string());
     config.lease_ms = lease_ms;
     Leases::connect(config).await.unwrap()
+}
+
+/// A claim whose answer never came (Redis hung past the timeout, then ran it) may hold the
+/// key under its token: its holder ends it all the same, so the key does not hold the
+/// client's retry for a lease's term.
+#[tokio::test]
+async fn a_claim_that_got_no_answer_is_ended_by_its_holder() {
+    let proxy = ordo_testkit::FaultProxy::start(ordo_testkit::socket_of(&ordo_testkit::redis_url())).await;
+    let l = leases(10_000).await;
+    let mut config = LeaseConfig::new(proxy.url_via(&ordo_testkit::redis_url()), l._prefix.to_string());
+    config.lease_ms = 10_000;
+    config.timeout_ms = 200;
+    let slow = Leases::connect(config).await.unwrap();
+    slow.ping().await.unwrap();
+    proxy.set_stalled(true);
+    let failed = slow.claim("t", "k").await.unwrap_err();
+    // Redis gets the claim late, and runs it.
+    proxy.set_stalled(false);
+    let start = std::time::Instant::now();
+    while !matches!(l.claim("t", "k").await.unwrap(), Claim::Held { .. }) {
+        assert!(start.elapsed() < Duration::from_secs(5), "the late claim took the key");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(slow.settle(&failed.uncertain, &answer("late")).await.unwrap(), "its holder settles it");
+    assert_eq!(l.claim("t", "k").await.unwrap(), Claim::Answered(answer("late")));
 }

@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod breakers;
 mod docs;
+mod edge;
 mod evolution;
 mod idempotency;
 mod metrics;

@@ -5,7 +5,7 @@ use poem::http::StatusCode;
 use serde_json::json;
 
 /// The value of the sample whose name and labels contain every one of `parts`.
-fn sample(text: &str, parts: &[&str]) -> f64 {
+pub fn sample(text: &str, parts: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find(|l| parts.iter().all(|p| l.contains(p)))
