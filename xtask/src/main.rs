@@ -418,6 +418,11 @@ fn test(extra: &[String]) -> Result<ExitCode> {
         eprintln!("== clients failed: {e:#}");
         return Ok(ExitCode::FAILURE);
     }
+    eprintln!("== edge: schemathesis (every check, fixed seed) against the running server's /openapi.json");
+    if let Err(e) = schemathesis(&root) {
+        eprintln!("== edge failed: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
     eprintln!(
         "== pressure: a small audited run on the embedded default with a transaction per command, then on PostgreSQL + Redis with group commit and an online migration"
     );
@@ -452,6 +457,50 @@ fn test(extra: &[String]) -> Result<ExitCode> {
     }
     eprintln!("== all passed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Examples per operation and phase in the test command's schemathesis run (a long run:
+/// `schemathesis run <url>/openapi.json --checks all --max-examples 500` by hand).
+const SCHEMATHESIS_EXAMPLES: &str = "25";
+/// Its fixed seed, so that a failure reproduces.
+const SCHEMATHESIS_SEED: &str = "20261202";
+
+/// Runs schemathesis (from PyPI) with every check it has, in all its phases (examples,
+/// coverage, fuzzing, stateful), against the server built by the tests, on a scratch
+/// SQLite database: no 5xx, responses that match the schema, only documented statuses,
+/// content types and headers, bad input refused, good input taken (or refused by a guard,
+/// see `xtask/clients/schemathesis.toml`).
+fn schemathesis(root: &Path) -> Result<()> {
+    let runner =
+        services::which("schemathesis").context("schemathesis not found: pip install schemathesis")?;
+    let dir = std::env::temp_dir().join(format!("ordo-schemathesis-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let server = pressure::start_server(
+        &pressure::build_server(root, pressure::Profile::Dev)?,
+        &[
+            ("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.join("edge.db").display())),
+            // Schemathesis sends many requests at once; the rate limit is tested elsewhere.
+            ("ORDO_RATE_PER_S", "1000000".to_string()),
+            ("ORDO_RATE_BURST", "1000000".to_string()),
+        ],
+    )?;
+    // Its configuration and hooks (a fresh key for every schema-valid one) are beside the
+    // Python client's check; it runs in the scratch directory, where it keeps its cache.
+    let clients = root.join("xtask/clients");
+    let status = Command::new(runner)
+        .current_dir(&dir)
+        .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+        .env("PYTHONPATH", &clients)
+        .arg("--config-file")
+        .arg(clients.join("schemathesis.toml"))
+        .args(["run", &format!("{}/openapi.json", server.url), "--checks", "all"])
+        .args(["--seed", SCHEMATHESIS_SEED, "--max-examples", SCHEMATHESIS_EXAMPLES, "--workers", "2"])
+        .args(["--request-timeout", "10", "--no-color"])
+        .status()?;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    if status.success() { Ok(()) } else { bail!("schemathesis found failures (above)") }
 }
 
 /// Generates the Python client from `docs/openapi.json` (openapi-python-client, from PyPI),

@@ -50,7 +50,7 @@ pub fn generate(specs: &[(String, ir::Spec)]) -> String {
     g.line("    /// The tenant's events, oldest first, in an order that never skips one: page with `after`.");
     g.line("    #[oai(path = \"/events\", method = \"get\", operation_id = \"list_events\")]");
     g.line(&format!(
-        "    async fn list_events(&self, req: &Request, #[oai(validator(pattern = {CURSOR_PATTERN:?}))] after: Query<Option<String>>, \
+        "    async fn list_events(&self, req: &Request, after: Query<Option<String>>, \
          #[oai(validator(minimum(value = \"1\"), maximum(value = \"{EVENTS_LIMIT_MAX}\")))] limit: Query<Option<u64>>) -> Reply<crate::api::EventPage> {{"
     ));
     g.line("        self.0.events(req, after.0, limit.0).await");
@@ -71,12 +71,101 @@ pub fn generate(specs: &[(String, ir::Spec)]) -> String {
         }
     }
     g.line("}");
+    g.line("");
+    g.line("/// JSON Schema keywords stating fields' checks, merged into the OpenAPI document by");
+    g.line("/// `startup::documented` (poem-openapi's own validators would answer 400, not the 422");
+    g.line("/// a broken check gets): (schema, property, keywords as a JSON object).");
+    g.line("pub const SCHEMA_KEYWORDS: &[(&str, &str, &str)] = &[");
+    for (schema, field, keywords) in std::mem::take(&mut g.keywords) {
+        g.line(&format!("    ({schema:?}, {field:?}, {keywords:?}),"));
+    }
+    g.line("];");
+    g.line("");
+    g.line("/// JSON Schema keywords of parameters, merged the same way (poem-openapi's pattern");
+    g.line("/// validator would compile its regex on every request; the server checks these itself):");
+    g.line("/// (path, or `*` for every path; parameter; keywords as a JSON object).");
+    g.line("pub const PARAMETER_KEYWORDS: &[(&str, &str, &str)] = &[");
+    let key = format!("{{\"pattern\":{}}}", serde_json_string(KEY_PATTERN));
+    let cursor = format!("{{\"pattern\":{}}}", serde_json_string(CURSOR_PATTERN));
+    g.line(&format!("    (\"*\", \"Idempotency-Key\", {key:?}),"));
+    g.line(&format!("    (\"/events\", \"after\", {cursor:?}),"));
+    let etag = format!("{{\"pattern\":{}}}", serde_json_string(ETAG_PATTERN));
+    g.line(&format!("    (\"*\", \"If-Match\", {etag:?}),"));
+    g.line("];");
     g.out
 }
+
+/// A generated object's field: name, Rust type, doc line, schema keywords of its checks.
+type Field = (String, String, String, Option<String>);
 
 #[derive(Default)]
 struct Gen {
     out: String,
+    /// (schema, property, keywords) of every generated object's checked fields.
+    keywords: Vec<(String, String, String)>,
+}
+
+/// A field's checks as JSON Schema keywords (a JSON object), where the schema can state
+/// them: bounds of an int, a text that may not be empty or must be one value. What it
+/// cannot (`!=` a number, comparisons of texts) stays in the field's description, and the
+/// server's 422 answers it. An `input`'s whole numbers are also bounded by
+/// `ir::INT_INPUT_ABS_MAX`, and an optional field may be null. `None`: nothing to state.
+fn schema_keywords(f: &ir::Field, input: bool) -> Option<String> {
+    use ir::CmpOp;
+    let (mut min, mut max, mut min_length, mut only) = (None::<i64>, None::<i64>, None::<u32>, None::<&str>);
+    if input && matches!(f.ty, Type::Int | Type::Money) {
+        (min, max) = (Some(-ir::INT_INPUT_ABS_MAX), Some(ir::INT_INPUT_ABS_MAX));
+    }
+    for c in &f.checks {
+        match (&c.value, c.op) {
+            (ir::Value::Int(n), CmpOp::Ge) => min = Some(min.map_or(*n, |m| m.max(*n))),
+            (ir::Value::Int(n), CmpOp::Gt) => min = n.checked_add(1).map(|n| min.map_or(n, |m| m.max(n))),
+            (ir::Value::Int(n), CmpOp::Le) => max = Some(max.map_or(*n, |m| m.min(*n))),
+            (ir::Value::Int(n), CmpOp::Lt) => max = n.checked_sub(1).map(|n| max.map_or(n, |m| m.min(n))),
+            (ir::Value::Int(n), CmpOp::Eq) => {
+                min = Some(*n);
+                max = Some(*n);
+            }
+            (ir::Value::Text(t), CmpOp::Ne) if t.is_empty() => min_length = Some(1),
+            (ir::Value::Text(t), CmpOp::Eq) => only = Some(t),
+            _ => {}
+        }
+    }
+    let mut kw = Vec::new();
+    if let Some(n) = min {
+        kw.push(format!("\"minimum\":{n}"));
+    }
+    if let Some(n) = max {
+        kw.push(format!("\"maximum\":{n}"));
+    }
+    if let Some(n) = min_length {
+        kw.push(format!("\"minLength\":{n}"));
+    }
+    if let Some(t) = only {
+        kw.push(format!("\"enum\":[{}]", serde_json_string(t)));
+    }
+    // An optional field may be sent as null (it is then absent).
+    if f.optional {
+        kw.push("\"nullable\":true".to_string());
+    }
+    (!kw.is_empty()).then(|| format!("{{{}}}", kw.join(",")))
+}
+
+/// `t` as a JSON string literal.
+fn serde_json_string(t: &str) -> String {
+    let mut out = String::from("\"");
+    for c in t.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The `Idempotency-Key` header as the schema states it (`ordo_idempotency::parse_key` is
@@ -84,10 +173,13 @@ struct Gen {
 /// `;` or `\`, or a structured-field string of 1 to 255 characters with `\"` and `\\`
 /// escapes. Raw, for the generated attribute.
 pub const KEY_PATTERN: &str = r#"^(?:[!#-+\--:<-\[\]-~]{1,255}|"(?:[ !#-\[\]-~]|\\["\\]){1,255}")$"#;
-/// The largest `limit` of a journal page (`ordo_store::JOURNAL_PAGE_MAX`) and of an events
-/// page (`ordo_store::EVENTS_PAGE_MAX`); the server's tests hold them equal.
+/// The largest `limit` of a journal page: `ordo_store::JOURNAL_PAGE_MAX` (the server's
+/// test of its document holds them equal; codegen runs in a build script, without the store).
 pub const JOURNAL_LIMIT_MAX: u64 = 500;
+/// The largest `limit` of an events page: `ordo_store::EVENTS_PAGE_MAX` (held equal the same way).
 pub const EVENTS_LIMIT_MAX: u64 = 1_000;
+/// An `If-Match` the server reads (`api::parse_etag`): a version, quoted or not, weak or not.
+pub const ETAG_PATTERN: &str = r#"^(W/)?"?-?[0-9]{1,18}"?$"#;
 /// An events cursor, as the feed hands them out (`<txid>-<seq>`).
 pub const CURSOR_PATTERN: &str = "^[0-9]{1,18}-[0-9]{1,18}$";
 
@@ -113,6 +205,18 @@ fn camel(name: &str) -> String {
             c.next().map_or(String::new(), |f| f.to_ascii_uppercase().to_string() + c.as_str())
         })
         .collect()
+}
+
+/// A field's type in a generated body: [`rust_type`], with a spec's `text` as
+/// `crate::text::Text`, which takes only JSON strings.
+fn body_type(f: &ir::Field) -> String {
+    match f.ty {
+        Type::Text => {
+            let text = "crate::text::Text";
+            if f.optional { format!("Option<{text}>") } else { text.to_string() }
+        }
+        _ => rust_type(f),
+    }
 }
 
 fn rust_type(f: &ir::Field) -> String {
@@ -161,12 +265,15 @@ impl Gen {
         self.out.push('\n');
     }
 
-    fn object(&mut self, name: &str, doc: &str, fields: &[(String, String, String)]) {
+    fn object(&mut self, name: &str, doc: &str, fields: &[Field]) {
         let _ = writeln!(self.out, "/// {doc}");
         self.line("#[derive(Debug, Clone, poem_openapi::Object)]");
         let _ = writeln!(self.out, "#[oai(rename = \"{name}\")]");
         let _ = writeln!(self.out, "pub struct {name} {{");
-        for (field, ty, doc) in fields {
+        for (field, ty, doc, keywords) in fields {
+            if let Some(k) = keywords {
+                self.keywords.push((name.to_string(), field.clone(), k.clone()));
+            }
             // A described reference becomes `allOf: [$ref, {description}]`, which some client
             // generators refuse for enums: references go undescribed.
             if !doc.is_empty() {
@@ -183,8 +290,20 @@ impl Gen {
         self.line("");
     }
 
-    fn fields(fields: &[ir::Field]) -> Vec<(String, String, String)> {
-        fields.iter().map(|f| (f.name.clone(), rust_type(f), field_doc(f))).collect()
+    /// Fields of a stored record (what responses carry).
+    fn fields(fields: &[ir::Field]) -> Vec<Field> {
+        fields
+            .iter()
+            .map(|f| (f.name.clone(), body_type(f), field_doc(f), schema_keywords(f, false)))
+            .collect()
+    }
+
+    /// Fields of a request body: whole numbers within `ir::INT_INPUT_ABS_MAX` besides their checks.
+    fn inputs(fields: &[ir::Field]) -> Vec<Field> {
+        fields
+            .iter()
+            .map(|f| (f.name.clone(), body_type(f), field_doc(f), schema_keywords(f, true)))
+            .collect()
     }
 
     fn machine_types(&mut self, m: &ir::Machine) {
@@ -201,12 +320,13 @@ impl Gen {
         self.line("");
 
         let mut fields = vec![
-            ("id".to_string(), "String".to_string(), "the instance's id (a UUIDv7)".to_string()),
-            ("state".to_string(), state_enum, String::new()),
+            ("id".to_string(), "String".to_string(), "the instance's id (a UUIDv7)".to_string(), None),
+            ("state".to_string(), state_enum, String::new(), None),
             (
                 "version".to_string(),
                 "i64".to_string(),
                 "increases by one with every transition; the ETag".to_string(),
+                None,
             ),
         ];
         fields.extend(Self::fields(&m.fields));
@@ -214,16 +334,18 @@ impl Gen {
             "created_at".to_string(),
             "chrono::DateTime<chrono::Utc>".to_string(),
             "when it was created".to_string(),
+            None,
         ));
         fields.push((
             "updated_at".to_string(),
             "chrono::DateTime<chrono::Utc>".to_string(),
             "when it last changed".to_string(),
+            None,
         ));
         self.object(&m.name, &format!("An instance of the {} lifecycle.", m.name), &fields);
 
-        let mut input = Self::fields(&m.fields);
-        input.extend(Self::fields(&m.create.params));
+        let mut input = Self::inputs(&m.fields);
+        input.extend(Self::inputs(&m.create.params));
         self.object(
             &format!("{}Create", m.name),
             &format!("The body of `{}`: a new {}.", m.create.name, m.name),
@@ -231,7 +353,7 @@ impl Gen {
         );
         for e in m.events.iter().filter(|e| !e.params.is_empty()) {
             let name = format!("{}{}", m.name, camel(&e.name));
-            self.object(&name, &format!("The parameters of `{}`.", e.name), &Self::fields(&e.params));
+            self.object(&name, &format!("The parameters of `{}`.", e.name), &Self::inputs(&e.params));
         }
     }
 
@@ -242,21 +364,24 @@ impl Gen {
             "version".to_string(),
             "i64".to_string(),
             "increases with every change; the ETag".to_string(),
+            None,
         ));
         fields.push((
             "created_at".to_string(),
             "chrono::DateTime<chrono::Utc>".to_string(),
             "when the row came to be".to_string(),
+            None,
         ));
         fields.push((
             "updated_at".to_string(),
             "chrono::DateTime<chrono::Utc>".to_string(),
             "when it last changed".to_string(),
+            None,
         ));
         self.object(&r.name, &format!("A row of the {} resource.", r.name), &fields);
         for op in r.operations.iter().filter(|o| !o.params.is_empty()) {
             let name = format!("{}{}", r.name, camel(&op.name));
-            self.object(&name, &format!("The parameters of `{}`.", op.name), &Self::fields(&op.params));
+            self.object(&name, &format!("The parameters of `{}`.", op.name), &Self::inputs(&op.params));
         }
     }
 
@@ -271,7 +396,7 @@ impl Gen {
     async fn {create}_{s}(
         &self,
         req: &Request,
-        #[oai(name = "Idempotency-Key", validator(pattern = {KEY_PATTERN:?}))] idempotency_key: Header<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<String>,
         body: Json<{name}Create>,
     ) -> Reply<{name}> {{
         let input = body.0.to_json().unwrap_or_default();
@@ -323,7 +448,7 @@ impl Gen {
         &self,
         req: &Request,
         id: Path<String>,
-        #[oai(name = "Idempotency-Key", validator(pattern = {KEY_PATTERN:?}))] idempotency_key: Header<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<String>,
         #[oai(name = "If-Match")] if_match: Header<Option<String>>,
         body: Json<{body_ty}>,
     ) -> Reply<{name}> {{
@@ -366,7 +491,7 @@ impl Gen {
         &self,
         req: &Request,
         key: Path<{key_ty}>,
-        #[oai(name = "Idempotency-Key", validator(pattern = {KEY_PATTERN:?}))] idempotency_key: Header<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<String>,
         body: Json<{body_ty}>,
     ) -> Reply<{name}> {{
         let params = body.0.to_json().unwrap_or_default();

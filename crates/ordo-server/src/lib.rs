@@ -7,6 +7,7 @@ pub mod config;
 pub mod record;
 pub mod relay;
 pub mod startup;
+pub mod text;
 
 /// The typed routes and schemas of the specs the server was built from.
 #[allow(clippy::all, unused_imports)]

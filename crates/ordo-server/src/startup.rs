@@ -26,6 +26,34 @@ pub fn openapi(ctx: Arc<Ctx>) -> OpenApiService<GeneratedApi, ()> {
     OpenApiService::new(GeneratedApi(ctx), "Ordo", env!("CARGO_PKG_VERSION")).description(problem_doc())
 }
 
+/// The OpenAPI document poem-openapi made, with the fields' checks and the parameters'
+/// patterns stated in their schemas (`generated::SCHEMA_KEYWORDS`, `PARAMETER_KEYWORDS`).
+fn documented(spec: &str) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else { return spec.to_string() };
+    let merge = |into: &mut serde_json::Value, keywords: &str| {
+        if let (Some(into), Ok(serde_json::Value::Object(keywords))) =
+            (into.as_object_mut(), serde_json::from_str(keywords))
+        {
+            into.extend(keywords);
+        }
+    };
+    for (schema, field, keywords) in crate::generated::SCHEMA_KEYWORDS {
+        merge(&mut doc["components"]["schemas"][*schema]["properties"][*field], keywords);
+    }
+    for (path, ops) in doc["paths"].as_object_mut().into_iter().flatten() {
+        for op in ops.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+            for param in op["parameters"].as_array_mut().into_iter().flatten() {
+                for (at, name, keywords) in crate::generated::PARAMETER_KEYWORDS {
+                    if (*at == "*" || at == path) && param["name"] == *name {
+                        merge(&mut param["schema"], keywords);
+                    }
+                }
+            }
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
+}
+
 /// The OpenAPI document of the generated routes, as checked in at `docs/openapi.json`.
 pub fn openapi_json() -> String {
     let metrics = crate::telemetry::Metrics::new().map(Arc::new);
@@ -33,7 +61,10 @@ pub fn openapi_json() -> String {
         Ok(m) => {
             let nothing = Lane::new(Vec::new(), None);
             let breakers = Arc::new(crate::breaker::Breakers::new(1, 1));
-            openapi(Arc::new(Ctx::new(nothing, Tenants::default(), RateLimit::new(1, 1), m, breakers))).spec()
+            documented(
+                &openapi(Arc::new(Ctx::new(nothing, Tenants::default(), RateLimit::new(1, 1), m, breakers)))
+                    .spec(),
+            )
         }
         Err(e) => e,
     }
@@ -154,14 +185,17 @@ impl Application {
         let ctx = Arc::new(ctx);
         let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
         let docs = service.swagger_ui();
-        let spec_json = service.spec_endpoint();
+        let document = documented(&service.spec());
+        let allowed = Arc::new(Allowed::of(&document));
+        let spec_json = get(poem::endpoint::make_sync(move |_| {
+            Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
+        }));
         let recorder = match &config.record {
             Some(path) => Some(Arc::new(crate::record::Recorder::open(path).await?)),
             None => None,
         };
         let timeout = Duration::from_millis(config.request_timeout_ms);
         let body_max = config.body_bytes_max;
-        let allowed = Arc::new(Allowed::of(&service.spec()));
         let app = Route::new()
             .nest("/", service)
             .nest("/docs", docs)

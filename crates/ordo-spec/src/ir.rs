@@ -34,6 +34,11 @@ pub enum Type {
     Timestamp,
 }
 
+/// The largest magnitude of a whole number a request may carry (2^53 - 1, the largest
+/// integer every JSON client reads exactly). Stored totals may grow past it; one request
+/// cannot take a row near the 64-bit limit, where sums would overflow.
+pub const INT_INPUT_ABS_MAX: i64 = (1 << 53) - 1;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Field {
     pub name: String,

@@ -25,9 +25,13 @@ impl Store {
                 let (t, s) = c
                     .split_once('-')
                     .ok_or_else(|| StoreError::Invalid(format!("`{c}` is not an events cursor")))?;
-                let parse = |x: &str| {
-                    x.parse::<i64>()
-                        .map_err(|_| StoreError::Invalid(format!("`{c}` is not an events cursor")))
+                // Two runs of 1 to 18 digits, as cursors are handed out (and as the
+                // schema's pattern says).
+                let parse = |x: &str| match x.len() {
+                    1..=18 if x.bytes().all(|b| b.is_ascii_digit()) => {
+                        Ok(x.parse::<i64>().unwrap_or_default())
+                    }
+                    _ => Err(StoreError::Invalid(format!("`{c}` is not an events cursor"))),
                 };
                 (parse(t)?, parse(s)?)
             }

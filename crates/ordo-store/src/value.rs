@@ -80,8 +80,11 @@ pub fn from_json(field: &ir::Field, input: Option<&Json>) -> Result<Val, Invalid
     };
     let val = match (field.ty, v) {
         (Type::Int | Type::Money, Json::Number(n)) => match n.as_i64() {
-            Some(i) => Val::Int(i),
-            None => return Err(bad(format!("must be a whole number between {} and {}", i64::MIN, i64::MAX))),
+            Some(i) if (-ir::INT_INPUT_ABS_MAX..=ir::INT_INPUT_ABS_MAX).contains(&i) => Val::Int(i),
+            _ => {
+                let max = ir::INT_INPUT_ABS_MAX;
+                return Err(bad(format!("must be a whole number between -{max} and {max}")));
+            }
         },
         (Type::Text, Json::String(s)) => Val::Text(s.clone()),
         (Type::Bool, Json::Bool(b)) => Val::Bool(*b),

@@ -13,6 +13,14 @@ fn checked_in_openapi_is_fresh() {
         }
         panic!("{} was stale; it has been regenerated (outside CI): review and commit it", path.display());
     }
+    // The page limits the document states are the store's.
+    let doc: serde_json::Value = serde_json::from_str(&expected).unwrap();
+    let limit = |path: &str| {
+        let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap().clone();
+        params.into_iter().find(|p| p["name"] == "limit").unwrap()["schema"]["maximum"].as_f64().unwrap()
+    };
+    assert_eq!(limit("/events"), ordo_store::EVENTS_PAGE_MAX as f64);
+    assert_eq!(limit("/orders/{id}/transitions"), ordo_store::JOURNAL_PAGE_MAX as f64);
     // Every problem type is declared in the document.
     for (code, ..) in ordo_server::api::PROBLEM_TYPES {
         assert!(expected.contains(&format!("urn:ordo:problem:{code}")), "{code}");

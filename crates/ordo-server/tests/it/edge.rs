@@ -316,3 +316,29 @@ fn a_method_a_path_does_not_serve_is_405_with_allow() {
         );
     }
 }
+
+/// A whole number past 2^53 - 1 in a request is refused (422, nothing written), so no one
+/// request takes a row near the 64-bit limit; the schema says so; a text field given a
+/// number or a boolean is refused, not stored as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn numbers_past_the_input_bound_and_texts_of_another_type_are_refused() {
+    let api = api(ordo_testkit::Backend::Sqlite, |_| {}).await;
+    let max = ordo_spec::ir::INT_INPUT_ABS_MAX;
+    let ok = api.post("/wallet/w/deposit", "max", serde_json::json!({"amount": max})).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    for (key, amount) in [("over", serde_json::json!(max + 1)), ("huge", serde_json::json!(i64::MAX))] {
+        let r = api.post("/wallet/w/deposit", key, serde_json::json!({"amount": amount})).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(r.body["type"], "urn:ordo:problem:invalid-input");
+    }
+    assert_eq!(api.get("/wallet/w").await.body["balance"], max, "only the first applied");
+    for (key, sku) in [("number", serde_json::json!(0)), ("bool", serde_json::json!(false))] {
+        let body = serde_json::json!({"sku": sku, "quantity": 1, "account": "a", "amount": 1});
+        let r = api.post("/orders", key, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    }
+    assert_eq!(api.count("orders").await, 0);
+    let doc: serde_json::Value = serde_json::from_str(&api.get("/openapi.json").await.text).unwrap();
+    let amount = &doc["components"]["schemas"]["WalletDeposit"]["properties"]["amount"];
+    assert_eq!(amount["maximum"], max, "{amount}");
+}

@@ -24,7 +24,11 @@ async fn flash_sale(backend: ordo_testkit::Backend, group_commit: bool) {
                 let first = api.post("/orders", &key, body.clone()).await;
                 // The client did not hear back, say, and retries with the same key.
                 let retry = api.post("/orders", &key, body).await;
-                assert_eq!(retry.status, first.status, "a retry gets the same answer: {} after {}", retry.text, first.text);
+                assert_eq!(
+                    retry.status, first.status,
+                    "a retry gets the same answer: {} after {}",
+                    retry.text, first.text
+                );
                 assert_eq!(retry.body, first.body);
                 first.status
             })
