@@ -501,8 +501,8 @@ fn main() {
         ];
         for (round, (label, workload)) in workloads.into_iter().enumerate() {
             let api_rate = api(&base, tasks, secs, workload, round).await;
-            // Replays are answered from the record before any queue: one server measures them
-            // (their keys are shared with pgbench's script).
+            // Replays are answered by the claim, from the answer Redis keeps, before any queue:
+            // one server measures them (their keys are shared with pgbench's script).
             let solo_rate = match workload {
                 Workload::Replays => None,
                 _ => Some(api(&solo, tasks, secs, workload, round + 100).await),
