@@ -85,11 +85,11 @@ pub fn generate(specs: &[(String, ir::Spec)]) -> String {
     g.line("/// validator would compile its regex on every request; the server checks these itself):");
     g.line("/// (path, or `*` for every path; parameter; keywords as a JSON object).");
     g.line("pub const PARAMETER_KEYWORDS: &[(&str, &str, &str)] = &[");
-    let key = format!("{{\"pattern\":{}}}", serde_json_string(KEY_PATTERN));
-    let cursor = format!("{{\"pattern\":{}}}", serde_json_string(CURSOR_PATTERN));
+    let key = pattern_keywords(KEY_PATTERN);
+    let cursor = pattern_keywords(CURSOR_PATTERN);
     g.line(&format!("    (\"*\", \"Idempotency-Key\", {key:?}),"));
     g.line(&format!("    (\"/events\", \"after\", {cursor:?}),"));
-    let etag = format!("{{\"pattern\":{}}}", serde_json_string(ETAG_PATTERN));
+    let etag = pattern_keywords(ETAG_PATTERN);
     g.line(&format!("    (\"*\", \"If-Match\", {etag:?}),"));
     g.line("];");
     g.out
@@ -131,41 +131,29 @@ fn schema_keywords(f: &ir::Field, input: bool) -> Option<String> {
             _ => {}
         }
     }
-    let mut kw = Vec::new();
+    let mut kw = serde_json::Map::new();
     if let Some(n) = min {
-        kw.push(format!("\"minimum\":{n}"));
+        kw.insert("minimum".into(), n.into());
     }
     if let Some(n) = max {
-        kw.push(format!("\"maximum\":{n}"));
+        kw.insert("maximum".into(), n.into());
     }
     if let Some(n) = min_length {
-        kw.push(format!("\"minLength\":{n}"));
+        kw.insert("minLength".into(), n.into());
     }
     if let Some(t) = only {
-        kw.push(format!("\"enum\":[{}]", serde_json_string(t)));
+        kw.insert("enum".into(), serde_json::json!([t]));
     }
     // An optional field may be sent as null (it is then absent).
     if f.optional {
-        kw.push("\"nullable\":true".to_string());
+        kw.insert("nullable".into(), true.into());
     }
-    (!kw.is_empty()).then(|| format!("{{{}}}", kw.join(",")))
+    (!kw.is_empty()).then(|| serde_json::Value::Object(kw).to_string())
 }
 
-/// `t` as a JSON string literal.
-fn serde_json_string(t: &str) -> String {
-    let mut out = String::from("\"");
-    for c in t.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// A parameter's schema keywords: its pattern, as a JSON object.
+fn pattern_keywords(pattern: &str) -> String {
+    serde_json::json!({ "pattern": pattern }).to_string()
 }
 
 /// The `Idempotency-Key` header as the schema states it (`ordo_idempotency::parse_key` is

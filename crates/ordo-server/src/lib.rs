@@ -6,6 +6,7 @@ pub mod breaker;
 pub mod config;
 pub mod record;
 pub mod relay;
+pub mod reply;
 pub mod startup;
 pub mod text;
 

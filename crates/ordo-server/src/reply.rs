@@ -1,0 +1,348 @@
+//! The HTTP form of every answer: typed bodies with their headers (`Reply`), RFC 9457
+//! problem+json with a stable `type` (`Problem`, `PROBLEM_TYPES`), the response bodies of
+//! the fixed routes, and the mapping of outcomes, rejections and store errors to them.
+
+use ordo_store::{Action, Command, Executed, Outcome, Record, Rejection, StoreError};
+use poem_openapi::payload::Json;
+use poem_openapi::types::{ParseFromJSON, ToJSON};
+use poem_openapi::{ApiResponse, Object};
+use serde_json::Value;
+
+/// An RFC 9457 problem. `type` is a stable URN per kind (`urn:ordo:problem:not-found`);
+/// the extra members say what a client needs to act.
+#[derive(Debug, Clone, Object)]
+pub struct Problem {
+    #[oai(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// For `invalid-transition`: the state the instance is in, and the events allowed there.
+    #[oai(skip_serializing_if_is_none)]
+    pub state: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub allowed: Option<Vec<String>>,
+    /// For `guard-failed`: the guard's name; for `invalid-input` and `check-failed`: the field.
+    #[oai(skip_serializing_if_is_none)]
+    pub guard: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub field: Option<String>,
+    /// For `resource-check`: which row would break its check.
+    #[oai(skip_serializing_if_is_none)]
+    pub resource: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub key: Option<String>,
+    /// For `stale-version`: the current version.
+    #[oai(skip_serializing_if_is_none)]
+    pub current_version: Option<i64>,
+}
+
+/// The events an instance allows in its current state.
+#[derive(Debug, Clone, Object)]
+pub struct AllowedEvents {
+    pub state: String,
+    pub events: Vec<String>,
+}
+
+/// One transition from an instance's journal.
+#[derive(Debug, Clone, Object)]
+pub struct TransitionEntry {
+    pub version: i64,
+    pub event: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub from: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub to: Option<String>,
+    pub params: serde_json::Value,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A page of the journal; pass `next_after` as `after` for the next one.
+#[derive(Debug, Clone, Object)]
+pub struct TransitionPage {
+    pub items: Vec<TransitionEntry>,
+    #[oai(skip_serializing_if_is_none)]
+    pub next_after: Option<i64>,
+}
+
+/// An event of the feed: what changed, and the cursor that continues after it.
+#[derive(Debug, Clone, Object)]
+pub struct FeedEvent {
+    pub cursor: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// id, tenant, machine, entity, version, event, from, to, params, at; and `traceparent`,
+    /// the W3C trace context of the request that caused it.
+    pub event: serde_json::Value,
+}
+
+/// A page of the tenant's events; pass `next` as `after` for the next one.
+#[derive(Debug, Clone, Object)]
+pub struct EventPage {
+    pub items: Vec<FeedEvent>,
+    /// The cursor to continue from (the given one when nothing new has committed).
+    #[oai(skip_serializing_if_is_none)]
+    pub next: Option<String>,
+}
+
+/// A machine's state diagram, as Mermaid text.
+#[derive(ApiResponse)]
+#[allow(clippy::large_enum_variant)] // a response lives for one write; boxing buys nothing
+pub enum DiagramReply {
+    #[oai(status = 200)]
+    Ok(poem_openapi::payload::PlainText<String>),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+}
+
+/// Every problem `type` the API can answer with; the OpenAPI document lists them.
+pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
+    ("not-found", 404, "no such instance or row for this tenant"),
+    ("invalid-input", 422, "a field or parameter breaks its declared type or check"),
+    ("invalid-transition", 409, "the event has no transition from the current state"),
+    ("guard-failed", 422, "a `require` guard is false"),
+    ("stale-version", 412, "If-Match names another version than the current one"),
+    ("check-failed", 422, "a `set` would break a field's check"),
+    ("resource-check", 409, "a resource change would break its check"),
+    ("missing-idempotency-key", 400, "a state-changing request without Idempotency-Key"),
+    ("bad-idempotency-key", 400, "an Idempotency-Key that is empty, too long or not printable ASCII"),
+    ("idempotency-key-in-use", 409, "a request with this key is still in flight"),
+    ("idempotency-key-reused", 422, "this key was used for a different request"),
+    ("malformed-request", 400, "the body or a parameter does not parse"),
+    ("payload-too-large", 413, "the body is larger than the configured limit"),
+    ("request-timeout", 408, "the body did not arrive within the request timeout"),
+    ("unauthorized", 401, "no valid API key"),
+    ("shadow-not-allowed", 403, "this API key may not send load-test traffic (`X-Load-Test: true`)"),
+    ("rate-limited", 429, "the tenant's request rate is over its limit; retry after the given time"),
+    ("overloaded", 503, "the database is busy or unavailable; retry after the given time"),
+    ("internal", 500, "an internal error; it is logged, never described"),
+];
+
+impl Problem {
+    pub fn new(code: &str, detail: impl Into<String>) -> Problem {
+        let (status, title) =
+            PROBLEM_TYPES.iter().find(|(c, ..)| *c == code).map_or((500, "internal"), |(_, s, t)| (*s, *t));
+        Problem {
+            kind: format!("urn:ordo:problem:{code}"),
+            title: title.to_string(),
+            status,
+            detail: detail.into(),
+            state: None,
+            allowed: None,
+            guard: None,
+            field: None,
+            resource: None,
+            key: None,
+            current_version: None,
+        }
+    }
+}
+
+/// The answer of every route: the typed body with its headers, or a problem.
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "malformed")]
+pub enum Reply<T: ToJSON> {
+    #[oai(status = 200)]
+    Ok(
+        Json<T>,
+        #[oai(header = "ETag")] Option<String>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+    #[oai(status = 201)]
+    Created(
+        Json<T>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(
+        Json<Problem>,
+        #[oai(header = "Retry-After")] Option<u64>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+    #[oai(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] u64),
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
+}
+
+/// A request the routes' types refuse: a body or parameter that does not parse, or no
+/// `Idempotency-Key` (a required header; its value is checked by `parse_key`).
+fn malformed<T: ToJSON>(err: poem::Error) -> Reply<T> {
+    match err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        Some(p) if p.name == IDEMPOTENCY_KEY => Reply::BadRequest(Json(Problem::new(
+            "missing-idempotency-key",
+            "send an Idempotency-Key header with every POST",
+        ))),
+        _ => Reply::BadRequest(Json(Problem::new("malformed-request", err.to_string()))),
+    }
+}
+
+/// The header that carries a command's idempotency key.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// How long a client is told to wait after a 503.
+pub const RETRY_AFTER_S: u64 = 1;
+
+impl<T: ToJSON> Reply<T> {
+    pub(crate) fn problem(p: Problem, replayed: Option<String>) -> Reply<T> {
+        match p.status {
+            400 => Reply::BadRequest(Json(p)),
+            401 => Reply::Unauthorized(Json(p), "Bearer".to_string()),
+            403 => Reply::Forbidden(Json(p)),
+            404 => Reply::NotFound(Json(p), replayed),
+            409 => Reply::Conflict(Json(p), None, replayed),
+            412 => Reply::PreconditionFailed(Json(p), replayed),
+            422 => Reply::Unprocessable(Json(p), replayed),
+            503 => Reply::Unavailable(Json(p), RETRY_AFTER_S),
+            _ => Reply::Internal(Json(p)),
+        }
+    }
+}
+
+impl Reply<Value> {
+    /// The same reply with its body as the route's generated type.
+    pub fn typed<T: ToJSON + ParseFromJSON>(self) -> Reply<T> {
+        let parse = |v: Value| T::parse_from_json(Some(v)).map_err(|e| e.into_message());
+        let internal = |e: String| {
+            tracing::error!(error = %e, "a stored body does not fit its generated type");
+            Reply::Internal(Json(Problem::new("internal", "internal error")))
+        };
+        match self {
+            Reply::Ok(Json(v), etag, r) => parse(v).map_or_else(internal, |t| Reply::Ok(Json(t), etag, r)),
+            Reply::Created(Json(v), loc, etag, r) => {
+                parse(v).map_or_else(internal, |t| Reply::Created(Json(t), loc, etag, r))
+            }
+            Reply::BadRequest(p) => Reply::BadRequest(p),
+            Reply::Unauthorized(p, w) => Reply::Unauthorized(p, w),
+            Reply::Forbidden(p) => Reply::Forbidden(p),
+            Reply::NotFound(p, r) => Reply::NotFound(p, r),
+            Reply::Conflict(p, a, r) => Reply::Conflict(p, a, r),
+            Reply::PreconditionFailed(p, r) => Reply::PreconditionFailed(p, r),
+            Reply::Unprocessable(p, r) => Reply::Unprocessable(p, r),
+            Reply::TooManyRequests(p, a) => Reply::TooManyRequests(p, a),
+            Reply::Internal(p) => Reply::Internal(p),
+            Reply::Unavailable(p, a) => Reply::Unavailable(p, a),
+        }
+    }
+}
+
+/// `"3"` (or `W/"3"`, or a bare `3`) to version 3.
+pub(crate) fn parse_etag(s: &str) -> Option<i64> {
+    s.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
+}
+
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The JSON body of an instance or row: id, state, version, timestamps, and its fields.
+pub fn body(r: &Record) -> Value {
+    let mut m = r.fields.clone();
+    if r.state.is_some() {
+        m.insert("id".to_string(), Value::from(r.id.clone()));
+    }
+    if let Some(s) = &r.state {
+        m.insert("state".to_string(), Value::from(s.clone()));
+    }
+    m.insert("version".to_string(), Value::from(r.version));
+    let time = |t: &chrono::DateTime<chrono::Utc>| {
+        Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
+    m.insert("created_at".to_string(), time(&r.created_at));
+    m.insert("updated_at".to_string(), time(&r.updated_at));
+    Value::Object(m)
+}
+
+pub(crate) fn reply(done: &Executed, cmd: &Command) -> Reply<Value> {
+    let replayed = done.replayed.then(|| "true".to_string());
+    match &done.outcome {
+        Outcome::Applied { instance } => {
+            let tag = etag(instance.version);
+            if let Action::Create { .. } = cmd.action {
+                // Machines are served at their table's name: `/orders/{id}`.
+                let location = format!("/{}/{}", ordo_spec::ir::table_name(&instance.name), instance.id);
+                Reply::Created(Json(body(instance)), location, tag, replayed)
+            } else {
+                Reply::Ok(Json(body(instance)), Some(tag), replayed)
+            }
+        }
+        Outcome::Rejected { rejection } => Reply::problem(problem(rejection), replayed),
+    }
+}
+
+pub(crate) fn problem(r: &Rejection) -> Problem {
+    match r {
+        Rejection::NotFound => Problem::new("not-found", "no such instance for this tenant"),
+        Rejection::InvalidInput { field, reason } => {
+            let mut p = Problem::new("invalid-input", format!("`{field}` {reason}"));
+            p.field = Some(field.clone());
+            p
+        }
+        Rejection::WrongState { state, allowed } => {
+            let mut p = Problem::new("invalid-transition", format!("not allowed in state `{state}`"));
+            p.state = Some(state.clone());
+            p.allowed = Some(allowed.clone());
+            p
+        }
+        Rejection::GuardFailed { guard, condition } => {
+            let mut p = Problem::new("guard-failed", format!("`{condition}` does not hold"));
+            p.guard = Some(guard.clone());
+            p
+        }
+        Rejection::StaleVersion { current } => {
+            let mut p = Problem::new("stale-version", format!("the current version is {current}"));
+            p.current_version = Some(*current);
+            p
+        }
+        Rejection::CheckFailed { field, reason } => {
+            let mut p = Problem::new("check-failed", format!("`{field}`: {reason}"));
+            p.field = Some(field.clone());
+            p
+        }
+        Rejection::ResourceCheck { resource, key, field } => {
+            let mut p = Problem::new(
+                "resource-check",
+                format!("{resource} `{key}`: `{field}` would break its check"),
+            );
+            p.resource = Some(resource.clone());
+            p.key = Some(key.clone());
+            p.field = Some(field.clone());
+            p
+        }
+        Rejection::KeyReused => {
+            Problem::new("idempotency-key-reused", "this key was used for a different request")
+        }
+    }
+}
+
+pub(crate) fn store_error(e: StoreError) -> Reply<Value> {
+    match e {
+        StoreError::Busy { .. } | StoreError::Unavailable(_) => {
+            tracing::warn!(error = %e, "overloaded");
+            Reply::problem(Problem::new("overloaded", "busy; retry after the given time"), None)
+        }
+        StoreError::UnknownTarget(what) => {
+            Reply::problem(Problem::new("not-found", format!("unknown {what}")), None)
+        }
+        StoreError::Invalid(what) => Reply::problem(Problem::new("malformed-request", what), None),
+        other => {
+            tracing::error!(error = %other, "internal error");
+            Reply::problem(Problem::new("internal", "internal error"), None)
+        }
+    }
+}
