@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod chaos;
 mod pressure;
 mod services;
 
@@ -43,6 +44,10 @@ enum Top {
     /// Load a server over HTTP (open model, stages, peak search, lost responses), audit its
     /// database, and report; exit 1 when a threshold or the audit breaks. See docs/pressure.md.
     Pressure(Box<pressure::PressureArgs>),
+    /// The pressure workload against 1–3 server processes while faults are injected on a
+    /// schedule (Redis, PostgreSQL, the network, a failover, killed servers), then the audit
+    /// and each fault's failures and recovery time. Starts and stops everything it uses.
+    Chaos(Box<chaos::ChaosArgs>),
     /// Run the whole test suite: formatting, lints, then every test of the workspace.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -128,6 +133,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Top::Spec(SpecCmd::Check { paths }) => spec_check(&paths),
         Top::Pressure(args) => pressure::pressure(&workspace_root(), *args),
+        Top::Chaos(args) => chaos::chaos(&workspace_root(), *args),
         Top::Spec(SpecCmd::Graph { file, format }) => {
             let spec = compile_or_report(&file)?;
             let format = match format {

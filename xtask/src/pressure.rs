@@ -100,8 +100,29 @@ impl Drop for Server {
 /// Starts `binary` on a free loopback port with `env`, and waits for it to say where it
 /// listens. Its log is passed through (warnings and errors) so it never fills a pipe.
 pub fn start_server(binary: &Path, env: &[(&str, String)]) -> Result<Server> {
+    start_server_on(binary, "127.0.0.1:0", env, None)
+}
+
+/// Starts `binary` listening on `listen`, with its log appended to `log` (else passed
+/// through to stderr).
+pub fn start_server_on(
+    binary: &Path,
+    listen: &str,
+    env: &[(&str, String)],
+    log: Option<&Path>,
+) -> Result<Server> {
+    let mut sink: Box<dyn std::io::Write + Send> = match log {
+        Some(file) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .with_context(|| format!("{}", file.display()))?,
+        ),
+        None => Box::new(std::io::stderr()),
+    };
     let mut cmd = Command::new(binary);
-    cmd.args(["--listen", "127.0.0.1:0"])
+    cmd.args(["--listen", listen])
         .env_remove("REDIS_URL")
         .env_remove("DATABASE_URL")
         .env("ORDO_LOG", "warn");
@@ -119,7 +140,7 @@ pub fn start_server(binary: &Path, env: &[(&str, String)]) -> Result<Server> {
             url = rest.split_whitespace().next().map(str::to_string);
             break;
         }
-        eprintln!("server: {line}");
+        let _ = writeln!(sink, "server: {line}");
     }
     let server = Server { child, url: url.unwrap_or_default() };
     if server.url.is_empty() {
@@ -127,7 +148,7 @@ pub fn start_server(binary: &Path, env: &[(&str, String)]) -> Result<Server> {
     }
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
-            eprintln!("server: {line}");
+            let _ = writeln!(sink, "server: {line}");
         }
     });
     Ok(server)
@@ -148,7 +169,7 @@ pub fn build_server(root: &Path, profile: Profile) -> Result<PathBuf> {
 }
 
 /// A name part unique to this run.
-fn stamp() -> String {
+pub fn stamp() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}_{}", now.as_secs(), std::process::id())
 }
@@ -249,12 +270,14 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
         None => None,
     };
     let run = ordo_pressure::run(ordo_pressure::Run {
-        target: Target { base_url: url, api_key, shadow },
+        target: Target::one(url, api_key, shadow),
         scenario,
         replay,
         database: database.map(ordo_store::StoreConfig::new),
         tenant,
         out: Some(out.clone()),
+        relayed: args.redis_url.is_some() && args.url.is_none(),
+        on_load: None,
     });
     let (result, migrated) = runtime.block_on(async {
         match migration {

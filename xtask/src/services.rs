@@ -17,28 +17,119 @@ const PROBE_TIMEOUT_MS: u64 = 500;
 pub struct Services {
     pub pg_url: String,
     pub redis_url: String,
-    pg: Option<ThrowawayPg>,
+    pg: Option<PgNode>,
     redis: Option<Child>,
-}
-
-struct ThrowawayPg {
-    pg_ctl: PathBuf,
-    dir: PathBuf,
-    as_postgres: bool,
 }
 
 impl Drop for Services {
     fn drop(&mut self) {
         if let Some(pg) = &self.pg {
-            let dir = pg.dir.display().to_string();
-            let _ =
-                run_as(pg.as_postgres, &pg.pg_ctl, &["-D", &dir, "-m", "immediate", "-w", "stop"]).output();
-            let _ = std::fs::remove_dir_all(&pg.dir);
+            pg.stop("immediate");
+            let _ = std::fs::remove_dir_all(&pg.data);
         }
         if let Some(redis) = &mut self.redis {
             let _ = redis.kill();
             let _ = redis.wait();
         }
+    }
+}
+
+/// A PostgreSQL server of our own: a data directory made by `initdb` (or
+/// `pg_basebackup`), on a free loopback port. Run as the `postgres` user when we are root.
+pub struct PgNode {
+    bin: PathBuf,
+    pub data: PathBuf,
+    pub port: u16,
+    as_postgres: bool,
+    /// Server settings given at start (`-c name=value ...`), never written into the data
+    /// directory, so a copy of it does not inherit them.
+    settings: String,
+}
+
+impl PgNode {
+    /// A new cluster in `data` (which must not exist), not started.
+    pub fn init(data: &Path, settings: &str) -> Result<PgNode> {
+        let Some(initdb) = find_pg_bin("initdb") else {
+            bail!(
+                "PostgreSQL not found: install it (Debian: apt-get install postgresql) or set ORDO_TEST_PG_URL to a server with trust auth"
+            );
+        };
+        // pg_ctl, pg_basebackup and postgres are beside initdb.
+        let node = PgNode::at(initdb.parent().context("initdb's directory")?, data, settings)?;
+        let dir = data.display().to_string();
+        let out =
+            node.run("initdb", &["-D", &dir, "-U", "postgres", "-A", "trust", "--no-sync"]).output()?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(node)
+    }
+
+    /// A streaming replica of `primary` in `data` (`pg_basebackup`), named `name` to the
+    /// primary (for `synchronous_standby_names`), not started.
+    pub fn replica_of(primary: &PgNode, data: &Path, name: &str, settings: &str) -> Result<PgNode> {
+        let node = PgNode::at(&primary.bin, data, settings)?;
+        let dir = data.display().to_string();
+        let conninfo = format!("host=127.0.0.1 port={} user=postgres application_name={name}", primary.port);
+        let out = node.run("pg_basebackup", &["-d", &conninfo, "-D", &dir, "-X", "stream", "-R"]).output()?;
+        if !out.status.success() {
+            bail!("pg_basebackup failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(node)
+    }
+
+    fn at(bin: &Path, data: &Path, settings: &str) -> Result<PgNode> {
+        let as_postgres = is_root();
+        std::fs::create_dir_all(data)?;
+        // PostgreSQL refuses a data directory others may read.
+        std::fs::set_permissions(data, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        if as_postgres {
+            let status = Command::new("chown").args(["postgres:postgres"]).arg(data).status()?;
+            if !status.success() {
+                bail!("chown of {} to postgres failed", data.display());
+            }
+        }
+        let port = free_port()?;
+        Ok(PgNode { bin: bin.to_path_buf(), data: data.to_path_buf(), port, as_postgres, settings: settings.to_string() })
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Command {
+        run_as(self.as_postgres, &self.bin.join(tool), args)
+    }
+
+    /// Starts it and waits until it accepts connections.
+    pub fn start(&self) -> Result<()> {
+        let data = self.data.display().to_string();
+        let options =
+            format!("-p {} -k {data} -c listen_addresses=127.0.0.1 {}", self.port, self.settings);
+        let log = format!("{data}/server.log");
+        let out = self.run("pg_ctl", &["-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start"]).output()?;
+        if !out.status.success() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("PostgreSQL did not start: {}{log}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// Stops it (`fast`: sessions are ended and a checkpoint written; `immediate`: at once,
+    /// as a crash, recovering from the WAL at the next start). Best effort.
+    pub fn stop(&self, mode: &str) {
+        let data = self.data.display().to_string();
+        let _ = self.run("pg_ctl", &["-D", &data, "-m", mode, "-w", "-t", "60", "stop"]).output();
+    }
+
+    /// Makes a replica the primary.
+    pub fn promote(&self) -> Result<()> {
+        let data = self.data.display().to_string();
+        let out = self.run("pg_ctl", &["-D", &data, "-w", "-t", "60", "promote"]).output()?;
+        if !out.status.success() {
+            bail!("pg_ctl promote failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 }
 
@@ -73,7 +164,7 @@ fn answers(port: u16) -> bool {
     .is_ok()
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -114,7 +205,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
 }
 
-fn postgres() -> Result<(String, Option<ThrowawayPg>)> {
+fn postgres() -> Result<(String, Option<PgNode>)> {
     if !throwaway_only() {
         if let Some(url) = env_url(&["ORDO_TEST_PG_URL", "DATABASE_URL"], "postgres") {
             return Ok((url, None));
@@ -123,42 +214,15 @@ fn postgres() -> Result<(String, Option<ThrowawayPg>)> {
             return Ok(("postgres://postgres@127.0.0.1:5432/postgres".to_string(), None));
         }
     }
-    let (Some(initdb), Some(pg_ctl)) = (find_pg_bin("initdb"), find_pg_bin("pg_ctl")) else {
-        bail!(
-            "PostgreSQL not found: install it (Debian: apt-get install postgresql) or set ORDO_TEST_PG_URL to a server with trust auth"
-        );
-    };
-    let as_postgres = is_root();
     let dir = std::env::temp_dir().join(format!("ordo-pg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    if as_postgres {
-        let status = Command::new("chown").args(["postgres:postgres"]).arg(&dir).status()?;
-        if !status.success() {
-            bail!("chown of {} to postgres failed", dir.display());
-        }
-    }
-    let data = dir.display().to_string();
-    let out = run_as(as_postgres, &initdb, &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"])
-        .output()?;
-    if !out.status.success() {
-        bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let port = free_port()?;
-    let options =
-        format!("-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300");
-    let log = format!("{data}/server.log");
-    let out =
-        run_as(as_postgres, &pg_ctl, &["-D", &data, "-o", &options, "-l", &log, "-w", "-t", "30", "start"])
-            .output()?;
-    let pg = ThrowawayPg { pg_ctl, dir, as_postgres };
-    if !out.status.success() {
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
+    let pg = PgNode::init(&dir, "-c fsync=off -c max_connections=300")?;
+    if let Err(e) = pg.start() {
         drop(Services { pg_url: String::new(), redis_url: String::new(), pg: Some(pg), redis: None });
-        bail!("PostgreSQL did not start: {}{log}", String::from_utf8_lossy(&out.stderr));
+        return Err(e);
     }
-    eprintln!("== started a throwaway PostgreSQL on 127.0.0.1:{port}");
-    Ok((format!("postgres://postgres@127.0.0.1:{port}/postgres"), Some(pg)))
+    eprintln!("== started a throwaway PostgreSQL on 127.0.0.1:{}", pg.port);
+    Ok((pg.url(), Some(pg)))
 }
 
 fn redis_pings(port: u16) -> bool {
@@ -182,12 +246,19 @@ fn redis() -> Result<(String, Option<Child>)> {
             return Ok(("redis://127.0.0.1:6379".to_string(), None));
         }
     }
+    let port = free_port()?;
+    let child = spawn_redis(port)?;
+    eprintln!("== started a throwaway Redis on 127.0.0.1:{port}");
+    Ok((format!("redis://127.0.0.1:{port}"), Some(child)))
+}
+
+/// Starts a Redis that keeps nothing on disk on 127.0.0.1:`port`, and waits until it answers.
+pub fn spawn_redis(port: u16) -> Result<Child> {
     let Some(server) = which("redis-server") else {
         bail!(
             "Redis not found: install it (Debian: apt-get install redis-server) or set ORDO_TEST_REDIS_URL"
         );
     };
-    let port = free_port()?;
     let child = Command::new(server)
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .stdout(Stdio::null())
@@ -203,6 +274,5 @@ fn redis() -> Result<(String, Option<Child>)> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("== started a throwaway Redis on 127.0.0.1:{port}");
-    Ok((format!("redis://127.0.0.1:{port}"), Some(child)))
+    Ok(child)
 }

@@ -124,6 +124,24 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
         .collect::<Result<_>>()?;
     audit.check("each idempotency key has at most one effect", keyed, "keyed effects", violations);
 
+    // Timers fire under the key `timer:<id>`: the check above holds them to once, this
+    // says how many fired.
+    let timers = rows(
+        db,
+        &format!(
+            "SELECT COUNT(*) AS n FROM ordo_transitions WHERE tenant = {p} AND idempotency_key LIKE 'timer:%'"
+        ),
+        t(),
+    )
+    .await?;
+    let timers = timers.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0) as usize;
+    let twice = dup
+        .iter()
+        .filter_map(|r| text(r, "k").ok().filter(|k| k.starts_with("timer:")))
+        .map(|k| format!("timer {k} fired more than once"))
+        .collect();
+    audit.check("no timer fired twice", timers, "timers fired", twice);
+
     // Every effect has its record (the second insurance was written with it).
     let orphans = rows(
         db,
@@ -287,6 +305,39 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
     }
     audit.check("every 2xx the client saw exists", seen.len(), "2xx answers", violations);
     Ok(audit)
+}
+
+/// How long the audit waits for the relay to publish what the run committed.
+pub const PUBLISH_WAIT_MS: u64 = 30_000;
+
+/// Every event the run committed was published (the relay `XADD`ed it and marked its
+/// outbox row sent), waiting up to [`PUBLISH_WAIT_MS`] for the relay to catch up.
+pub async fn published(audit: &mut Audit, db: &DatabaseConnection, tenant: &str) -> Result<()> {
+    let p = placeholder(db);
+    let count = |unsent: bool| {
+        let sql = format!(
+            "SELECT COUNT(*) AS n FROM ordo_outbox WHERE tenant = {p}{}",
+            if unsent { " AND sent_at IS NULL" } else { "" }
+        );
+        async move {
+            let found = rows(db, &sql, vec![sea_orm::Value::from(tenant.to_string())]).await?;
+            Ok::<_, anyhow::Error>(found.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0))
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PUBLISH_WAIT_MS);
+    let mut unsent = count(true).await?;
+    while unsent > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        unsent = count(true).await?;
+    }
+    let violations = if unsent > 0 {
+        vec![format!("{unsent} committed event(s) still unpublished {PUBLISH_WAIT_MS} ms after the load")]
+    } else {
+        Vec::new()
+    };
+    let all = count(false).await? as usize;
+    audit.check("every committed event was published to its stream", all, "events", violations);
+    Ok(())
 }
 
 /// Conservation over a resource's rows (`k`, `v`): each value is never negative, and the

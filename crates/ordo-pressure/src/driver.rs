@@ -19,26 +19,41 @@ use tokio::time::Instant;
 /// Where the load goes.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `http://127.0.0.1:PORT`; only loopback addresses are accepted.
-    pub base_url: String,
+    /// `http://127.0.0.1:PORT` of each server: requests go round them, as a load balancer
+    /// would send them, and a retry goes to the next one. Only loopback addresses.
+    pub base_urls: Vec<String>,
     pub api_key: Option<String>,
     /// Send `X-Load-Test: true` (served from shadow tables).
     pub shadow: bool,
 }
 
 impl Target {
+    /// One server.
+    pub fn one(base_url: String, api_key: Option<String>, shadow: bool) -> Target {
+        Target { base_urls: vec![base_url], api_key, shadow }
+    }
+
     pub fn check(&self) -> Result<()> {
-        let host = self
-            .base_url
-            .strip_prefix("http://")
-            .context("the target is an http:// URL")?
-            .split(['/', ':'])
-            .next()
-            .unwrap_or_default();
-        if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-            bail!("load goes to 127.0.0.1 only, not `{host}`");
+        if self.base_urls.is_empty() {
+            bail!("no server to send the load to");
+        }
+        for url in &self.base_urls {
+            let host = url
+                .strip_prefix("http://")
+                .context("the target is an http:// URL")?
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+                bail!("load goes to 127.0.0.1 only, not `{host}`");
+            }
         }
         Ok(())
+    }
+
+    /// The servers, for reports.
+    pub fn label(&self) -> String {
+        self.base_urls.join(", ")
     }
 }
 
@@ -131,6 +146,10 @@ pub struct Answer {
     pub replayed: bool,
     /// The error kind, for `Class::Error`.
     pub error: Option<String>,
+    /// The server's `Retry-After`, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+    /// Sends of this request before this answer (0: it is the first's).
+    pub retries: u32,
 }
 
 impl Answer {
@@ -144,6 +163,17 @@ impl Answer {
 
     fn problem(&self) -> &str {
         self.body["type"].as_str().unwrap_or_default().trim_start_matches("urn:ordo:problem:")
+    }
+
+    /// Whether a client that retries sends it again: no answer, a server error, too many
+    /// requests or a timeout, or a key still held by a request that may have died with its
+    /// server. The same key makes this safe.
+    fn worth_retrying(&self) -> bool {
+        matches!(self.status, None | Some(408 | 429 | 500..)) || self.problem() == "idempotency-key-in-use"
+    }
+
+    fn failed(error: String) -> Answer {
+        Answer { status: None, body: Value::Null, replayed: false, error: Some(error), retry_after_ms: None, retries: 0 }
     }
 
     fn error_kind(&self) -> String {
@@ -212,6 +242,8 @@ pub struct Driver {
     pub recorder: Mutex<Recorder>,
     in_flight: AtomicUsize,
     sent: AtomicU64,
+    /// Which server the next send goes to.
+    next_url: AtomicUsize,
     stop: AtomicBool,
     started: Instant,
     hot_sku: String,
@@ -252,9 +284,15 @@ impl Driver {
             recorder: Mutex::new(Recorder::new()),
             in_flight: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
+            next_url: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
             started: Instant::now(),
         }))
+    }
+
+    /// The instant the run's times count from.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -273,8 +311,37 @@ impl Driver {
         format!("acct-{}-{i}", self.run_id)
     }
 
+    /// Sends `op`, and again with the same key while the answer is worth retrying, as the
+    /// scenario's retry policy says: backing off (doubling, with jitter), never sooner than
+    /// the server's `Retry-After`, within the retry budget from `due`. `twin`: the copy sent
+    /// in parallel with the first, for which "key in use" is the expected answer.
+    async fn send_retrying(&self, op: &Op, due: Instant, twin: bool) -> Answer {
+        let policy = &self.scenario.retry;
+        let give_up = due + Duration::from_millis(policy.budget_ms);
+        let mut backoff = policy.backoff_ms;
+        let mut retries = 0;
+        loop {
+            let mut answer = self.send(op).await;
+            answer.retries = retries;
+            let in_use = answer.problem() == "idempotency-key-in-use";
+            if retries >= policy.attempts || !answer.worth_retrying() || twin && in_use {
+                return answer;
+            }
+            let jittered = backoff / 2 + fastrand::u64(0..=backoff / 2);
+            let wait = Duration::from_millis(jittered.max(answer.retry_after_ms.unwrap_or(0)));
+            if Instant::now() + wait >= give_up {
+                return answer;
+            }
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(policy.backoff_max_ms);
+            retries += 1;
+        }
+    }
+
     async fn send(&self, op: &Op) -> Answer {
-        let url = format!("{}{}", self.target.base_url, op.path);
+        let urls = &self.target.base_urls;
+        let base = &urls[self.next_url.fetch_add(1, Relaxed) % urls.len()];
+        let url = format!("{base}{}", op.path);
         let mut req = if op.post { self.client.post(url) } else { self.client.get(url) };
         if let Some(k) = &self.target.api_key {
             req = req.header("Authorization", format!("Bearer {k}"));
@@ -292,22 +359,24 @@ impl Driver {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let replayed = resp.headers().get("idempotent-replayed").is_some_and(|v| v == "true");
+                let retry_after_ms = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                    .map(|s| s.saturating_mul(1_000));
                 match resp.bytes().await {
                     Ok(bytes) => Answer {
                         status: Some(status),
                         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                         replayed,
                         error: None,
+                        retry_after_ms,
+                        retries: 0,
                     },
-                    Err(e) => Answer {
-                        status: Some(status),
-                        body: Value::Null,
-                        replayed,
-                        error: Some(transport(&e)),
-                    },
+                    Err(e) => Answer { status: Some(status), ..Answer::failed(transport(&e)) },
                 }
             }
-            Err(e) => Answer { status: None, body: Value::Null, replayed: false, error: Some(transport(&e)) },
+            Err(e) => Answer::failed(transport(&e)),
         }
     }
 
@@ -483,14 +552,16 @@ impl Driver {
     fn learn(&self, op: &Op, a: &Answer) {
         let mut w = lock(&self.world);
         let state = a.body["state"].as_str();
+        // A replay is the first send's answer: new to the client when that one was lost.
+        let fresh = !a.replayed || a.retries > 0;
         match (&op.taken, op.kind, a.class()) {
-            (_, OpKind::Place, Class::Ok) if !a.replayed => {
+            (_, OpKind::Place, Class::Ok) if fresh => {
                 if let Some(id) = a.body["id"].as_str() {
                     w.put_order(id.to_string(), "pending");
                     w.all_orders.push(id.to_string());
                 }
             }
-            (_, OpKind::Initiate, Class::Ok) if !a.replayed => {
+            (_, OpKind::Initiate, Class::Ok) if fresh => {
                 if let Some(id) = a.body["id"].as_str() {
                     w.pending_transfers.push(id.to_string());
                 }
@@ -535,10 +606,11 @@ impl Driver {
             w.rng.f64() < self.scenario.lost_parallel_share
         };
         let (first, twin) = if parallel {
-            let (a, b) = tokio::join!(self.send(&op), self.send(&op));
+            let (a, b) =
+                tokio::join!(self.send_retrying(&op, intended, false), self.send_retrying(&op, intended, true));
             (a, Some(b))
         } else {
-            (self.send(&op).await, None)
+            (self.send_retrying(&op, intended, false).await, None)
         };
         let latency = intended.elapsed();
         let mut answers = vec![first.clone()];
@@ -561,6 +633,7 @@ impl Driver {
                     a.class(),
                     (a.class() == Class::Error).then(|| a.error_kind()),
                 );
+                rec.record_retries(t, latency, a.class() == Class::Error, a.retries);
             }
             if let Some(m) = &mismatch {
                 rec.record_error(t, stage, m.clone());
@@ -572,7 +645,7 @@ impl Driver {
         if replay_of.is_none() {
             // Of two parallel copies, the one that ran (not replayed, not refused as in
             // use) says what was made.
-            let ran = |a: &Answer| !a.replayed && a.problem() != "idempotency-key-in-use";
+            let ran = |a: &Answer| (!a.replayed || a.retries > 0) && a.problem() != "idempotency-key-in-use";
             let fresh = twin.as_ref().filter(|t| !ran(&first) && ran(t)).unwrap_or(&first);
             self.learn(&op, fresh);
             let later = lose && op.key.is_some() && first.class() != Class::Error && {
@@ -659,9 +732,11 @@ impl Driver {
         self.drain().await;
     }
 
-    /// Waits for the requests in flight (each is bounded by the request timeout).
+    /// Waits for the requests in flight (each is bounded by the request timeout, and its
+    /// retries by the retry budget).
     async fn drain(&self) {
-        let bound = Instant::now() + Duration::from_millis(self.scenario.request_timeout_ms + 1_000);
+        let retrying = if self.scenario.retry.attempts > 0 { self.scenario.retry.budget_ms } else { 0 };
+        let bound = Instant::now() + Duration::from_millis(self.scenario.request_timeout_ms + retrying + 1_000);
         while self.in_flight.load(Relaxed) > 0 && Instant::now() < bound {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -27,9 +27,15 @@ pub struct Run {
     pub tenant: String,
     /// Where to write `report.json` and `report.html`.
     pub out: Option<PathBuf>,
+    /// The server relays its outbox (it has Redis): the audit waits for every committed
+    /// event to be published, and fails the run if one is not.
+    pub relayed: bool,
+    /// Told, once setup is done and the load begins, the instant the run's times count
+    /// from (what `Report::done` is measured against): for faults injected during the load.
+    pub on_load: Option<tokio::sync::oneshot::Sender<tokio::time::Instant>>,
 }
 
-pub async fn run(run: Run) -> Result<Report> {
+pub async fn run(mut run: Run) -> Result<Report> {
     let stages = scenario::parse_stages(&run.scenario.stages)?;
     let driver = Driver::new(run.target.clone(), run.scenario.clone())?;
     // The real tables, as they were, when the load is shadow traffic.
@@ -41,6 +47,9 @@ pub async fn run(run: Run) -> Result<Report> {
         _ => None,
     };
     driver.setup().await?;
+    if let Some(tell) = run.on_load.take() {
+        let _ = tell.send(driver.started());
+    }
     let (stage_summaries, peak, peak_steps) = match &run.replay {
         Some((records, speed)) => (vec![driver.replay(records, *speed).await], None, Vec::new()),
         None => driver.run(&stages).await,
@@ -50,6 +59,9 @@ pub async fn run(run: Run) -> Result<Report> {
             let config = if run.target.shadow { db.shadow()? } else { db.clone() };
             let conn = ordo_store::connect(&config).await.context("the audit's database")?;
             let mut found = audit::audit(&conn, &run.tenant, &driver.seen()).await?;
+            if run.relayed {
+                audit::published(&mut found, &conn, &run.tenant).await?;
+            }
             if let Some((before, real)) = &real {
                 audit::untouched(&mut found, before, &audit::snapshot(real).await?);
             }
@@ -59,7 +71,7 @@ pub async fn run(run: Run) -> Result<Report> {
     };
     let recorder = driver.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let report = Report {
-        target: run.target.base_url.clone(),
+        target: run.target.label(),
         shadow: run.target.shadow,
         scenario: run.scenario.clone(),
         stages: stage_summaries,
@@ -68,6 +80,8 @@ pub async fn run(run: Run) -> Result<Report> {
         timeline: recorder.timeline(),
         ops: recorder.ops(),
         errors: recorder.errors(),
+        retries: recorder.retries(),
+        done: recorder.done(),
         audit,
     };
     if let Some(dir) = &run.out {

@@ -63,6 +63,19 @@ pub struct Recorder {
     stages: Vec<StageAcc>,
     errors: BTreeMap<String, u64>,
     ops: BTreeMap<OpKind, Counts>,
+    done: Vec<Done>,
+    retries: u64,
+}
+
+/// One request's end, for measuring faults: when it was due and when its last answer came
+/// (milliseconds from the run's start), whether it failed for good, and how often it was
+/// sent again.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Done {
+    pub due_ms: u64,
+    pub done_ms: u64,
+    pub error: bool,
+    pub retries: u32,
 }
 
 /// One stage's figures.
@@ -143,7 +156,14 @@ impl Default for Recorder {
 
 impl Recorder {
     pub fn new() -> Recorder {
-        Recorder { seconds: Vec::new(), stages: Vec::new(), errors: BTreeMap::new(), ops: BTreeMap::new() }
+        Recorder {
+            seconds: Vec::new(),
+            stages: Vec::new(),
+            errors: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            done: Vec::new(),
+            retries: 0,
+        }
     }
 
     fn second(&mut self, t: Duration) -> &mut Bucket {
@@ -187,6 +207,22 @@ impl Recorder {
         if let Some(e) = error {
             *self.errors.entry(e).or_default() += 1;
         }
+    }
+
+    /// A request's end (see [`Done`]): due at `t`, answered `latency` later.
+    pub fn record_retries(&mut self, t: Duration, latency: Duration, error: bool, retries: u32) {
+        let due_ms = t.as_millis() as u64;
+        self.done.push(Done { due_ms, done_ms: due_ms + latency.as_millis() as u64, error, retries });
+        self.retries += u64::from(retries);
+    }
+
+    pub fn done(&self) -> Vec<Done> {
+        self.done.clone()
+    }
+
+    /// Sends that were retries of a request sent before.
+    pub fn retries(&self) -> u64 {
+        self.retries
     }
 
     /// A request that could not be sent on time (counted, with no latency).
@@ -303,6 +339,11 @@ pub struct Report {
     pub timeline: Vec<Second>,
     pub ops: BTreeMap<String, OpCounts>,
     pub errors: BTreeMap<String, u64>,
+    /// Sends that were retries (same key) of a request sent before.
+    pub retries: u64,
+    /// Each request's end, for the chaos report (not written out).
+    #[serde(skip)]
+    pub done: Vec<Done>,
     pub audit: Option<Audit>,
 }
 
@@ -352,6 +393,9 @@ impl Report {
             );
         } else if !self.peak_steps.is_empty() {
             let _ = writeln!(out, "peak sustainable rate: none (the first rate tried broke a threshold)");
+        }
+        if self.retries > 0 {
+            let _ = writeln!(out, "retries: {} (sent again with the same key)", self.retries);
         }
         for (kind, n) in &self.errors {
             let _ = writeln!(out, "error: {kind}: {n}");

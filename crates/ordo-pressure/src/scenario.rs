@@ -145,6 +145,28 @@ impl Default for PeakSearch {
     }
 }
 
+/// How the client retries a request that got no answer, a 5xx, a 429 or 408, or a key
+/// still in use: with the same key, backing off, honouring `Retry-After`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retry {
+    /// Sends after the first (0, the default: the first answer is final, so a pressure run
+    /// measures the server, not the client's patience).
+    pub attempts: u32,
+    /// The first back-off, doubled after each retry up to `backoff_max_ms`, half of it
+    /// random.
+    pub backoff_ms: u64,
+    pub backoff_max_ms: u64,
+    /// A request gives up this long after it was due.
+    pub budget_ms: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Retry {
+        Retry { attempts: 0, backoff_ms: 100, backoff_max_ms: 2_000, budget_ms: 30_000 }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Scenario {
@@ -177,6 +199,7 @@ pub struct Scenario {
     /// Requests in flight at most; a request due when this many are in flight is counted
     /// as an error (the client could not send it on time), never delayed.
     pub max_in_flight: usize,
+    pub retry: Retry,
     pub seed: u64,
 }
 
@@ -201,6 +224,7 @@ impl Default for Scenario {
             max_requests: 200_000,
             max_secs: 600.0,
             max_in_flight: 4_096,
+            retry: Retry::default(),
             seed: 1,
         }
     }
@@ -224,6 +248,9 @@ impl Scenario {
         }
         if self.max_in_flight == 0 || self.request_timeout_ms == 0 || self.max_requests == 0 {
             bail!("max_in_flight, request_timeout_ms and max_requests must be positive");
+        }
+        if self.retry.attempts > 0 && (self.retry.backoff_ms == 0 || self.retry.budget_ms == 0) {
+            bail!("retries need a positive backoff_ms and budget_ms");
         }
         Ok(())
     }

@@ -64,12 +64,15 @@ fn small(stages: &str) -> Scenario {
 
 fn load(server: &Server, scenario: Scenario, shadow: bool) -> Run {
     Run {
-        target: Target { base_url: server.base_url.clone(), api_key: Some(API_KEY.to_string()), shadow },
+        target: Target::one(server.base_url.clone(), Some(API_KEY.to_string()), shadow),
         scenario,
         replay: None,
         database: Some(StoreConfig::new(server.db.url.clone())),
         tenant: "load".to_string(),
         out: None,
+        // The PostgreSQL servers here relay to Redis; the shadow tables have no relay.
+        relayed: !shadow && server.db.url.starts_with("postgres"),
+        on_load: None,
     }
 }
 

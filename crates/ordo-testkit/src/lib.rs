@@ -85,7 +85,7 @@ fn delete_keys(url: &str, pattern: &str) -> std::io::Result<()> {
 /// One Redis command over a plain connection, and the first line of its reply (`:1`,
 /// `+OK`, `-ERR ...`): no client library, and callable from `Drop` inside or outside a
 /// runtime.
-fn redis_call(url: &str, args: &[&str]) -> std::io::Result<String> {
+pub fn redis_call(url: &str, args: &[&str]) -> std::io::Result<String> {
     use std::io::{BufRead, Write};
     let mut stream = std::net::TcpStream::connect(socket_of(url))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
@@ -240,6 +240,7 @@ impl Drop for TestDb {
 /// it. Tests point a client at `addr` instead of the server.
 pub struct FaultProxy {
     pub addr: std::net::SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<std::net::SocketAddr>>,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     slow: std::sync::Arc<Slow>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
@@ -288,20 +289,29 @@ impl FaultProxy {
         let slow = std::sync::Arc::new(Slow::default());
         let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
         let trap: std::sync::Arc<std::sync::Mutex<Option<Trap>>> = Default::default();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target));
         let accept = {
             let (down, conns, trap, slow) = (down.clone(), conns.clone(), trap.clone(), slow.clone());
+            let target = target.clone();
             tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
                     if down.load(Ordering::SeqCst) {
                         drop(inbound);
                         continue;
                     }
-                    let task = tokio::spawn(forward(inbound, target, trap.clone(), slow.clone()));
+                    let to = *target.lock().unwrap();
+                    let task = tokio::spawn(forward(inbound, to, trap.clone(), slow.clone()));
                     conns.lock().unwrap().push(task.abort_handle());
                 }
             })
         };
-        FaultProxy { addr, down, slow, conns, trap, accept }
+        FaultProxy { addr, target, down, slow, conns, trap, accept }
+    }
+
+    /// New connections go to `target` from now on (a virtual IP moved to a promoted
+    /// replica); open ones stay where they are until cut.
+    pub fn set_target(&self, target: std::net::SocketAddr) {
+        *self.target.lock().unwrap() = target;
     }
 
     /// From now on, the next `times` connections whose client sends `pattern` (within one
