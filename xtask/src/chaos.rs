@@ -131,7 +131,7 @@ pub struct ChaosArgs {
     max_requests: u64,
     /// The report directory (default: target/chaos/<time>).
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub out: Option<PathBuf>,
     /// The build of the servers.
     #[arg(long, value_enum, default_value_t = Profile::Release)]
     profile: Profile,
@@ -427,13 +427,15 @@ fn measure(injected: &[Injected], done: &[Done], end_ms: u64, healthy_below: f64
         .enumerate()
         .map(|(i, f)| {
             let until = injected.get(i + 1).map_or(end_ms, |n| n.start_ms);
-            let during: Vec<&Done> = done.iter().filter(|d| d.due_ms >= f.start_ms && d.due_ms < until).collect();
+            let during: Vec<&Done> =
+                done.iter().filter(|d| d.due_ms >= f.start_ms && d.due_ms < until).collect();
             let hurt = |d: &&Done| d.error || d.retries > 0;
             // The last unhealthy window after the fault's end: recovery is the end of it.
             let mut recovered_at = f.end_ms;
             let mut w = f.end_ms;
             while w < until {
-                let window: Vec<&&Done> = during.iter().filter(|d| d.due_ms >= w && d.due_ms < w + WINDOW_MS).collect();
+                let window: Vec<&&Done> =
+                    during.iter().filter(|d| d.due_ms >= w && d.due_ms < w + WINDOW_MS).collect();
                 let bad = window.iter().filter(|d| hurt(d)).count();
                 if !window.is_empty() && bad as f64 / window.len() as f64 > healthy_below {
                     recovered_at = (w + WINDOW_MS).min(until);
@@ -495,9 +497,11 @@ pub fn chaos(root: &Path, args: ChaosArgs) -> Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let run = runtime.block_on(async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             result = run(&out, &binary, &args, faults, (warmup, hold, gap)) => result,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: everything started was stopped")),
+            _ = terminate.recv() => Err(anyhow::anyhow!("terminated: everything started was stopped")),
         }
     });
     // Whatever happened, everything started is stopped by now (each part stops when
@@ -519,9 +523,12 @@ async fn run(
     // In the temporary directory: the `postgres` user must reach it when we are root.
     let pg_dir = std::env::temp_dir().join(format!("ordo-chaos-pg-{}", pressure::stamp()));
     let common = "-c max_connections=200 -c wal_level=replica -c max_wal_senders=4";
+    // Synchronous only with a replica to wait for (one is made for a failover).
     let sync = match args.replication {
-        Replication::Sync => " -c synchronous_standby_names=replica -c synchronous_commit=on",
-        Replication::Async => "",
+        Replication::Sync if faults.contains(&Fault::Failover) => {
+            " -c synchronous_standby_names=replica -c synchronous_commit=on"
+        }
+        _ => "",
     };
     let primary = {
         let common = format!("{common}{sync}");
@@ -535,7 +542,10 @@ async fn run(
     };
     let mut cluster = Cluster { nodes: vec![primary], primary: 0, dir: pg_dir.clone(), keep: args.keep };
     if faults.contains(&Fault::Failover) {
-        let node = PgNode::replica_of(cluster.primary(), &pg_dir.join("replica"), "replica", common)?;
+        // The replica retries a lost primary every half second, not every five (the
+        // default): with synchronous replication, a restarted primary's commits wait for it.
+        let settings = format!("{common} -c wal_retrieve_retry_interval=500ms");
+        let node = PgNode::replica_of(cluster.primary(), &pg_dir.join("replica"), "replica", &settings)?;
         node.start()?;
         cluster.nodes.push(node);
     }
@@ -566,14 +576,24 @@ async fn run(
         listen.push(format!("127.0.0.1:{}", services::free_port()?));
     }
     let log = out.join("servers.log");
-    let mut servers =
-        Servers { binary: binary.to_path_buf(), env, listen, running: (0..args.servers).map(|_| None).collect(), log };
+    let mut servers = Servers {
+        binary: binary.to_path_buf(),
+        env,
+        listen,
+        running: (0..args.servers).map(|_| None).collect(),
+        log,
+    };
     // One at a time: the first creates the tables.
     for i in 0..args.servers {
         servers.start(i)?;
     }
     let urls: Vec<String> = servers.running.iter().flatten().map(|s| s.url.clone()).collect();
-    eprintln!("== chaos: {} server(s): {}; their log: {}", urls.len(), urls.join(", "), servers.log.display());
+    eprintln!(
+        "== chaos: {} server(s): {}; their log: {}",
+        urls.len(),
+        urls.join(", "),
+        servers.log.display()
+    );
     let world = Arc::new(World {
         cluster: Mutex::new(cluster),
         redis: Mutex::new(redis),
@@ -614,6 +634,8 @@ async fn run(
     let end_ms = report.done.iter().map(|d| d.due_ms).max().unwrap_or(0) + 1;
     let measured = measure(&injected, &report.done, end_ms, args.healthy_below);
     std::fs::write(out.join("chaos.json"), serde_json::to_string_pretty(&measured)?)?;
+    // Every request's end, for a closer look at a fault.
+    std::fs::write(out.join("requests.json"), serde_json::to_string(&report.done)?)?;
     print!("{}", report.summary());
     print!("{}", table(&measured));
     let failed: usize = report.done.iter().filter(|d| d.error).count();
@@ -650,16 +672,17 @@ mod tests {
     fn recovery_is_the_end_of_the_last_unhealthy_window_after_the_fault() {
         let f = Injected { fault: Fault::DbStall, start_ms: 1_000, end_ms: 2_000, note: String::new() };
         // Retried until 3.2 s, then clean to the end at 6 s.
-        let mut d: Vec<Done> = (0..60).map(|i| done(i * 100, false, u32::from((10..33).contains(&i)))).collect();
+        let mut d: Vec<Done> =
+            (0..60).map(|i| done(i * 100, false, u32::from((10..33).contains(&i)))).collect();
         d[15].error = true;
-        let m = measure(&[f.clone()], &d, 6_000, 0.1);
+        let m = measure(std::slice::from_ref(&f), &d, 6_000, 0.1);
         assert_eq!(m[0].requests, 50);
         assert_eq!(m[0].retried, 23);
         assert_eq!(m[0].failed, 1);
         assert_eq!(m[0].recovery_ms, Some(1_500), "the window 3.0–3.5 s held the last retry");
         // Unhealthy up to the next fault: not recovered.
         let d: Vec<Done> = (0..60).map(|i| done(i * 100, false, 1)).collect();
-        assert_eq!(measure(&[f.clone()], &d, 6_000, 0.1)[0].recovery_ms, None);
+        assert_eq!(measure(std::slice::from_ref(&f), &d, 6_000, 0.1)[0].recovery_ms, None);
         // Nothing hurt: recovered at once.
         let d: Vec<Done> = (0..60).map(|i| done(i * 100, false, 0)).collect();
         assert_eq!(measure(&[f], &d, 6_000, 0.1)[0].recovery_ms, Some(0));

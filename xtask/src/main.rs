@@ -461,6 +461,35 @@ fn test(extra: &[String]) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
+    eprintln!(
+        "== chaos: every fault once under load on two server processes (dev build), with its own PostgreSQL, replica and Redis"
+    );
+    let argv = [
+        "cargo xtask",
+        "chaos",
+        "--profile",
+        "dev",
+        "--servers",
+        "2",
+        "--rate",
+        "20",
+        "--warmup",
+        "1s",
+        "--fault-for",
+        "1s",
+        "--recover-for",
+        "4s",
+    ];
+    let Top::Chaos(args) = Cli::try_parse_from(argv)?.command else { unreachable!() };
+    let out = std::env::temp_dir().join(format!("ordo-chaos-ci-{}", std::process::id()));
+    let mut args = *args;
+    args.out = Some(out.clone());
+    let code = chaos::chaos(&root, args)?;
+    let _ = std::fs::remove_dir_all(&out);
+    if code != ExitCode::SUCCESS {
+        eprintln!("== chaos failed");
+        return Ok(ExitCode::FAILURE);
+    }
     eprintln!("== all passed");
     Ok(ExitCode::SUCCESS)
 }

@@ -122,10 +122,7 @@ pub fn start_server_on(
         None => Box::new(std::io::stderr()),
     };
     let mut cmd = Command::new(binary);
-    cmd.args(["--listen", listen])
-        .env_remove("REDIS_URL")
-        .env_remove("DATABASE_URL")
-        .env("ORDO_LOG", "warn");
+    cmd.args(["--listen", listen]).env_remove("REDIS_URL").env_remove("DATABASE_URL").env("ORDO_LOG", "warn");
     for (k, v) in env {
         cmd.env(k, v);
     }

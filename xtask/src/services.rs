@@ -57,8 +57,7 @@ impl PgNode {
         // pg_ctl, pg_basebackup and postgres are beside initdb.
         let node = PgNode::at(initdb.parent().context("initdb's directory")?, data, settings)?;
         let dir = data.display().to_string();
-        let out =
-            node.run("initdb", &["-D", &dir, "-U", "postgres", "-A", "trust", "--no-sync"]).output()?;
+        let out = node.run("initdb", &["-D", &dir, "-U", "postgres", "-A", "trust", "--no-sync"]).output()?;
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -90,7 +89,13 @@ impl PgNode {
             }
         }
         let port = free_port()?;
-        Ok(PgNode { bin: bin.to_path_buf(), data: data.to_path_buf(), port, as_postgres, settings: settings.to_string() })
+        Ok(PgNode {
+            bin: bin.to_path_buf(),
+            data: data.to_path_buf(),
+            port,
+            as_postgres,
+            settings: settings.to_string(),
+        })
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Command {
@@ -100,10 +105,11 @@ impl PgNode {
     /// Starts it and waits until it accepts connections.
     pub fn start(&self) -> Result<()> {
         let data = self.data.display().to_string();
-        let options =
-            format!("-p {} -k {data} -c listen_addresses=127.0.0.1 {}", self.port, self.settings);
+        let options = format!("-p {} -k {data} -c listen_addresses=127.0.0.1 {}", self.port, self.settings);
         let log = format!("{data}/server.log");
-        let out = self.run("pg_ctl", &["-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start"]).output()?;
+        let out = self
+            .run("pg_ctl", &["-D", &data, "-o", &options, "-l", &log, "-w", "-t", "60", "start"])
+            .output()?;
         if !out.status.success() {
             let log = std::fs::read_to_string(&log).unwrap_or_default();
             bail!("PostgreSQL did not start: {}{log}", String::from_utf8_lossy(&out.stderr));

@@ -173,7 +173,14 @@ impl Answer {
     }
 
     fn failed(error: String) -> Answer {
-        Answer { status: None, body: Value::Null, replayed: false, error: Some(error), retry_after_ms: None, retries: 0 }
+        Answer {
+            status: None,
+            body: Value::Null,
+            replayed: false,
+            error: Some(error),
+            retry_after_ms: None,
+            retries: 0,
+        }
     }
 
     fn error_kind(&self) -> String {
@@ -313,9 +320,9 @@ impl Driver {
 
     /// Sends `op`, and again with the same key while the answer is worth retrying, as the
     /// scenario's retry policy says: backing off (doubling, with jitter), never sooner than
-    /// the server's `Retry-After`, within the retry budget from `due`. `twin`: the copy sent
-    /// in parallel with the first, for which "key in use" is the expected answer.
-    async fn send_retrying(&self, op: &Op, due: Instant, twin: bool) -> Answer {
+    /// the server's `Retry-After`, within the retry budget from `due`. `pair`: one of two
+    /// copies sent at once, for which "key in use" is an expected answer, not one to retry.
+    async fn send_retrying(&self, op: &Op, due: Instant, pair: bool) -> Answer {
         let policy = &self.scenario.retry;
         let give_up = due + Duration::from_millis(policy.budget_ms);
         let mut backoff = policy.backoff_ms;
@@ -324,7 +331,7 @@ impl Driver {
             let mut answer = self.send(op).await;
             answer.retries = retries;
             let in_use = answer.problem() == "idempotency-key-in-use";
-            if retries >= policy.attempts || !answer.worth_retrying() || twin && in_use {
+            if retries >= policy.attempts || !answer.worth_retrying() || pair && in_use {
                 return answer;
             }
             let jittered = backoff / 2 + fastrand::u64(0..=backoff / 2);
@@ -606,8 +613,10 @@ impl Driver {
             w.rng.f64() < self.scenario.lost_parallel_share
         };
         let (first, twin) = if parallel {
-            let (a, b) =
-                tokio::join!(self.send_retrying(&op, intended, false), self.send_retrying(&op, intended, true));
+            let (a, b) = tokio::join!(
+                self.send_retrying(&op, intended, true),
+                self.send_retrying(&op, intended, true)
+            );
             (a, Some(b))
         } else {
             (self.send_retrying(&op, intended, false).await, None)
@@ -736,7 +745,8 @@ impl Driver {
     /// retries by the retry budget).
     async fn drain(&self) {
         let retrying = if self.scenario.retry.attempts > 0 { self.scenario.retry.budget_ms } else { 0 };
-        let bound = Instant::now() + Duration::from_millis(self.scenario.request_timeout_ms + retrying + 1_000);
+        let bound =
+            Instant::now() + Duration::from_millis(self.scenario.request_timeout_ms + retrying + 1_000);
         while self.in_flight.load(Relaxed) > 0 && Instant::now() < bound {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

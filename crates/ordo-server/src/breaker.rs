@@ -97,8 +97,13 @@ impl Instrument for Observer {
     }
 }
 
-/// Cool-downs doubling from a start up to ten times it, each jittered over its upper half
-/// so that servers do not probe a recovering dependency all at once.
+/// How far a cool-down grows while probes fail: a dependency back after a long outage is
+/// used again within this many cool-downs (measured by `cargo xtask chaos`: with ten, a
+/// PostgreSQL restart of one second kept the breaker open for ten).
+pub const COOLDOWN_GROWTH_MAX: u64 = 4;
+
+/// Cool-downs doubling from a start up to [`COOLDOWN_GROWTH_MAX`] times it, each jittered
+/// over its upper half so that servers do not probe a recovering dependency all at once.
 #[derive(Debug, Clone)]
 struct Cooldowns {
     next_ms: u64,
@@ -134,7 +139,7 @@ impl Breaker {
     /// `name` labels its metrics and log lines (`redis`, `database`).
     pub fn new(name: &'static str, failures: u32, cooldown_ms: u64) -> Breaker {
         let start = cooldown_ms.max(1);
-        let cooldowns = Cooldowns { next_ms: start, max_ms: start.saturating_mul(10) };
+        let cooldowns = Cooldowns { next_ms: start, max_ms: start.saturating_mul(COOLDOWN_GROWTH_MAX) };
         let policy = consecutive_failures(failures.max(1), cooldowns);
         let watch = Arc::new(Watch { name, ..Watch::default() });
         Breaker { machine: StateMachine::new(policy, Observer(watch.clone())), watch }
