@@ -83,3 +83,34 @@ on_both!(two_sweepers_fire_each_timer_once, |backend| async move {
     let stock = store.resource("t1", "Inventory", &json!("sku")).await.unwrap().unwrap();
     assert_eq!(stock.fields["available"], json!(1000));
 });
+
+/// A sweeper meets an order a command holds (a pay that will delete the order's timer as it
+/// leaves `pending`): it leaves the timer for the next round instead of holding the timer's
+/// row while waiting for the order's, the lock order that deadlocked under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sweeper_passes_over_an_instance_a_command_holds() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let (store, db) = open(Backend::Postgres, "order").await;
+    run(&store, &operate("Inventory", "sku", "restock", json!({"quantity": 10}))).await;
+    let order = applied(
+        &run(&store, &create("Order", json!({"sku": "sku", "quantity": 1, "account": "a", "amount": 5})))
+            .await,
+    )
+    .clone();
+    // Another session holds the order's row, as a command mid-transaction does.
+    let other = sea_orm::Database::connect(&db.url).await.unwrap();
+    let held = other.begin().await.unwrap();
+    held.execute_unprepared(&format!("SELECT id FROM orders WHERE id = '{}' FOR UPDATE", order.id))
+        .await
+        .unwrap();
+    let sweep = store.fire_due_timers(later(31), 100);
+    let fired = tokio::time::timeout(std::time::Duration::from_secs(5), sweep)
+        .await
+        .expect("the sweeper waited on the row the command holds");
+    assert_eq!(fired.unwrap(), 0, "the held order's timer waits for the next round");
+    assert_eq!(count(&store, "ordo_timers", "1 = 1").await, 1, "the timer is still armed");
+    held.rollback().await.unwrap();
+    assert_eq!(store.fire_due_timers(later(31), 100).await.unwrap(), 1, "released, it fires");
+    let o = store.instance("t1", "Order", order.id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(o.state.as_deref(), Some("cancelled"));
+}
