@@ -82,6 +82,13 @@ fn int(r: &QueryResult, col: &str) -> Result<i64> {
     Ok(r.try_get::<Option<i64>>("", col)?.unwrap_or(0))
 }
 
+/// How many of `tenant`'s rows of `table` match `condition` (constant SQL).
+async fn count(db: &DatabaseConnection, table: &str, condition: &str, tenant: &str) -> Result<usize> {
+    let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE tenant = {} AND {condition}", placeholder(db));
+    let found = rows(db, &sql, vec![sea_orm::Value::from(tenant.to_string())]).await?;
+    Ok(found.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0) as usize)
+}
+
 /// A journal row.
 struct Entry {
     machine: String,
@@ -109,15 +116,7 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
         t(),
     )
     .await?;
-    let keyed = rows(
-        db,
-        &format!(
-            "SELECT COUNT(*) AS n FROM ordo_transitions WHERE tenant = {p} AND idempotency_key IS NOT NULL"
-        ),
-        t(),
-    )
-    .await?;
-    let keyed = keyed.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0) as usize;
+    let keyed = count(db, "ordo_transitions", "idempotency_key IS NOT NULL", tenant).await?;
     let violations = dup
         .iter()
         .map(|r| Ok(format!("key {} applied {} times", text(r, "k")?, int(r, "n")?)))
@@ -126,15 +125,7 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
 
     // Timers fire under the key `timer:<id>`: the check above holds them to once, this
     // says how many fired.
-    let timers = rows(
-        db,
-        &format!(
-            "SELECT COUNT(*) AS n FROM ordo_transitions WHERE tenant = {p} AND idempotency_key LIKE 'timer:%'"
-        ),
-        t(),
-    )
-    .await?;
-    let timers = timers.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0) as usize;
+    let timers = count(db, "ordo_transitions", "idempotency_key LIKE 'timer:%'", tenant).await?;
     let twice = dup
         .iter()
         .filter_map(|r| text(r, "k").ok().filter(|k| k.starts_with("timer:")))
@@ -313,29 +304,18 @@ pub const PUBLISH_WAIT_MS: u64 = 30_000;
 /// Every event the run committed was published (the relay `XADD`ed it and marked its
 /// outbox row sent), waiting up to [`PUBLISH_WAIT_MS`] for the relay to catch up.
 pub async fn published(audit: &mut Audit, db: &DatabaseConnection, tenant: &str) -> Result<()> {
-    let p = placeholder(db);
-    let count = |unsent: bool| {
-        let sql = format!(
-            "SELECT COUNT(*) AS n FROM ordo_outbox WHERE tenant = {p}{}",
-            if unsent { " AND sent_at IS NULL" } else { "" }
-        );
-        async move {
-            let found = rows(db, &sql, vec![sea_orm::Value::from(tenant.to_string())]).await?;
-            Ok::<_, anyhow::Error>(found.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0))
-        }
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PUBLISH_WAIT_MS);
-    let mut unsent = count(true).await?;
+    let mut unsent = count(db, "ordo_outbox", "sent_at IS NULL", tenant).await?;
     while unsent > 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        unsent = count(true).await?;
+        unsent = count(db, "ordo_outbox", "sent_at IS NULL", tenant).await?;
     }
     let violations = if unsent > 0 {
         vec![format!("{unsent} committed event(s) still unpublished {PUBLISH_WAIT_MS} ms after the load")]
     } else {
         Vec::new()
     };
-    let all = count(false).await? as usize;
+    let all = count(db, "ordo_outbox", "1 = 1", tenant).await?;
     audit.check("every committed event was published to its stream", all, "events", violations);
     Ok(())
 }
