@@ -41,3 +41,32 @@ on_both!(every_valid_spec_migrates_and_compiles, |backend| async move {
         assert_eq!(store.plans().machines.len(), store.spec().machines.len(), "{name}");
     }
 });
+
+/// Every statement a command runs on a spec's tables names its tenant: reads, updates and
+/// deletes filter by `"tenant" = $n`, inserts write the tenant column. So a deployment that
+/// distributes the tables by tenant (Citus, docs/scaling.md) routes each command to one shard.
+#[test]
+fn every_statement_of_a_command_carries_the_tenant() {
+    let mut specs = specs_in(&root().join("specs"));
+    specs.extend(specs_in(&root().join("crates/ordo-spec/tests/corpus/good")));
+    let mut statements = 0;
+    for (name, source) in specs {
+        let spec = ordo_spec::compile(&source).unwrap();
+        for backend in [sea_orm::DbBackend::Postgres, sea_orm::DbBackend::Sqlite] {
+            let sql = ordo_store::plan::render(&name, &spec, backend).unwrap();
+            for statement in sql.lines().filter(|l| !l.trim_start().starts_with("--") && !l.trim().is_empty())
+            {
+                let carries = if statement.starts_with("INSERT") {
+                    statement.split(" VALUES").next().is_some_and(|cols| cols.contains("\"tenant\""))
+                } else if statement.starts_with("CREATE") {
+                    continue;
+                } else {
+                    statement.split(" WHERE ").nth(1).is_some_and(|w| w.contains("\"tenant\" = "))
+                };
+                assert!(carries, "{name} ({backend:?}): a statement without its tenant:\n{statement}");
+                statements += 1;
+            }
+        }
+    }
+    assert!(statements > 100, "only {statements} statements seen: has the rendering changed?");
+}
