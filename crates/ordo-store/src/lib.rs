@@ -14,6 +14,7 @@ mod migration;
 mod outbox;
 pub mod plan;
 mod rows;
+mod timers;
 pub use batch::{BATCH_MAX_DEFAULT, BATCH_WAIT_MS_MAX_DEFAULT, KEY_QUEUE_MAX_DEFAULT};
 pub use evolve::{Apply, SpecSource};
 pub use migration::{MigrateAction, install, migrate, migrate_specs, migrations};
