@@ -17,9 +17,9 @@ use crate::pressure::{self, Profile, Server};
 use crate::services::{self, PgNode};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use ordo_pressure::driver::Target;
 use ordo_pressure::report::Done;
 use ordo_pressure::scenario::{Retry, Scenario};
+use ordo_pressure::traffic::Target;
 use ordo_testkit::FaultProxy;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -141,10 +141,6 @@ pub struct ChaosArgs {
     /// Keep the PostgreSQL data directories and their logs (in the temporary directory).
     #[arg(long)]
     keep: bool,
-}
-
-fn secs(text: &str) -> Result<Duration> {
-    ordo_pressure::scenario::parse_duration(text)
 }
 
 /// PostgreSQL: the primary, the replica until a failover promotes it, and which of them
@@ -488,6 +484,7 @@ pub fn chaos(root: &Path, args: ChaosArgs) -> Result<ExitCode> {
     if faults.iter().filter(|f| **f == Fault::Failover).count() > 1 {
         bail!("one failover per run: it consumes the replica");
     }
+    let secs = ordo_pressure::scenario::parse_duration;
     let (warmup, hold, gap) = (secs(&args.warmup)?, secs(&args.fault_for)?, secs(&args.recover_for)?);
     let out = args.out.clone().unwrap_or_else(|| root.join("target/chaos").join(pressure::stamp()));
     std::fs::create_dir_all(&out)?;

@@ -5,8 +5,8 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use ordo_pressure::driver::Target;
 use ordo_pressure::scenario::Scenario;
+use ordo_pressure::traffic::Target;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};

@@ -8,7 +8,7 @@
 //! The conservation checks know the shipped specs (`specs/order.ordo`, `specs/transfer.ordo`):
 //! the load the pressure test sends is theirs.
 
-use crate::driver::Seen;
+use crate::traffic::Seen;
 use anyhow::{Context, Result};
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Statement};
 use serde::Serialize;

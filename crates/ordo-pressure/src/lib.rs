@@ -1,19 +1,21 @@
 //! Full-link pressure tests: `cargo xtask pressure` drives a running server over HTTP on
-//! 127.0.0.1 with an open model (see `driver`), then audits the database (see `audit`) and
+//! 127.0.0.1 with an open model (see `driver`, and `traffic` for its vocabulary), then audits the database (see `audit`) and
 //! reports (see `report`). The verdict (thresholds and audit) is the exit code.
 
 pub mod audit;
 pub mod driver;
 pub mod report;
 pub mod scenario;
+pub mod traffic;
 
 use anyhow::{Context, Result};
-use driver::{Driver, Target};
+use driver::Driver;
 use ordo_record::TrafficRecord;
 use ordo_store::StoreConfig;
 use report::Report;
 use scenario::Scenario;
 use std::path::PathBuf;
+use traffic::Target;
 
 /// A run.
 pub struct Run {

@@ -3,8 +3,8 @@
 //! (`report.json`, and `report.html` with inline SVG charts that open with no network).
 
 use crate::audit::Audit;
-use crate::driver::{Class, OpKind};
 use crate::scenario::{Scenario, Thresholds};
+use crate::traffic::{Class, OpKind};
 use anyhow::Result;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -210,7 +210,7 @@ impl Recorder {
     }
 
     /// A request's end (see [`Done`]): due at `t`, answered `latency` later.
-    pub fn record_retries(&mut self, t: Duration, latency: Duration, error: bool, retries: u32) {
+    pub fn record_done(&mut self, t: Duration, latency: Duration, error: bool, retries: u32) {
         let due_ms = t.as_millis() as u64;
         self.done.push(Done { due_ms, done_ms: due_ms + latency.as_millis() as u64, error, retries });
         self.retries += u64::from(retries);

@@ -5,8 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use ordo_pressure::driver::Target;
 use ordo_pressure::scenario::Scenario;
+use ordo_pressure::traffic::Target;
 use ordo_pressure::{Run, run};
 use ordo_server::config::Config;
 use ordo_server::startup::Application;
