@@ -3,7 +3,7 @@
 
 -- ==== tables
 
-CREATE TABLE "orders" ( "id" uuid NOT NULL PRIMARY KEY, "tenant" text NOT NULL, "state" text NOT NULL CHECK ("state" IN ('pending', 'paid', 'shipped', 'delivered', 'completed', 'cancelled', 'refunded')), "version" bigint NOT NULL, "sku" text NOT NULL CHECK ("sku" <> ''), "quantity" bigint NOT NULL CHECK ("quantity" >= 1 AND "quantity" <= 1000), "account" text NOT NULL CHECK ("account" <> ''), "amount" bigint NOT NULL CHECK ("amount" >= 0), "carrier" text NULL, "tracking" text NULL, "created_at" timestamp with time zone NOT NULL, "updated_at" timestamp with time zone NOT NULL );
+CREATE TABLE "orders" ( "id" uuid NOT NULL, "tenant" text NOT NULL, "state" text NOT NULL CHECK ("state" IN ('pending', 'paid', 'shipped', 'delivered', 'completed', 'cancelled', 'refunded')), "version" bigint NOT NULL, "sku" text NOT NULL CHECK ("sku" <> ''), "quantity" bigint NOT NULL CHECK ("quantity" >= 1 AND "quantity" <= 1000), "account" text NOT NULL CHECK ("account" <> ''), "amount" bigint NOT NULL CHECK ("amount" >= 0), "carrier" text NULL, "tracking" text NULL, "created_at" timestamp with time zone NOT NULL, "updated_at" timestamp with time zone NOT NULL, PRIMARY KEY ("tenant", "id") );
 
 CREATE TABLE "inventories" ( "tenant" text NOT NULL, "sku" text NOT NULL, "available" bigint NOT NULL CHECK ("available" >= 0), "version" bigint NOT NULL, "created_at" timestamp with time zone NOT NULL, "updated_at" timestamp with time zone NOT NULL, PRIMARY KEY ("tenant", "sku") );
 

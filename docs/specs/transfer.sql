@@ -3,7 +3,7 @@
 
 -- ==== tables
 
-CREATE TABLE "transfers" ( "id" uuid NOT NULL PRIMARY KEY, "tenant" text NOT NULL, "state" text NOT NULL CHECK ("state" IN ('pending', 'settled', 'failed')), "version" bigint NOT NULL, "payer" text NOT NULL CHECK ("payer" <> ''), "payee" text NOT NULL CHECK ("payee" <> ''), "amount" bigint NOT NULL CHECK ("amount" >= 1), "reference" text NULL, "failure" text NULL, "created_at" timestamp with time zone NOT NULL, "updated_at" timestamp with time zone NOT NULL );
+CREATE TABLE "transfers" ( "id" uuid NOT NULL, "tenant" text NOT NULL, "state" text NOT NULL CHECK ("state" IN ('pending', 'settled', 'failed')), "version" bigint NOT NULL, "payer" text NOT NULL CHECK ("payer" <> ''), "payee" text NOT NULL CHECK ("payee" <> ''), "amount" bigint NOT NULL CHECK ("amount" >= 1), "reference" text NULL, "failure" text NULL, "created_at" timestamp with time zone NOT NULL, "updated_at" timestamp with time zone NOT NULL, PRIMARY KEY ("tenant", "id") );
 
 CREATE TABLE "accounts" ( "tenant" text NOT NULL, "id" text NOT NULL, "balance" bigint NOT NULL CHECK ("balance" >= 0), "version" bigint NOT NULL, "created_at" timestamp with time zone NOT NULL, "updated_at" timestamp with time zone NOT NULL, PRIMARY KEY ("tenant", "id") );
 

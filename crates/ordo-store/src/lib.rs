@@ -620,8 +620,13 @@ impl Store {
     ) -> Result<u64, StoreError> {
         use sea_orm::sea_query::{Alias, Expr, ExprTrait};
         let sent_at = Expr::col(Alias::new("sent_at"));
-        self.purge(schema::OUTBOX, &["id"], sent_at.clone().is_not_null().and(sent_at.lte(before)), limit)
-            .await
+        self.purge(
+            schema::OUTBOX,
+            &["tenant", "id"],
+            sent_at.clone().is_not_null().and(sent_at.lte(before)),
+            limit,
+        )
+        .await
     }
 
     /// Deletes at most `limit` rows of `table` matching `condition` (rows picked by their

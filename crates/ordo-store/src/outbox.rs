@@ -78,11 +78,11 @@ impl Store {
              AND p.tenant = o.tenant AND p.machine = o.machine AND p.entity = o.entity)";
         let sql = match backend {
             DbBackend::Postgres => format!(
-                "SELECT o.id, o.machine, o.payload, o.created_at, o.txid, o.seq FROM ordo_outbox o \
+                "SELECT o.id, o.tenant, o.machine, o.payload, o.created_at, o.txid, o.seq FROM ordo_outbox o \
                  WHERE o.sent_at IS NULL AND {first_unsent} ORDER BY o.txid, o.seq LIMIT $1 FOR UPDATE SKIP LOCKED"
             ),
             _ => format!(
-                "SELECT o.id, o.machine, o.payload, o.created_at, 0 AS txid, o.rowid AS seq FROM ordo_outbox o \
+                "SELECT o.id, o.tenant, o.machine, o.payload, o.created_at, 0 AS txid, o.rowid AS seq FROM ordo_outbox o \
                  WHERE o.sent_at IS NULL AND {first_unsent} ORDER BY o.rowid LIMIT ?"
             ),
         };
@@ -91,6 +91,7 @@ impl Store {
         for r in &rows {
             events.push(ClaimedEvent {
                 id: r.try_get("", "id")?,
+                tenant: r.try_get("", "tenant")?,
                 machine: r.try_get("", "machine")?,
                 event: outbox_event(r)?,
             });
@@ -114,6 +115,7 @@ pub struct OutboxEvent {
 #[derive(Debug, Clone)]
 pub struct ClaimedEvent {
     pub id: Uuid,
+    pub tenant: String,
     pub machine: String,
     pub event: OutboxEvent,
 }
@@ -131,11 +133,15 @@ impl OutboxBatch {
         use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
         let n = self.events.len();
         if n > 0 {
-            let ids: Vec<Uuid> = self.events.iter().map(|e| e.id).collect();
+            // By the table's key, `(tenant, id)`.
+            let keys = self.events.iter().map(|e| (e.tenant.clone(), e.id));
             let update = Query::update()
                 .table(Alias::new(schema::OUTBOX))
                 .value(Alias::new("sent_at"), now)
-                .and_where(Expr::col(Alias::new("id")).is_in(ids))
+                .and_where(
+                    Expr::tuple([Expr::col(Alias::new("tenant")), Expr::col(Alias::new("id"))])
+                        .in_tuples(keys),
+                )
                 .to_owned();
             self.txn.execute(&update).await?;
         }

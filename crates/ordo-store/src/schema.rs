@@ -63,7 +63,7 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
             ("idempotency_key", Col::OptionalText),
             ("created_at", Col::Time),
         ],
-        primary_key: &["id"],
+        primary_key: &["tenant", "id"],
         indexes: &[("ordo_transitions_entity_version", &["tenant", "machine", "entity", "version"], true)],
     },
     // Events to publish, written with the change; `sent_at` is set by the relay.
@@ -80,7 +80,7 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
             ("created_at", Col::Time),
             ("sent_at", Col::OptionalTime),
         ],
-        primary_key: &["id"],
+        primary_key: &["tenant", "id"],
         indexes: &[("ordo_outbox_unsent", &["sent_at", "created_at"], false)],
     },
     // The second insurance of idempotency: one outcome per (tenant, key).
@@ -110,7 +110,7 @@ pub const SYSTEM_TABLES: &[SystemTable] = &[
             ("due_at", Col::Time),
             ("created_at", Col::Time),
         ],
-        primary_key: &["id"],
+        primary_key: &["tenant", "id"],
         indexes: &[
             ("ordo_timers_due", &["due_at"], false),
             ("ordo_timers_entity", &["tenant", "machine", "entity"], false),
@@ -164,6 +164,7 @@ impl MigratorTraitSelf for Migrator {
         all.push(Box::new(OutboxCursor));
         all.push(Box::new(SpecVersions));
         all.push(Box::new(OutboxUnsent));
+        all.push(Box::new(TenantKeys));
         all
     }
 }
@@ -258,6 +259,62 @@ impl MigrationTrait for OutboxUnsent {
         let conn = manager.get_connection();
         conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_unsent_order").await?;
         conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_unsent_instance").await?;
+        Ok(())
+    }
+}
+
+/// Primary keys that lead with the tenant, for databases made before they did. A
+/// distributed PostgreSQL (Citus) shards a table by a column only when every primary key
+/// and unique index holds it (docs/scaling.md): the journal, outbox and timer tables and
+/// every machine table were keyed by `id` alone. On PostgreSQL each table with a `tenant`
+/// column whose primary key is `(id)` is re-keyed `(tenant, id)`: one rewrite of its key
+/// index under an exclusive lock (a maintenance window for a large table; docs/migrations.md
+/// says how to build the index beforehand). Tables made since are created with the new key
+/// (`SYSTEM_TABLES`, [`tables`]), so this finds nothing on a new database. SQLite has
+/// nothing to shard and cannot change a primary key in place: its older tables keep `(id)`,
+/// which every statement's `tenant = ? AND id = ?` reads the same way.
+struct TenantKeys;
+
+impl MigrationName for TenantKeys {
+    fn name(&self) -> &str {
+        "m0006_ordo_tenant_keys"
+    }
+}
+
+/// The tables of the current schema with a `tenant` column whose primary key is `(id)`,
+/// each with its key constraint's name (PostgreSQL).
+const KEYED_BY_ID_ALONE: &str = "SELECT c.relname AS table_name, k.conname AS key_name \
+     FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid \
+     WHERE k.contype = 'p' AND c.relnamespace = current_schema()::regnamespace \
+     AND (SELECT array_agg(a.attname::text ORDER BY u.n) FROM unnest(k.conkey) WITH ORDINALITY AS u(attnum, n) \
+          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.attnum) = ARRAY['id'] \
+     AND EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = c.oid AND t.attname = 'tenant' AND NOT t.attisdropped) \
+     ORDER BY c.relname";
+
+#[async_trait::async_trait]
+impl MigrationTrait for TenantKeys {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != sea_orm::DbBackend::Postgres {
+            return Ok(());
+        }
+        let conn = manager.get_connection();
+        let stmt = sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, KEYED_BY_ID_ALONE);
+        for row in conn.query_all_raw(stmt).await? {
+            let table: String = row.try_get("", "table_name")?;
+            let key: String = row.try_get("", "key_name")?;
+            conn.execute_unprepared(&format!(
+                "ALTER TABLE {} DROP CONSTRAINT {}, ADD PRIMARY KEY (tenant, id)",
+                crate::evolve::sql::ident(&table),
+                crate::evolve::sql::ident(&key)
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The keys stay: `(tenant, id)` is as unique as `(id)`, and the tables made since
+    /// `m0006` never had another.
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
         Ok(())
     }
 }
@@ -435,14 +492,16 @@ pub fn tables(spec: &ir::Spec) -> Vec<TableCreateStatement> {
         let states: Vec<String> = m.states.iter().map(|s| s.name.clone()).collect();
         let mut t = Table::create();
         t.table(Alias::new(&m.table))
-            .col(col("id").uuid().not_null().primary_key())
+            .col(col("id").uuid().not_null())
             .col(text("tenant"))
             .col(text("state").check(Expr::col(Alias::new("state")).is_in(states)).to_owned())
             .col(col("version").big_integer().not_null());
         for f in &m.fields {
             t.col(field_column(f));
         }
-        t.col(time("created_at")).col(time("updated_at"));
+        t.col(time("created_at"))
+            .col(time("updated_at"))
+            .primary_key(Index::create().col(Alias::new("tenant")).col(Alias::new("id")));
         out.push(t.to_owned());
     }
     for r in &spec.resources {

@@ -63,7 +63,7 @@ impl Executor {
 
     /// One timer, in its own transaction (see `fire_due_timers`): whether it fired here.
     async fn fire_timer(&self, t: &DueTimer, now: DateTime<Utc>) -> Result<bool, Stop> {
-        use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockBehavior, LockType, Query};
+        use sea_orm::sea_query::{Alias, LockBehavior, LockType, Query};
         let a = Alias::new;
         let m = self.machine(&t.machine)?;
         let id: Uuid = t
@@ -78,7 +78,7 @@ impl Executor {
             .unwrap_or(ir::Isolation::ReadCommitted);
         let txn = self.begin(isolation).await?;
         let mut timer = Query::select();
-        timer.column(a("id")).from(a(schema::TIMERS)).and_where(Expr::col(a("id")).eq(t.id));
+        timer.column(a("id")).from(a(schema::TIMERS)).cond_where(t.row());
         if self.backend() == DbBackend::Postgres {
             let plans = &self.plans.machines[&t.machine];
             let b = Bind { tenant: &t.tenant, id: Some(id), ..Bind::default() };
@@ -112,8 +112,7 @@ impl Executor {
         // Whatever the outcome (applied, or rejected because the instance moved on), the
         // timer is spent; leaving its state already deleted it when the event applied.
         self.one(&txn, &cmd, now, false).await?;
-        let delete =
-            Query::delete().from_table(a(schema::TIMERS)).and_where(Expr::col(a("id")).eq(t.id)).to_owned();
+        let delete = Query::delete().from_table(a(schema::TIMERS)).cond_where(t.row()).to_owned();
         txn.execute(&delete).await?;
         txn.commit().await?;
         Ok(true)
@@ -127,4 +126,14 @@ struct DueTimer {
     machine: String,
     entity: String,
     event: String,
+}
+
+impl DueTimer {
+    /// Its row, by the table's key `(tenant, id)`.
+    fn row(&self) -> sea_orm::sea_query::Condition {
+        use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait};
+        Cond::all()
+            .add(Expr::col(Alias::new("tenant")).eq(self.tenant.clone()))
+            .add(Expr::col(Alias::new("id")).eq(self.id))
+    }
 }

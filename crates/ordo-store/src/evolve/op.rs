@@ -64,7 +64,7 @@ impl Op {
                     )
                 };
                 format!(
-                    "-- for each instance in {f}:\nUPDATE {t} SET state = {to}, version = version + 1, updated_at = now WHERE id = $id;\n\
+                    "-- for each instance in {f}:\nUPDATE {t} SET state = {to}, version = version + 1, updated_at = now WHERE tenant = $tenant AND id = $id;\n\
                      INSERT INTO ordo_transitions (... event 'migrate', from {f}, to {to} ...);\nINSERT INTO ordo_outbox (... event 'migrate' ...);\n{timers}",
                     f = text(from),
                     t = ident(table),

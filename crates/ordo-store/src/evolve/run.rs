@@ -118,6 +118,7 @@ pub(super) async fn op(
                     .value(Alias::new("state"), to.clone())
                     .value(Alias::new("version"), v + 1)
                     .value(Alias::new("updated_at"), now)
+                    .and_where(Expr::col(Alias::new("tenant")).eq(tenant.clone()))
                     .and_where(Expr::col(Alias::new("id")).eq(id))
                     .to_owned();
                 txn.execute(&update).await?;
@@ -125,6 +126,7 @@ pub(super) async fn op(
                 if !keep_timers {
                     let delete = Query::delete()
                         .from_table(Alias::new(schema::TIMERS))
+                        .and_where(Expr::col(Alias::new("tenant")).eq(tenant.clone()))
                         .and_where(Expr::col(Alias::new("machine")).eq(machine.clone()))
                         .and_where(Expr::col(Alias::new("entity")).eq(id.to_string()))
                         .and_where(Expr::col(Alias::new("state")).eq(from.clone()))
@@ -179,7 +181,7 @@ pub(super) async fn op(
         }
         Op::Reschedule { machine, timer } => {
             let q = Query::select()
-                .columns([Alias::new("id"), Alias::new("created_at")])
+                .columns([Alias::new("id"), Alias::new("tenant"), Alias::new("created_at")])
                 .from(Alias::new(schema::TIMERS))
                 .and_where(Expr::col(Alias::new("machine")).eq(machine.clone()))
                 .and_where(Expr::col(Alias::new("state")).eq(timer.state.clone()))
@@ -187,10 +189,12 @@ pub(super) async fn op(
                 .to_owned();
             for r in txn.query_all(&q).await? {
                 let id: Uuid = r.try_get("", "id")?;
+                let tenant: String = r.try_get("", "tenant")?;
                 let armed: DateTime<Utc> = r.try_get("", "created_at")?;
                 let update = Query::update()
                     .table(Alias::new(schema::TIMERS))
                     .value(Alias::new("due_at"), armed + after(timer))
+                    .and_where(Expr::col(Alias::new("tenant")).eq(tenant))
                     .and_where(Expr::col(Alias::new("id")).eq(id))
                     .to_owned();
                 txn.execute(&update).await?;
