@@ -79,6 +79,15 @@ impl Event {
     }
 }
 
+/// Creates the consumer group (and the stream) from the stream's start, if missing.
+async fn group(redis: &Client, config: &ConsumerConfig) -> Result<(), ConsumerError> {
+    let created: Result<String, _> = redis.xgroup_create(&config.stream, &config.group, "0", true).await;
+    match created {
+        Err(e) if !e.details().contains("BUSYGROUP") => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// A stream entry as Redis returns it: its id and its fields.
 type Entry = (String, HashMap<String, String>);
 
@@ -126,12 +135,7 @@ impl Consumer {
             })
             .build()?;
         redis.init().await?;
-        let created: Result<String, _> = redis.xgroup_create(&config.stream, &config.group, "0", true).await;
-        if let Err(e) = created
-            && !e.details().contains("BUSYGROUP")
-        {
-            return Err(e.into());
-        }
+        group(&redis, &config).await?;
         let table = Table::create()
             .table(Alias::new(PROCESSED))
             .if_not_exists()
@@ -145,7 +149,20 @@ impl Consumer {
     }
 
     /// Reclaims entries idle past `claim_idle_ms`, then reads new ones, and handles each.
+    /// A group Redis no longer has (restarted empty or flushed: the relay then publishes
+    /// again what the lost streams held) is made again from the start of the stream, and
+    /// what was applied before is skipped as duplicates.
     pub async fn poll(&self, handler: &dyn Handler) -> Result<Poll, ConsumerError> {
+        match self.read_and_handle(handler).await {
+            Err(ConsumerError::Redis(e)) if e.details().contains("NOGROUP") => {
+                group(&self.redis, &self.config).await?;
+                Ok(Poll::default())
+            }
+            other => other,
+        }
+    }
+
+    async fn read_and_handle(&self, handler: &dyn Handler) -> Result<Poll, ConsumerError> {
         let c = &self.config;
         let mut poll = Poll::default();
         let (_, stale): (String, Vec<Entry>) = self

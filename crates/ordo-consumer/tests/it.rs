@@ -52,7 +52,7 @@ impl Handler for ReadModel {
 
 struct Setup {
     /// The stream's keys go with it.
-    _prefix: ordo_testkit::RedisPrefix,
+    prefix: ordo_testkit::RedisPrefix,
     _store_db: ordo_testkit::TestDb,
     _worker_db: ordo_testkit::TestDb,
     worker: sea_orm::DatabaseConnection,
@@ -64,6 +64,15 @@ struct Setup {
 /// `n` orders placed and paid in a store (by requests with the trace context `trace`),
 /// relayed to `<prefix>events:Order`; a worker database with the read model's table.
 async fn setup(n: usize, trace: Option<&str>) -> Setup {
+    setup_traced(n, trace).await.0
+}
+
+/// [`setup`] without a trace, with the store.
+async fn setup_with_store(n: usize) -> (Setup, Store) {
+    setup_traced(n, None).await
+}
+
+async fn setup_traced(n: usize, trace: Option<&str>) -> (Setup, Store) {
     let store_db = ordo_testkit::TestDb::postgres().await;
     let spec = ordo_spec::compile(include_str!("../../../specs/order.ordo")).unwrap();
     let store = Store::open(StoreConfig::new(store_db.url.clone()), "order", spec, true).await.unwrap();
@@ -110,15 +119,16 @@ async fn setup(n: usize, trace: Option<&str>) -> Setup {
         .unwrap();
     let redis = Client::new(Config::from_url(&ordo_testkit::redis_url()).unwrap(), None, None, None);
     redis.init().await.unwrap();
-    Setup {
+    let setup = Setup {
         _store_db: store_db,
         _worker_db: worker_db,
         worker,
         stream: format!("{prefix}events:Order"),
         orders: n,
         redis,
-        _prefix: prefix,
-    }
+        prefix,
+    };
+    (setup, store)
 }
 
 async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
@@ -280,4 +290,37 @@ async fn the_handler_runs_in_the_trace_of_the_request() {
     // Two orders, placed and paid: four events, each handled in the request's trace.
     assert_eq!(seen.len(), 4, "{seen:?}");
     assert!(seen.iter().all(|t| t == trace), "{seen:?}");
+}
+
+/// Redis lost the stream (restarted empty, flushed) after the consumer applied part of it
+/// and with entries it had not read: the relay publishes the window again, the consumer
+/// makes its group anew, and every event is applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_stream_is_published_again_and_applied_once() {
+    let (s, store) = setup_with_store(6).await;
+    let handler = ReadModel { calls: AtomicUsize::new(0), poison: Mutex::new(None) };
+    let mut c = config(&s, "w");
+    c.batch = 4;
+    let consumer = Consumer::connect(c, s.worker.clone()).await.unwrap();
+    let first = consumer.poll(&handler).await.unwrap();
+    assert_eq!(first.applied, 4, "part of the stream applied");
+    // Everything of this prefix goes, as with an empty Redis: the stream, the group, the
+    // relay's marker.
+    s.prefix.forget();
+    let relay = ordo_server::relay::Relay::connect(&ordo_testkit::redis_url(), &s.prefix).await.unwrap();
+    assert_eq!(
+        relay.recover(&store).await.unwrap(),
+        ordo_server::relay::Recovery::Republished(2 * s.orders as u64 + 1),
+        "every event published within the window waits again (the orders' and the restock)"
+    );
+    while relay.round(&store, 100).await.unwrap() > 0 {}
+    assert_eq!(relay.recover(&store).await.unwrap(), ordo_server::relay::Recovery::Healthy);
+    let rest = drain(&consumer, &handler).await;
+    assert_eq!((rest.applied, rest.duplicates), (2 * s.orders - 4, 4));
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 2 * s.orders, "each event handled once");
+    assert_eq!(count(&s.worker, "SELECT COUNT(*) FROM ordo_processed").await as usize, 2 * s.orders);
+    assert_eq!(
+        count(&s.worker, "SELECT COUNT(*) FROM order_states WHERE state = 'paid'").await as usize,
+        s.orders
+    );
 }

@@ -3,6 +3,15 @@
 //! dies between `XADD` and marking leaves the rows unsent, and they are published again.
 //! In order per instance, however many servers relay (see `Store::claim_outbox`).
 //!
+//! Redis holds the streams only in memory (Ordo's data is the database's): a Redis restarted
+//! empty, flushed or replaced loses the entries no consumer has read yet. The relay notices
+//! (its marker key `<prefix>relay:epoch` is gone) before its next round and marks every
+//! outbox row published within the stream retention unsent again, so they are published
+//! anew, in order per instance; consumers recreate their groups from the start of the new
+//! streams and skip what they had applied (their processed-messages rows). An entry older
+//! than the retention that a lagging group had not read is lost with Redis; such a consumer
+//! catches up from the events feed (docs/operations.md).
+//!
 //! Streams are trimmed (`Relay::trim`, every `STREAM_TRIM_INTERVAL_MS`): an entry goes once
 //! it is older than the retention and every consumer group of its stream has read it and
 //! acknowledged it. An entry a group has not yet read, or read and left pending, is never
@@ -23,6 +32,20 @@ pub const RELAY_REDIS_TIMEOUT_MS: u64 = 2_000;
 pub const STREAM_RETENTION_MS_DEFAULT: u64 = 3_600_000;
 /// How often streams are trimmed.
 pub const STREAM_TRIM_INTERVAL_MS: u64 = 60_000;
+
+/// How long one relay holds the recovery of lost streams before another may take it over.
+pub const RECOVERY_HOLD_MS: i64 = 10_000;
+
+/// What [`Relay::recover`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Redis holds what was published.
+    Healthy,
+    /// Redis had lost it; this many outbox rows now wait to be published (again).
+    Republished(u64),
+    /// Another relay is recovering: publish nothing until it is done.
+    Waiting,
+}
 
 /// A stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,6 +69,8 @@ impl EntryId {
 pub struct Relay {
     client: Client,
     prefix: String,
+    /// How far back rows are published again when Redis lost the streams.
+    republish_ms: u64,
 }
 
 impl Relay {
@@ -60,7 +85,62 @@ impl Relay {
         // The connection task lives with the runtime; its handle is not needed.
         drop(client.connect());
         let _ = tokio::time::timeout(timeout, client.wait_for_connect()).await;
-        Ok(Relay { client, prefix: prefix.to_string() })
+        Ok(Relay { client, prefix: prefix.to_string(), republish_ms: STREAM_RETENTION_MS_DEFAULT })
+    }
+
+    /// Publishes again, after Redis lost the streams, the rows sent within `window_ms` (the
+    /// stream retention the server is configured with).
+    pub fn republishing(mut self, window_ms: u64) -> Relay {
+        self.republish_ms = window_ms;
+        self
+    }
+
+    /// The key whose absence says Redis no longer holds what this relay published.
+    fn epoch_key(&self) -> String {
+        format!("{}relay:epoch", self.prefix)
+    }
+
+    /// Whether this round may publish. When the marker is gone (Redis restarted empty,
+    /// flushed, or new), one relay takes the recovery (`<prefix>relay:recovering`, held
+    /// `RECOVERY_HOLD_MS`), marks the rows published within the window unsent, sets the
+    /// marker again, and goes on; the others publish nothing until the marker is back, so
+    /// the recovery waits only for rounds that were already under way (their rows are
+    /// included). A relay that dies mid-recovery leaves the hold to expire and the next one
+    /// starts over: rows published twice, never a row lost.
+    pub async fn recover(&self, store: &Store) -> Result<Recovery, String> {
+        let key = self.epoch_key();
+        let present: u64 = self.client.exists(&key).await.map_err(|e| e.to_string())?;
+        if present > 0 {
+            return Ok(Recovery::Healthy);
+        }
+        let hold = format!("{}relay:recovering", self.prefix);
+        let expire = Some(Expiration::PX(RECOVERY_HOLD_MS));
+        let took: Option<String> = self
+            .client
+            .set(&hold, "1", expire, Some(SetOptions::NX), false)
+            .await
+            .map_err(|e| e.to_string())?;
+        if took.is_none() {
+            return Ok(Recovery::Waiting);
+        }
+        // Another relay may have finished just before the hold was free: it sets the marker
+        // before it lets go.
+        let present: u64 = self.client.exists(&key).await.map_err(|e| e.to_string())?;
+        if present > 0 {
+            let _: u64 = self.client.del(&hold).await.map_err(|e| e.to_string())?;
+            return Ok(Recovery::Healthy);
+        }
+        let window = chrono::Duration::milliseconds(i64::try_from(self.republish_ms).unwrap_or(i64::MAX));
+        let waiting = store.republish_since(chrono::Utc::now() - window).await.map_err(|e| e.to_string())?;
+        let now = chrono::Utc::now().to_rfc3339();
+        let () = self.client.set(&key, now, None, None, false).await.map_err(|e| e.to_string())?;
+        let _: u64 = self.client.del(&hold).await.map_err(|e| e.to_string())?;
+        tracing::warn!(
+            waiting,
+            window_ms = self.republish_ms,
+            "Redis held no relay marker (restarted empty, flushed, or new): the events published within the window go out again"
+        );
+        Ok(Recovery::Republished(waiting))
     }
 
     /// The stream a machine's (or resource's) events go to.
@@ -68,10 +148,13 @@ impl Relay {
         format!("{}events:{machine}", self.prefix)
     }
 
-    /// One round: claim a batch, `XADD` each event, mark the batch sent. Returns how many
-    /// were published. On a Redis error the batch is released unsent.
+    /// One round: recover lost streams (see [`Relay::recover`]), claim a batch, `XADD` each
+    /// event, mark the batch sent. Returns how many were published. On a Redis error the batch is released unsent.
     #[tracing::instrument(level = "debug", name = "relay.batch", skip_all, fields(events))]
     pub async fn round(&self, store: &Store, limit: u64) -> Result<usize, String> {
+        if self.recover(store).await? == Recovery::Waiting {
+            return Ok(0);
+        }
         let batch = store.claim_outbox(limit).await.map_err(|e| e.to_string())?;
         let span = tracing::Span::current();
         span.record("events", batch.events.len());

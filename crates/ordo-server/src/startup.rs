@@ -366,7 +366,8 @@ async fn open_lane(
     // With Redis, committed events are relayed to one stream per machine; without it
     // they stay readable through GET /events. All specs share one outbox.
     if let (Some(url), Some(store)) = (&config.redis_url, first.clone()) {
-        let relay = Arc::new(crate::relay::Relay::connect(url, redis_prefix).await?);
+        let relay = crate::relay::Relay::connect(url, redis_prefix).await?;
+        let relay = Arc::new(relay.republishing(config.stream_retention_ms));
         let every = Duration::from_millis(config.relay_interval_ms);
         let streams: Vec<String> = specs
             .iter()

@@ -58,6 +58,25 @@ impl Store {
         rows.iter().map(outbox_event).collect::<Result<_, DbErr>>().map_err(StoreError::from)
     }
 
+    /// Marks unsent again every outbox row published at or after `since`, so the relay
+    /// publishes them anew, each instance's in order: for a relay that found Redis lost
+    /// what it published (restarted empty, flushed, or replaced), whose entries no consumer
+    /// may have read yet. A row a relay holds right now (claimed, not yet marked) is waited
+    /// for and included once marked (the condition also takes unsent rows, and PostgreSQL
+    /// rechecks a row it waited for against it; SQLite's writer is exclusive), so no entry
+    /// published into the lost Redis escapes. Returns how many rows wait to be published.
+    pub async fn republish_since(&self, since: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        use sea_orm::ConnectionTrait;
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+        let sent_at = || Expr::col(Alias::new("sent_at"));
+        let update = Query::update()
+            .table(Alias::new(schema::OUTBOX))
+            .value(Alias::new("sent_at"), Option::<chrono::DateTime<chrono::Utc>>::None)
+            .and_where(sent_at().is_null().or(sent_at().gte(since)))
+            .to_owned();
+        Ok(self.exec.db.execute(&update).await?.rows_affected())
+    }
+
     /// Takes up to `limit` unsent outbox rows for publishing, in a transaction that holds
     /// them (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several relays share the work; SQLite's
     /// immediate transaction is exclusive). A row is taken only when no earlier version of
