@@ -8,8 +8,11 @@
 //! promoted replica), and 1–3 server processes from a built binary. The load goes round
 //! the servers and retries as a real client does (same key, back-off, `Retry-After`).
 //!
+//! Consumer workers (`ordo-consumer`, two per stream in one group) run beside the servers,
+//! through the same proxies, and write each event they apply to a table of their own.
+//!
 //! After the run: the audit (effects exactly once, conservation, journals, timers, every
-//! committed event published), and for each fault the requests due while it lasted and
+//! committed event published, and applied exactly once by the consumers), and for each fault the requests due while it lasted and
 //! until the next, how many were retried and how many failed for good, and the recovery
 //! time (from the fault's end until requests are served at the first try again).
 
@@ -492,11 +495,18 @@ pub fn chaos(root: &Path, args: ChaosArgs) -> Result<ExitCode> {
         Some(b) => b.clone(),
         None => pressure::build_server(root, args.profile)?,
     };
+    // The streams of what the servers serve (`specs/`): one per machine and resource.
+    let mut streams = Vec::new();
+    for file in crate::spec_files(&[])? {
+        let spec = crate::compile_or_report(&file)?;
+        streams.extend(spec.machines.iter().map(|m| m.name.clone()));
+        streams.extend(spec.resources.iter().map(|r| r.name.clone()));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let run = runtime.block_on(async {
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            result = run(&out, &binary, &args, faults, (warmup, hold, gap)) => result,
+            result = run(&out, &binary, &args, faults, (warmup, hold, gap), &streams) => result,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: everything started was stopped")),
             _ = terminate.recv() => Err(anyhow::anyhow!("terminated: everything started was stopped")),
         }
@@ -508,12 +518,87 @@ pub fn chaos(root: &Path, args: ChaosArgs) -> Result<ExitCode> {
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// The consumer group whose workers the audit checks.
+const CONSUMER_GROUP: &str = "chaos-audit";
+
+/// A consumer's handler that records each application ([`ordo_pressure::audit::APPLIED`]).
+struct Recorded;
+
+impl ordo_consumer::Handler for Recorded {
+    fn handle<'a>(
+        &'a self,
+        txn: &'a sea_orm::DatabaseTransaction,
+        e: &'a ordo_consumer::Event,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        use sea_orm::ConnectionTrait;
+        Box::pin(async move {
+            let sql = format!(
+                "INSERT INTO {} (grp, tenant, event_id, stream) VALUES ($1, $2, $3, $4)",
+                ordo_pressure::audit::APPLIED
+            );
+            let values =
+                [CONSUMER_GROUP.into(), e.get("tenant").into(), e.id().into(), e.get("machine").into()];
+            let insert = sea_orm::Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, sql, values);
+            txn.execute_raw(insert).await.map(|_| ()).map_err(|err| err.to_string())
+        })
+    }
+}
+
+/// The consumer workers: each polls until stopped, waiting out whatever fault it meets.
+struct Consumers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Consumers {
+    /// Two workers per stream in [`CONSUMER_GROUP`], applying into `db_url`'s database.
+    async fn start(redis_url: &str, db_url: &str, streams: &[String]) -> Result<Consumers> {
+        use sea_orm::ConnectionTrait;
+        let db = sea_orm::Database::connect(db_url).await?;
+        db.execute_unprepared(ordo_pressure::audit::APPLIED_DDL).await?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for stream in streams {
+            for worker in ["a", "b"] {
+                let mut config =
+                    ordo_consumer::ConsumerConfig::new(redis_url, stream, CONSUMER_GROUP, worker);
+                config.block_ms = 500;
+                // An entry whose delivery a fault cut is taken back soon.
+                config.claim_idle_ms = 5_000;
+                // The handler never refuses an event: a fault is no poison, however often
+                // it makes a delivery fail.
+                config.deliveries_max = u64::MAX;
+                let consumer = ordo_consumer::Consumer::connect(config, db.clone())
+                    .await
+                    .with_context(|| format!("consumer {worker} of {stream}"))?;
+                let stop = stop.clone();
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        if consumer.poll(&Recorded).await.is_err() {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                }));
+            }
+        }
+        Ok(Consumers { stop, tasks })
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
 async fn run(
     out: &Path,
     binary: &Path,
     args: &ChaosArgs,
     faults: Vec<Fault>,
     (warmup, hold, gap): (Duration, Duration, Duration),
+    streams: &[String],
 ) -> Result<bool> {
     // PostgreSQL: a primary and its replica, each with settings given at start so that the
     // replica does not inherit the primary's `synchronous_standby_names`.
@@ -591,6 +676,12 @@ async fn run(
         urls.join(", "),
         servers.log.display()
     );
+    let consumers = Consumers::start(
+        &format!("redis://{}", redis_proxy.addr),
+        &pg_proxy.url_via(&pg_url),
+        &streams.iter().map(|s| format!("ordo:events:{s}")).collect::<Vec<_>>(),
+    )
+    .await?;
     let world = Arc::new(World {
         cluster: Mutex::new(cluster),
         redis: Mutex::new(redis),
@@ -626,8 +717,12 @@ async fn run(
     });
     let faults_run = schedule(world.clone(), faults, warmup, hold, gap, begun);
     let (report, injected) = tokio::join!(load, faults_run);
-    let report = report?;
+    let mut report = report?;
     let injected = injected?;
+    let db = sea_orm::Database::connect(world.pg_proxy.url_via(&pg_url)).await?;
+    let audit = report.audit.get_or_insert_default();
+    ordo_pressure::audit::consumed(audit, &db, &db, &[CONSUMER_GROUP.to_string()], "chaos").await?;
+    consumers.stop().await;
     let end_ms = report.done.iter().map(|d| d.due_ms).max().unwrap_or(0) + 1;
     let measured = measure(&injected, &report.done, end_ms, args.healthy_below);
     std::fs::write(out.join("chaos.json"), serde_json::to_string_pretty(&measured)?)?;

@@ -320,6 +320,71 @@ pub async fn published(audit: &mut Audit, db: &DatabaseConnection, tenant: &str)
     Ok(())
 }
 
+/// A consumer's record of what it applied, one row per application (no key: a second
+/// application of an event is a second row): the consumer group, the event's tenant and
+/// id. Written by the handler in the transaction that applies the event.
+pub const APPLIED: &str = "ordo_audit_applied";
+
+/// The table a consumer's handler writes each application to ([`APPLIED`]).
+pub const APPLIED_DDL: &str = "CREATE TABLE IF NOT EXISTS ordo_audit_applied \
+     (grp TEXT NOT NULL, tenant TEXT NOT NULL, event_id TEXT NOT NULL, stream TEXT NOT NULL)";
+
+/// Each consumer group applied every committed event of `tenant` exactly once: for each
+/// group, each outbox event's id has one row in [`APPLIED`] (in `consumers`, the consumers'
+/// database), none has two, none is an event the outbox does not have. Waits up to
+/// [`PUBLISH_WAIT_MS`] for the consumers to catch up.
+pub async fn consumed(
+    audit: &mut Audit,
+    db: &DatabaseConnection,
+    consumers: &DatabaseConnection,
+    groups: &[String],
+    tenant: &str,
+) -> Result<()> {
+    let p = placeholder(db);
+    let outbox =
+        rows(db, &format!("SELECT payload FROM ordo_outbox WHERE tenant = {p}"), vec![tenant.into()]).await?;
+    let mut events = BTreeSet::new();
+    for r in &outbox {
+        let payload: Value = serde_json::from_str(&text(r, "payload")?)?;
+        events.insert(payload["id"].as_str().unwrap_or_default().to_string());
+    }
+    let (p1, p2) = match consumers.get_database_backend() {
+        sea_orm::DbBackend::Postgres => ("$1", "$2"),
+        _ => ("?", "?"),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PUBLISH_WAIT_MS);
+    for group in groups {
+        let sql = format!(
+            "SELECT event_id, COUNT(*) AS n FROM {APPLIED} WHERE grp = {p1} AND tenant = {p2} GROUP BY event_id"
+        );
+        let applied = loop {
+            let found = rows(consumers, &sql, vec![group.clone().into(), tenant.into()]).await?;
+            let applied: BTreeMap<String, i64> =
+                found.iter().map(|r| Ok((text(r, "event_id")?, int(r, "n")?))).collect::<Result<_>>()?;
+            if events.iter().all(|e| applied.contains_key(e)) || std::time::Instant::now() >= deadline {
+                break applied;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        let mut violations: Vec<String> = events
+            .iter()
+            .filter(|e| !applied.contains_key(*e))
+            .map(|e| format!("event {e} never applied"))
+            .collect();
+        for (e, n) in &applied {
+            if *n > 1 {
+                violations.push(format!("event {e} applied {n} times"));
+            }
+            if !events.contains(e) {
+                violations.push(format!("event {e} applied, not in the outbox"));
+            }
+        }
+        let name = format!("consumer group `{group}` applied each event once");
+        audit.check(&name, events.len(), "events", violations);
+    }
+    Ok(())
+}
+
 /// Conservation over a resource's rows (`k`, `v`): each value is never negative, and the
 /// value plus what instances hold of it (`held`, by key) is what the journal's operations
 /// put in (`added`). Instances holding some of a row that does not exist are violations too.
