@@ -35,6 +35,21 @@ SELECT "id", "tenant", "state", "version", "sku", "quantity", "account", "amount
   -- $1: tenant
   -- $2: id
 
+-- ==== Order: a transition decided in a batch (group commit)
+
+UPDATE "orders" SET "state" = $1, "version" = $2, "sku" = $3, "quantity" = $4, "account" = $5, "amount" = $6, "carrier" = $7, "tracking" = $8, "updated_at" = $9 WHERE "tenant" = $10 AND "id" = $11 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+  -- $1: value state
+  -- $2: expected version
+  -- $3: value sku
+  -- $4: value quantity
+  -- $5: value account
+  -- $6: value amount
+  -- $7: value carrier
+  -- $8: value tracking
+  -- $9: now
+  -- $10: tenant
+  -- $11: id
+
 -- ==== Order: `pay` from `pending` to `paid`
 
 -- the conditional update

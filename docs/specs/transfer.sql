@@ -32,6 +32,20 @@ SELECT "id", "tenant", "state", "version", "payer", "payee", "amount", "referenc
   -- $1: tenant
   -- $2: id
 
+-- ==== Transfer: a transition decided in a batch (group commit)
+
+UPDATE "transfers" SET "state" = $1, "version" = $2, "payer" = $3, "payee" = $4, "amount" = $5, "reference" = $6, "failure" = $7, "updated_at" = $8 WHERE "tenant" = $9 AND "id" = $10 RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
+  -- $1: value state
+  -- $2: expected version
+  -- $3: value payer
+  -- $4: value payee
+  -- $5: value amount
+  -- $6: value reference
+  -- $7: value failure
+  -- $8: now
+  -- $9: tenant
+  -- $10: id
+
 -- ==== Transfer: `settle` from `pending` to `settled`
 
 -- the conditional update

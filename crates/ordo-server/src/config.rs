@@ -72,6 +72,8 @@ pub struct Config {
     pub batch_max: usize,
     pub key_queue_max: usize,
     pub batch_wait_ms_max: u64,
+    /// Transactions that combine several keys' batches at once at most (0: never).
+    pub batch_lanes: usize,
     /// Failures in a row that open the Redis or the database circuit breaker, and the first
     /// cool-down before it lets a probe through (see `breaker`).
     pub breaker_failures: u32,
@@ -109,6 +111,7 @@ impl Default for Config {
             batch_max: ordo_store::BATCH_MAX_DEFAULT,
             key_queue_max: ordo_store::KEY_QUEUE_MAX_DEFAULT,
             batch_wait_ms_max: ordo_store::BATCH_WAIT_MS_MAX_DEFAULT,
+            batch_lanes: ordo_store::BATCH_LANES_DEFAULT,
             breaker_failures: crate::breaker::BREAKER_FAILURES_DEFAULT,
             breaker_cooldown_ms: crate::breaker::BREAKER_COOLDOWN_MS_DEFAULT,
             rate_per_s: RATE_PER_S_DEFAULT,
@@ -198,6 +201,7 @@ impl Config {
             batch_max,
             key_queue_max,
             batch_wait_ms_max,
+            batch_lanes,
             breaker_failures,
             breaker_cooldown_ms
         );

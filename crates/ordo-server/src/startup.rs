@@ -164,6 +164,7 @@ impl Application {
             c.batch_max = config.batch_max;
             c.key_queue_max = config.key_queue_max;
             c.batch_wait_ms_max = config.batch_wait_ms_max;
+            c.batch_lanes = config.batch_lanes;
             c
         };
         let metrics = Arc::new(crate::telemetry::Metrics::new()?);

@@ -9,6 +9,14 @@
 //! Commands on one key thus run in arrival order, so a hot SKU's stock goes to the buyers
 //! who came first, and the key pays one commit for many of them.
 //!
+//! Batches of different keys that the fast path can run together (keyed creates and events
+//! at read committed: `Executor::bulk_kind`) also share transactions: they run in at most
+//! `lanes` transactions at once, and a batch that finds every lane busy waits for the next
+//! free one, which takes every batch waiting then (up to `batch_max` commands) in one
+//! transaction. With a lane free a batch starts at once, so a quiet server adds no latency;
+//! a busy one pays one commit for many keys. The fast path locks every row in the one lock
+//! order, so these transactions never wait for each other in a cycle.
+//!
 //! A batch that fails as a whole (an error that is not a rejection, a lost connection,
 //! retries exhausted) is run again one command at a time, so one bad command never fails
 //! its neighbours; a command whose first attempt did commit is then answered from its
@@ -40,6 +48,8 @@ pub const SAVEPOINT_BATCH_MAX: usize = 32;
 pub const KEY_QUEUE_MAX_DEFAULT: usize = 10_000;
 /// How long a command may wait for its key before it is answered busy instead of run.
 pub const BATCH_WAIT_MS_MAX_DEFAULT: u64 = 2_000;
+/// Transactions that combine several keys' batches running at once at most.
+pub const BATCH_LANES_DEFAULT: usize = 4;
 
 /// Counters of the batcher's work, for metrics.
 #[derive(Debug, Default)]
@@ -65,24 +75,35 @@ struct Job {
 /// The keys with a batch in flight, each with the commands waiting for it.
 type Queues = Mutex<HashMap<u64, VecDeque<Job>>>;
 
+/// The batcher's limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub batch_max: usize,
+    pub queue_max: usize,
+    pub wait_max: Duration,
+    pub lanes: usize,
+}
+
 pub(crate) struct Batcher {
     queues: Arc<Queues>,
+    lanes: Arc<Lanes>,
     exec: Arc<Executor>,
     pub stats: Arc<BatchStats>,
-    batch_max: usize,
-    queue_max: usize,
-    wait_max: Duration,
+    limits: Limits,
 }
 
 impl Batcher {
-    pub fn new(exec: Arc<Executor>, batch_max: usize, queue_max: usize, wait_ms_max: u64) -> Batcher {
+    pub fn new(exec: Arc<Executor>, limits: Limits) -> Batcher {
+        let limits =
+            Limits { batch_max: limits.batch_max.max(1), queue_max: limits.queue_max.max(1), ..limits };
         Batcher {
             queues: Arc::new(Mutex::new(HashMap::new())),
+            lanes: Arc::new(Lanes {
+                state: Mutex::new(LaneState { free: limits.lanes, ready: VecDeque::new() }),
+            }),
             exec,
             stats: Arc::new(BatchStats::default()),
-            batch_max: batch_max.max(1),
-            queue_max: queue_max.max(1),
-            wait_max: Duration::from_millis(wait_ms_max),
+            limits,
         }
     }
 
@@ -96,7 +117,7 @@ impl Batcher {
         let start = {
             let mut queues = self.queues.lock().map_err(|_| poisoned())?;
             match queues.get_mut(&key) {
-                Some(waiting) if waiting.len() >= self.queue_max => {
+                Some(waiting) if waiting.len() >= self.limits.queue_max => {
                     return Err(StoreError::Busy { reason: "too many commands wait on one key".to_string() });
                 }
                 Some(waiting) => {
@@ -114,10 +135,10 @@ impl Batcher {
             let driver = Driver {
                 key,
                 queues: self.queues.clone(),
+                lanes: self.lanes.clone(),
                 exec: self.exec.clone(),
                 stats: self.stats.clone(),
-                batch_max: self.batch_max,
-                wait_max: self.wait_max,
+                limits: self.limits,
             };
             tokio::spawn(driver.run(vec![job]));
         }
@@ -159,37 +180,35 @@ fn poisoned() -> StoreError {
 struct Driver {
     key: u64,
     queues: Arc<Queues>,
+    lanes: Arc<Lanes>,
     exec: Arc<Executor>,
     stats: Arc<BatchStats>,
-    batch_max: usize,
-    wait_max: Duration,
+    limits: Limits,
 }
 
 impl Driver {
     async fn run(self, mut jobs: Vec<Job>) {
         loop {
-            self.stats.batches.fetch_add(1, Relaxed);
-            self.stats.commands.fetch_add(jobs.len() as u64, Relaxed);
-            let waited: u128 = jobs.iter().map(|j| j.queued.elapsed().as_micros()).sum();
-            self.stats.wait_us.fetch_add(u64::try_from(waited).unwrap_or(u64::MAX), Relaxed);
-            let cmds: Vec<Command> = jobs.iter().map(|j| j.cmd.clone()).collect();
-            let spans: Vec<tracing::Span> = jobs.iter().map(|j| j.span.clone()).collect();
-            // In a task of its own, so that a panic answers its commands and the key goes on.
-            let outcomes = tokio::spawn(batch(self.exec.clone(), cmds, spans, self.stats.clone()))
-                .await
-                .unwrap_or_else(|e| {
-                    let what = if e.is_panic() { "panicked" } else { "was cancelled" };
-                    tracing::error!("a batch {what}; its commands are answered with an error");
-                    (0..jobs.len()).map(|_| Err(StoreError::Internal(format!("the batch {what}")))).collect()
-                });
-            for (job, outcome) in jobs.drain(..).zip(outcomes) {
-                let _ = job.reply.send(outcome);
+            let shared = self.limits.lanes > 0
+                && jobs
+                    .iter()
+                    .all(|j| self.exec.bulk_kind(&j.cmd) == Some(ordo_spec::ir::Isolation::ReadCommitted));
+            if shared {
+                let (done, finished) = oneshot::channel();
+                self.lanes.submit(Group { jobs: std::mem::take(&mut jobs), done }, self.context());
+                let _ = finished.await;
+            } else {
+                run_jobs(&self.exec, &self.stats, std::mem::take(&mut jobs)).await;
             }
             match self.next() {
                 Some(next) => jobs = next,
                 None => return,
             }
         }
+    }
+
+    fn context(&self) -> LaneContext {
+        LaneContext { exec: self.exec.clone(), stats: self.stats.clone(), limits: self.limits }
     }
 
     /// The next batch of the key, or `None` when nothing waits (the key is let go).
@@ -201,20 +220,10 @@ impl Driver {
         loop {
             let waiting = queues.get_mut(&self.key)?;
             let mut jobs = Vec::new();
-            while jobs.len() < self.batch_max {
+            while jobs.len() < self.limits.batch_max {
                 let Some(job) = waiting.pop_front() else { break };
                 self.stats.queued.fetch_sub(1, Relaxed);
-                if job.reply.is_closed() {
-                    // Its request gave up before it ran: as if it had never come.
-                    self.stats.shed.fetch_add(1, Relaxed);
-                } else if job.queued.elapsed() > self.wait_max {
-                    self.stats.shed.fetch_add(1, Relaxed);
-                    let _ = job.reply.send(Err(StoreError::Busy {
-                        reason: "the command waited too long for its key".to_string(),
-                    }));
-                } else {
-                    jobs.push(job);
-                }
+                jobs.extend(admit(job, &self.stats, self.limits.wait_max));
             }
             if !jobs.is_empty() {
                 return Some(jobs);
@@ -222,6 +231,126 @@ impl Driver {
             if waiting.is_empty() {
                 queues.remove(&self.key);
                 return None;
+            }
+        }
+    }
+}
+
+/// A job that is still to run: not one whose request gave up (as if it had never come), nor
+/// one that waited past `wait_max` (answered busy).
+fn admit(job: Job, stats: &BatchStats, wait_max: Duration) -> Option<Job> {
+    if job.reply.is_closed() {
+        stats.shed.fetch_add(1, Relaxed);
+        None
+    } else if job.queued.elapsed() > wait_max {
+        stats.shed.fetch_add(1, Relaxed);
+        let _ = job
+            .reply
+            .send(Err(StoreError::Busy { reason: "the command waited too long for its key".to_string() }));
+        None
+    } else {
+        Some(job)
+    }
+}
+
+/// Runs jobs in one batch and answers each.
+async fn run_jobs(exec: &Arc<Executor>, stats: &Arc<BatchStats>, jobs: Vec<Job>) {
+    if jobs.is_empty() {
+        return;
+    }
+    stats.batches.fetch_add(1, Relaxed);
+    stats.commands.fetch_add(jobs.len() as u64, Relaxed);
+    let waited: u128 = jobs.iter().map(|j| j.queued.elapsed().as_micros()).sum();
+    stats.wait_us.fetch_add(u64::try_from(waited).unwrap_or(u64::MAX), Relaxed);
+    let cmds: Vec<Command> = jobs.iter().map(|j| j.cmd.clone()).collect();
+    let spans: Vec<tracing::Span> = jobs.iter().map(|j| j.span.clone()).collect();
+    // In a task of its own, so that a panic answers its commands and the keys go on.
+    let outcomes = tokio::spawn(batch(exec.clone(), cmds, spans, stats.clone())).await.unwrap_or_else(|e| {
+        let what = if e.is_panic() { "panicked" } else { "was cancelled" };
+        tracing::error!("a batch {what}; its commands are answered with an error");
+        (0..jobs.len()).map(|_| Err(StoreError::Internal(format!("the batch {what}")))).collect()
+    });
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let _ = job.reply.send(outcome);
+    }
+}
+
+/// One key's batch waiting for a lane; `done` tells its key's driver that it was answered.
+struct Group {
+    jobs: Vec<Job>,
+    done: oneshot::Sender<()>,
+}
+
+struct LaneState {
+    free: usize,
+    ready: VecDeque<Group>,
+}
+
+/// The transactions that combine several keys' batches.
+struct Lanes {
+    state: Mutex<LaneState>,
+}
+
+struct LaneContext {
+    exec: Arc<Executor>,
+    stats: Arc<BatchStats>,
+    limits: Limits,
+}
+
+impl Lanes {
+    fn state(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Queues a key's batch for the next free lane, starting a lane when one is free.
+    fn submit(self: &Arc<Self>, group: Group, cx: LaneContext) {
+        let start = {
+            let mut state = self.state();
+            state.ready.push_back(group);
+            let start = state.free > 0;
+            if start {
+                state.free -= 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(self.clone().lane(cx));
+        }
+    }
+
+    /// One lane: takes every batch waiting (up to `batch_max` commands) into one
+    /// transaction, until none waits.
+    async fn lane(self: Arc<Self>, cx: LaneContext) {
+        loop {
+            let groups = {
+                let mut state = self.state();
+                let mut groups: Vec<Group> = Vec::new();
+                let mut n = 0;
+                while let Some(next) = state.ready.front() {
+                    if !groups.is_empty() && n + next.jobs.len() > cx.limits.batch_max {
+                        break;
+                    }
+                    n += next.jobs.len();
+                    groups.extend(state.ready.pop_front());
+                }
+                if groups.is_empty() {
+                    state.free += 1;
+                    return;
+                }
+                groups
+            };
+            let mut jobs = Vec::new();
+            let mut done = Vec::with_capacity(groups.len());
+            for g in groups {
+                jobs.extend(g.jobs.into_iter().filter_map(|j| admit(j, &cx.stats, cx.limits.wait_max)));
+                done.push(g.done);
+            }
+            run_jobs(&cx.exec, &cx.stats, jobs).await;
+            for d in done {
+                let _ = d.send(());
             }
         }
     }

@@ -1,31 +1,37 @@
-//! Group commit's fast path: a batch of keyed creates runs in one transaction with a fixed
-//! number of statements, however many commands it holds, and no savepoints.
+//! Group commit's fast path: a batch of keyed creates and events runs in one transaction
+//! with a few statements per command and no savepoints.
 //!
-//! Everything a create decides without the database (its input, guards, sets and field
-//! checks, its effects' keys and amounts) is decided first, in Rust. The resource rows the
-//! batch's effects touch are then locked once each, in the one lock order (table, then
-//! key), and the effects are applied to them in memory in arrival order: a command whose
-//! effect would break a resource field's check is rejected, exactly as if it had run alone
-//! after the commands before it, and changes nothing. Then each changed row is written
-//! once, and the instances, journal, outbox, timer and idempotency rows go in one
-//! multi-row `INSERT` per table. The database's own constraints still hold every row.
+//! The instances the batch's events address are locked first, once each, in the one lock
+//! order (table, tenant, id). Everything a command decides is then decided in Rust, in
+//! arrival order: a create's input, guards, sets and field checks; an event's parameters,
+//! the instance's state and version, the transition's guards, sets and the checks of what
+//! they set, exactly as the conditional `UPDATE` and its explanation would; and every
+//! effect's key and amount. The resource rows those effects touch are locked once each, in
+//! the one lock order (table, then key), and the effects are applied to them in memory in
+//! arrival order: a command whose effect would break a resource field's check is rejected,
+//! exactly as if it had run alone after the commands before it, and changes nothing. Then
+//! each changed resource row is written once, each event's instance once, and the new
+//! instances, journal, outbox, timer and idempotency rows go in one multi-row `INSERT` per
+//! table. The database's own constraints still hold every row.
 //!
 //! Whatever this path does not decide exactly (a create that locks other than
-//! optimistically, an amount that is not a whole number, a sum out of range, a key used
-//! twice in the batch, a record another request wrote meanwhile) makes it roll back and
-//! say so (`None`): the batch then takes the general path, a savepoint per command.
+//! optimistically, an event that locks with NOWAIT or SKIP LOCKED, an expression that
+//! overflows, an amount that is not a whole number, a sum out of range, a key or an
+//! instance used twice in the batch, a record another request wrote meanwhile) makes it
+//! roll back and say so (`None`): the batch then takes the general path, a savepoint per
+//! command.
 
-use crate::decide::prepare_create;
+use crate::decide::{prepare_create, read_values, reject_unknown, wrong_state};
 use crate::exec::{Executor, PlannedEffect, Stop};
 use crate::plan::Many;
-use crate::rows::{Bind, Transition, journal_rows, machine_record, timer_rows};
+use crate::rows::{Bind, Transition, journal_rows, machine_record, record_values, timer_rows};
 use crate::value::{self, Env, Val};
 use crate::{Action, Command, Executed, Outcome, Record, Rejection, StoreError};
 use chrono::{DateTime, Utc};
 use ordo_spec::ir;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult, Statement};
-use serde_json::Value as Json;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use serde_json::{Map, Value as Json};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use tracing::Instrument as _;
 use uuid::Uuid;
@@ -56,7 +62,17 @@ struct Row<'s> {
     changed: bool,
 }
 
-/// What one command of the batch does, decided before the database is asked.
+/// An instance an event of the batch addresses: `(machine, tenant, id)`.
+type InstanceId = (String, String, Uuid);
+
+/// An instance as the batch locked it.
+struct Current {
+    state: String,
+    version: i64,
+    fields: BTreeMap<String, Val>,
+}
+
+/// What one command of the batch does, decided before it writes.
 enum Plan<'s> {
     Rejected(Rejection),
     Create {
@@ -66,6 +82,32 @@ enum Plan<'s> {
         fields: BTreeMap<String, Val>,
         effects: Vec<PlannedEffect<'s>>,
     },
+    Fire {
+        tenant: String,
+        m: &'s ir::Machine,
+        id: Uuid,
+        event: &'s str,
+        from: String,
+        to: &'s str,
+        /// The instance's version after the transition.
+        version: i64,
+        /// Its fields after the transition's sets.
+        fields: BTreeMap<String, Val>,
+        params: BTreeMap<String, Val>,
+        effects: Vec<PlannedEffect<'s>>,
+    },
+}
+
+impl<'s> Plan<'s> {
+    /// The tenant and the effects of a command that is still to apply.
+    fn effects(&self) -> Option<(&str, &[PlannedEffect<'s>])> {
+        match self {
+            Plan::Rejected(_) => None,
+            Plan::Create { tenant, effects, .. } | Plan::Fire { tenant, effects, .. } => {
+                Some((tenant, effects))
+            }
+        }
+    }
 }
 
 impl Executor {
@@ -98,25 +140,49 @@ impl Executor {
         }
     }
 
-    /// The isolation the batch runs at, if the fast path can run it: two or more keyed
-    /// creates with distinct keys, each on a known machine whose create locks optimistically.
+    /// The isolation the batch runs at, if the fast path can run it: two or more commands
+    /// it can take ([`Executor::bulk_kind`]) with distinct keys and distinct instances.
     fn bulk_isolation(&self, cmds: &[Command]) -> Option<ir::Isolation> {
         if cmds.len() < 2 {
             return None;
         }
-        let mut keys = HashSet::new();
+        let (mut keys, mut instances) = (HashSet::new(), HashSet::new());
         let mut isolation = ir::Isolation::ReadCommitted;
         for cmd in cmds {
-            let (Action::Create { machine, .. }, Some(idem)) = (&cmd.action, &cmd.idempotency) else {
-                return None;
-            };
-            let body = &self.spec.machine(machine)?.create.body;
-            if body.lock != ir::Lock::Optimistic || !keys.insert((&cmd.tenant, &idem.key)) {
+            isolation = isolation.max(self.bulk_kind(cmd)?);
+            if !keys.insert((&cmd.tenant, &cmd.idempotency.as_ref()?.key)) {
                 return None;
             }
-            isolation = isolation.max(body.isolation);
+            if let Action::Fire { machine, id, .. } = &cmd.action
+                && !instances.insert((&cmd.tenant, machine, *id))
+            {
+                return None;
+            }
         }
         Some(isolation)
+    }
+
+    /// The isolation a command runs at, if the fast path can take it: a keyed create that
+    /// locks optimistically, or a keyed event none of whose transitions locks with NOWAIT
+    /// or SKIP LOCKED (the fast path locks the instance and waits, as `lock pessimistic`).
+    pub(crate) fn bulk_kind(&self, cmd: &Command) -> Option<ir::Isolation> {
+        cmd.idempotency.as_ref()?;
+        match &cmd.action {
+            Action::Create { machine, .. } => {
+                let body = &self.spec.machine(machine)?.create.body;
+                (body.lock == ir::Lock::Optimistic).then_some(body.isolation)
+            }
+            Action::Fire { machine, event, .. } => {
+                let e = self.spec.machine(machine)?.event(event)?;
+                let waits =
+                    |t: &ir::Transition| matches!(t.body.lock, ir::Lock::Optimistic | ir::Lock::Pessimistic);
+                e.transitions
+                    .iter()
+                    .all(waits)
+                    .then(|| e.transitions.iter().map(|t| t.body.isolation).max())?
+            }
+            Action::Operate { .. } => None,
+        }
     }
 
     async fn bulk_attempt(
@@ -125,19 +191,29 @@ impl Executor {
         isolation: ir::Isolation,
     ) -> Result<Option<Vec<Executed>>, Stop> {
         let now = Utc::now();
+        let txn = self.begin(isolation).await?;
+        let current = self.lock_instances(&txn, cmds).await?;
         let mut plans = Vec::with_capacity(cmds.len());
         for cmd in cmds {
-            plans.push(self.bulk_plan(cmd, now)?);
+            match self.bulk_plan(cmd, &current, now)? {
+                Some(plan) => plans.push(plan),
+                None => {
+                    txn.rollback().await?;
+                    return Ok(None);
+                }
+            }
         }
-        let txn = self.begin(isolation).await?;
         let Some(mut rows) = self.lock_rows(&txn, &plans, now).await? else {
             txn.rollback().await?;
             return Ok(None);
         };
         // Arrival order: each command's effects apply to what the ones before it left.
         for plan in &mut plans {
-            let Plan::Create { tenant, effects, .. } = plan else { continue };
-            match apply_effects(&mut rows, tenant, effects) {
+            let applied = match plan.effects() {
+                Some((tenant, effects)) => apply_effects(&mut rows, tenant, effects),
+                None => continue,
+            };
+            match applied {
                 Ok(()) => {}
                 Err(Some(rejection)) => *plan = Plan::Rejected(rejection),
                 Err(None) => {
@@ -147,7 +223,7 @@ impl Executor {
             }
         }
         self.write_rows(&txn, &rows, now).await?;
-        let Some(outcomes) = self.insert_instances(&txn, cmds, &plans, now).await? else {
+        let Some(outcomes) = self.write_instances(&txn, cmds, &plans, now).await? else {
             txn.rollback().await?;
             return Ok(None);
         };
@@ -170,30 +246,142 @@ impl Executor {
         Ok(Some(outcomes.into_iter().map(|outcome| Executed { outcome, replayed: false }).collect()))
     }
 
-    /// One command's decisions before the database: a rejection, or its new instance and
-    /// its effects. Errors other than rejections fail the batch.
-    fn bulk_plan<'s>(&'s self, cmd: &Command, now: DateTime<Utc>) -> Result<Plan<'s>, Stop> {
-        let Action::Create { machine, input } = &cmd.action else {
-            return Err(Stop::Fail(StoreError::Internal(
-                "the fast path got a command other than a create".into(),
-            )));
-        };
-        let m = self
-            .spec
-            .machine(machine)
-            .ok_or_else(|| StoreError::UnknownTarget(format!("machine `{machine}`")))?;
-        let decided = prepare_create(m, input, now).and_then(|(fields, params)| {
-            let env = Env { fields: &fields, params: &params, now };
-            let effects = self.plan_effects(&m.create.body.effects, &env)?;
-            Ok((fields, effects))
-        });
-        match decided {
-            Ok((fields, effects)) => {
-                Ok(Plan::Create { tenant: cmd.tenant.clone(), m, id: Uuid::now_v7(), fields, effects })
+    /// Locks the instances the batch's events address, once each in the one lock order,
+    /// and reads them. An instance that does not exist is not in the map.
+    async fn lock_instances(
+        &self,
+        txn: &DatabaseTransaction,
+        cmds: &[Command],
+    ) -> Result<HashMap<InstanceId, Current>, Stop> {
+        let mut wanted: BTreeSet<(&str, &str, &str, Uuid)> = BTreeSet::new();
+        for cmd in cmds {
+            if let Action::Fire { machine, id, .. } = &cmd.action {
+                wanted.insert((&self.machine(machine)?.table, machine, &cmd.tenant, *id));
             }
-            Err(Stop::Reject(rejection)) => Ok(Plan::Rejected(rejection)),
-            Err(other) => Err(other),
         }
+        let mut found = HashMap::with_capacity(wanted.len());
+        for (_, machine, tenant, id) in wanted {
+            let m = self.machine(machine)?;
+            let b = Bind { tenant, id: Some(id), ..Bind::default() };
+            let lock = &self.plans.machines[&m.name].lock;
+            if let Some(row) = txn.query_one_raw(b.statement(self.plans.backend, lock)).await? {
+                let current = Current {
+                    state: row.try_get("", "state")?,
+                    version: row.try_get("", "version")?,
+                    fields: record_values(m, &row)?,
+                };
+                found.insert((m.name.clone(), tenant.to_string(), id), current);
+            }
+        }
+        Ok(found)
+    }
+
+    /// One command's decisions before it writes: a rejection, or what it writes. Errors
+    /// other than rejections fail the batch; `None` hands it to the general path.
+    fn bulk_plan<'s>(
+        &'s self,
+        cmd: &Command,
+        instances: &HashMap<InstanceId, Current>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Plan<'s>>, Stop> {
+        let decided = match &cmd.action {
+            Action::Create { machine, input } => self.create_plan(&cmd.tenant, machine, input, now).map(Some),
+            Action::Fire { machine, id, event, params, if_match } => {
+                let current = instances.get(&(machine.clone(), cmd.tenant.clone(), *id));
+                self.fire_plan(&cmd.tenant, machine, *id, event, params, *if_match, current, now)
+            }
+            Action::Operate { .. } => {
+                Err(Stop::Fail(StoreError::Internal("the fast path got an operation".into())))
+            }
+        };
+        match decided {
+            Err(Stop::Reject(rejection)) => Ok(Some(Plan::Rejected(rejection))),
+            other => other,
+        }
+    }
+
+    fn create_plan<'s>(
+        &'s self,
+        tenant: &str,
+        machine: &str,
+        input: &Map<String, Json>,
+        now: DateTime<Utc>,
+    ) -> Result<Plan<'s>, Stop> {
+        let m = self.machine(machine)?;
+        let (fields, params) = prepare_create(m, input, now)?;
+        let env = Env { fields: &fields, params: &params, now };
+        let effects = self.plan_effects(&m.create.body.effects, &env)?;
+        Ok(Plan::Create { tenant: tenant.to_string(), m, id: Uuid::now_v7(), fields, effects })
+    }
+
+    /// An event decided against its locked instance as the conditional `UPDATE` and its
+    /// explanation decide it: not found, stale version, wrong state, the first false guard,
+    /// the first set value that breaks its field's check, in that order. `None`: an
+    /// expression overflowed (the database decides that).
+    #[allow(clippy::too_many_arguments)]
+    fn fire_plan<'s>(
+        &'s self,
+        tenant: &str,
+        machine: &str,
+        id: Uuid,
+        event: &str,
+        input: &Map<String, Json>,
+        if_match: Option<i64>,
+        current: Option<&Current>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Plan<'s>>, Stop> {
+        let m = self.machine(machine)?;
+        let e = m.event(event).ok_or_else(|| StoreError::UnknownTarget(format!("event `{event}`")))?;
+        reject_unknown(input, &e.params.iter().collect::<Vec<_>>(), event)?;
+        let params = read_values(&e.params, input)?;
+        let Some(cur) = current else { return Err(Rejection::NotFound.into()) };
+        if let Some(expected) = if_match
+            && expected != cur.version
+        {
+            return Err(Rejection::StaleVersion { current: cur.version }.into());
+        }
+        let Some(t) = e.transition_from(&cur.state) else {
+            return Err(wrong_state(m, cur.state.clone()).into());
+        };
+        let env = Env { fields: &cur.fields, params: &params, now };
+        for g in &t.body.guards {
+            let Ok(v) = value::eval(&g.expr, &env) else { return Ok(None) };
+            if !value::holds(&v) {
+                return Err(
+                    Rejection::GuardFailed { guard: g.name.clone(), condition: g.text.clone() }.into()
+                );
+            }
+        }
+        // Every set reads the row as it was, as an UPDATE's SET does.
+        let mut fields = cur.fields.clone();
+        for s in &t.body.sets {
+            let Ok(v) = value::eval(&s.value, &env) else { return Ok(None) };
+            fields.insert(s.field.clone(), v);
+        }
+        for s in &t.body.sets {
+            if let (Some(f), Some(v)) = (m.field(&s.field), fields.get(&s.field))
+                && value::check(f, v).is_err()
+            {
+                return Err(Rejection::CheckFailed {
+                    field: s.field.clone(),
+                    reason: "the new value breaks its check".to_string(),
+                }
+                .into());
+            }
+        }
+        let effects = self.plan_effects(&t.body.effects, &Env { fields: &fields, params: &params, now })?;
+        Ok(Some(Plan::Fire {
+            tenant: tenant.to_string(),
+            m,
+            id,
+            event: &e.name,
+            from: cur.state.clone(),
+            to: &t.to,
+            version: cur.version + 1,
+            fields,
+            params,
+            effects,
+        }))
     }
 
     /// Locks every resource row the batch's effects touch, in the one lock order, and reads
@@ -206,7 +394,7 @@ impl Executor {
     ) -> Result<Option<BTreeMap<RowId, Row<'s>>>, Stop> {
         let mut wanted: BTreeMap<RowId, (&ir::Resource, &Val)> = BTreeMap::new();
         for plan in plans {
-            let Plan::Create { tenant, effects, .. } = plan else { continue };
+            let Some((tenant, effects)) = plan.effects() else { continue };
             for e in effects {
                 if !matches!(e.amount, Val::Int(_)) {
                     return Ok(None);
@@ -273,51 +461,84 @@ impl Executor {
         Ok(())
     }
 
-    /// Inserts the applied commands' instances, journal, outbox and timer rows, a statement
-    /// per table (and machine), and returns every command's outcome. `None`: an instance
-    /// the insert did not return.
-    async fn insert_instances(
+    /// Writes what the applied commands decided: the new instances (a multi-row insert per
+    /// machine), each event's instance, and the journal, outbox and timer rows (a multi-row
+    /// insert per table); returns every command's outcome. `None`: an instance the insert
+    /// did not return.
+    async fn write_instances(
         &self,
         txn: &DatabaseTransaction,
         cmds: &[Command],
         plans: &[Plan<'_>],
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<Outcome>>, Stop> {
+        let backend = self.plans.backend;
         let mut by_machine: BTreeMap<&str, (&ir::Machine, Vec<Bind<'_>>)> = BTreeMap::new();
         let (mut journal, mut outbox, mut timers) = (Vec::new(), Vec::new(), Vec::new());
-        for (cmd, plan) in cmds.iter().zip(plans) {
-            let (Plan::Create { m, id, fields, .. }, Action::Create { input, .. }) = (plan, &cmd.action)
-            else {
-                continue;
+        let mut fired: HashMap<usize, Record> = HashMap::new();
+        for (i, (cmd, plan)) in cmds.iter().zip(plans).enumerate() {
+            let (t, params) = match plan {
+                Plan::Rejected(_) => continue,
+                Plan::Create { m, id, fields, .. } => {
+                    let Action::Create { input, .. } = &cmd.action else { continue };
+                    let b = Bind {
+                        tenant: &cmd.tenant,
+                        id: Some(*id),
+                        now: Some(now),
+                        fields: Some(fields),
+                        ..Bind::default()
+                    };
+                    by_machine.entry(m.name.as_str()).or_insert_with(|| (*m, Vec::new())).1.push(b);
+                    let t = (*m, id.to_string(), 1, m.create.name.as_str(), None, m.initial.as_str());
+                    (t, Json::Object(input.clone()))
+                }
+                Plan::Fire { m, id, event, from, to, version, fields, params, .. } => {
+                    let mut b = Bind {
+                        tenant: &cmd.tenant,
+                        id: Some(*id),
+                        now: Some(now),
+                        version: Some(*version),
+                        fields: Some(fields),
+                        ..Bind::default()
+                    };
+                    b.values.insert("state", Val::Text(to.to_string()));
+                    let row = txn
+                        .query_one_raw(b.statement(backend, &self.plans.machines[&m.name].write))
+                        .await?
+                        .ok_or_else(|| StoreError::Internal("a locked instance was not written".into()))?;
+                    fired.insert(i, machine_record(m, &row)?);
+                    let entity = id.to_string();
+                    if m.timers_in(from).next().is_some() {
+                        let mut cancel = Bind { tenant: &cmd.tenant, ..Bind::default() };
+                        cancel.values.insert("machine", Val::Text(m.name.clone()));
+                        cancel.values.insert("entity", Val::Text(entity.clone()));
+                        cancel.values.insert("state", Val::Text(from.clone()));
+                        txn.execute_raw(cancel.statement(backend, &self.plans.system.timer_cancel)).await?;
+                    }
+                    let params = params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+                    ((*m, entity, *version, *event, Some(from.as_str()), *to), Json::Object(params))
+                }
             };
-            let entity = &id.to_string();
-            let b = Bind {
-                tenant: &cmd.tenant,
-                id: Some(*id),
-                now: Some(now),
-                fields: Some(fields),
-                ..Bind::default()
-            };
-            by_machine.entry(m.name.as_str()).or_insert_with(|| (*m, Vec::new())).1.push(b);
-            let t = Transition {
+            let (m, entity, version, event, from, to) = t;
+            let transition = Transition {
                 tenant: &cmd.tenant,
                 machine: &m.name,
-                entity,
-                version: 1,
-                event: &m.create.name,
-                from: None,
-                to: Some(&m.initial),
+                entity: &entity,
+                version,
+                event,
+                from,
+                to: Some(to),
             };
-            let [j, o] = journal_rows(cmd, t, &Json::Object(input.clone()), now);
+            let [j, o] = journal_rows(cmd, transition, &params, now);
             journal.push(j);
             outbox.push(o);
-            timers.extend(timer_rows(&cmd.tenant, m, entity, &m.initial, now));
+            timers.extend(timer_rows(&cmd.tenant, m, &entity, to, now));
         }
-        let mut records: HashMap<Uuid, Record> = HashMap::new();
+        let mut created: HashMap<Uuid, Record> = HashMap::new();
         for (machine, (m, binds)) in &by_machine {
             for row in insert_many(txn, &self.plans.machines[*machine].insert_many, binds).await? {
                 let id: Uuid = row.try_get("", "id")?;
-                records.insert(id, machine_record(m, &row)?);
+                created.insert(id, machine_record(m, &row)?);
             }
         }
         let system = &self.plans.system;
@@ -325,14 +546,19 @@ impl Executor {
         insert_many(txn, &system.outbox_many, &outbox).await?;
         insert_many(txn, &system.timer_arm_many, &timers).await?;
         let mut outcomes = Vec::with_capacity(plans.len());
-        for plan in plans {
-            outcomes.push(match plan {
-                Plan::Rejected(rejection) => Outcome::Rejected { rejection: rejection.clone() },
-                Plan::Create { id, .. } => match records.remove(id) {
-                    Some(instance) => Outcome::Applied { instance },
-                    None => return Ok(None),
-                },
-            });
+        for (i, plan) in plans.iter().enumerate() {
+            let instance = match plan {
+                Plan::Rejected(rejection) => {
+                    outcomes.push(Outcome::Rejected { rejection: rejection.clone() });
+                    continue;
+                }
+                Plan::Create { id, .. } => created.remove(id),
+                Plan::Fire { .. } => fired.remove(&i),
+            };
+            match instance {
+                Some(instance) => outcomes.push(Outcome::Applied { instance }),
+                None => return Ok(None),
+            }
         }
         Ok(Some(outcomes))
     }

@@ -15,7 +15,7 @@ mod outbox;
 pub mod plan;
 mod rows;
 mod timers;
-pub use batch::{BATCH_MAX_DEFAULT, BATCH_WAIT_MS_MAX_DEFAULT, KEY_QUEUE_MAX_DEFAULT};
+pub use batch::{BATCH_LANES_DEFAULT, BATCH_MAX_DEFAULT, BATCH_WAIT_MS_MAX_DEFAULT, KEY_QUEUE_MAX_DEFAULT};
 pub use evolve::{Apply, SpecSource};
 pub use migration::{MigrateAction, install, migrate, migrate_specs, migrations};
 pub use outbox::{ClaimedEvent, EVENTS_PAGE_MAX, OutboxBatch, OutboxEvent};
@@ -72,6 +72,9 @@ pub struct StoreConfig {
     pub key_queue_max: usize,
     /// How long a command may wait for its key before it is answered `Busy` instead.
     pub batch_wait_ms_max: u64,
+    /// Transactions that combine several keys' batches running at once at most (0: keys
+    /// never share a transaction).
+    pub batch_lanes: usize,
 }
 
 /// The PostgreSQL schema, or the suffix of the SQLite file, of shadow traffic's tables.
@@ -92,6 +95,7 @@ impl StoreConfig {
             batch_max: BATCH_MAX_DEFAULT,
             key_queue_max: KEY_QUEUE_MAX_DEFAULT,
             batch_wait_ms_max: BATCH_WAIT_MS_MAX_DEFAULT,
+            batch_lanes: BATCH_LANES_DEFAULT,
         }
     }
 
@@ -401,11 +405,16 @@ impl Store {
         exec::verify_schema(&db, spec_name, &spec).await?;
         let plans = plan::compile(&spec, db.get_database_backend())?;
         let stats = exec::Stats::default();
-        let (on, batch_max, queue_max, wait_max) =
-            (config.group_commit, config.batch_max, config.key_queue_max, config.batch_wait_ms_max);
+        let limits = batch::Limits {
+            batch_max: config.batch_max,
+            queue_max: config.key_queue_max,
+            wait_max: std::time::Duration::from_millis(config.batch_wait_ms_max),
+            lanes: config.batch_lanes,
+        };
+        let on = config.group_commit;
         let exec =
             Arc::new(exec::Executor { db, spec: Arc::new(spec), plans: Arc::new(plans), config, stats });
-        let batcher = on.then(|| batch::Batcher::new(exec.clone(), batch_max, queue_max, wait_max));
+        let batcher = on.then(|| batch::Batcher::new(exec.clone(), limits));
         Ok(Store { exec, batcher })
     }
 

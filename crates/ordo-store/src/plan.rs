@@ -261,6 +261,9 @@ pub struct MachinePlan {
     pub select: Sql,
     /// `SELECT ... FOR UPDATE` (PostgreSQL); on SQLite the transaction is already exclusive.
     pub lock: Sql,
+    /// The row's state, version and every field written from values decided beforehand
+    /// (group commit's fast path), returning the row.
+    pub write: Sql,
     pub events: BTreeMap<String, Vec<TransitionPlan>>,
 }
 
@@ -405,7 +408,26 @@ fn machine_plan(m: &ir::Machine, backend: DbBackend) -> Result<MachinePlan, Plan
         }
         events.insert(e.name.clone(), plans);
     }
-    Ok(MachinePlan { insert, insert_many, select: select_stmt(false)?, lock: select_stmt(true)?, events })
+    let mut slots = Slots::default();
+    let mut q = Query::update();
+    q.table(a(&m.table))
+        .value(a("state"), slots.bind(Source::Value("state".to_string()), Type::Text))
+        .value(a("version"), slots.bind(Source::Version, Type::Int));
+    for f in &m.fields {
+        q.value(a(&f.name), slots.bind(Source::Value(f.name.clone()), f.ty));
+    }
+    q.value(a("updated_at"), slots.bind(Source::Now, Type::Timestamp))
+        .cond_where(row.filter(&mut slots))
+        .returning(returning(&cols));
+    let write = slots.finish(backend, &q, &what("write"))?;
+    Ok(MachinePlan {
+        insert,
+        insert_many,
+        select: select_stmt(false)?,
+        lock: select_stmt(true)?,
+        write,
+        events,
+    })
 }
 
 /// `SELECT ... FOR UPDATE NOWAIT | SKIP LOCKED` for a lock mode, from the plain lock.
@@ -801,6 +823,11 @@ pub fn render(spec_name: &str, spec: &ir::Spec, backend: DbBackend) -> Result<St
             out,
             "-- ==== {}: read, and lock (pessimistic mode)\n\n{}\n\n{}\n",
             m.name, p.select, p.lock
+        );
+        let _ = writeln!(
+            out,
+            "-- ==== {}: a transition decided in a batch (group commit)\n\n{}\n",
+            m.name, p.write
         );
         for e in &m.events {
             for t in &p.events[&e.name] {

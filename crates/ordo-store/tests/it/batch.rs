@@ -267,3 +267,118 @@ async fn the_fast_path_decides_as_one_command_after_another_postgres() {
 async fn the_fast_path_decides_as_one_command_after_another_sqlite() {
     fast_path_equals_one_by_one(Backend::Sqlite).await;
 }
+
+/// Events on many instances (and a create) share one fast-path transaction and decide
+/// exactly as the same commands run one after another without group commit: a payment, a
+/// payment from a wallet that has nothing, a wrong state, a false guard, a transition that
+/// sets fields, a stale If-Match, an instance that does not exist, an unknown parameter, a
+/// cancellation that gives stock back and leaves a state with a timer, a second event on
+/// an instance of the batch, a create; the same outcomes, stock, wallets, journal, outbox,
+/// timers and records.
+async fn events_in_a_batch_equal_one_by_one(backend: Backend) {
+    let mut answers = Vec::new();
+    let mut books = Vec::new();
+    for group_commit in [false, true] {
+        let (store, _db) = grouped(backend, |c| c.group_commit = group_commit).await;
+        let store = Arc::new(store);
+        applied(&run(&store, &operate("Inventory", "s", "restock", json!({"quantity": 10}))).await);
+        applied(&run(&store, &operate("Wallet", "a", "deposit", json!({"amount": 17}))).await);
+        let mut ids = Vec::new();
+        for i in 0..8 {
+            let account = if i == 1 { "b" } else { "a" };
+            let order = json!({"sku": "s", "quantity": 1, "account": account, "amount": 5});
+            ids.push(applied(&run(&store, &create("Order", order)).await).id.clone());
+        }
+        for i in [2, 3, 6] {
+            applied(&run(&store, &fire("Order", &ids[i], "pay", json!({}))).await);
+        }
+        let mut stale = fire("Order", &ids[4], "pay", json!({}));
+        if let Action::Fire { if_match, .. } = &mut stale.action {
+            *if_match = Some(7);
+        }
+        let batch = [
+            fire("Order", &ids[0], "pay", json!({})), // wallet a: 17 - 3*5 < 5 -> refused
+            fire("Order", &ids[1], "pay", json!({})), // wallet b has no row
+            fire("Order", &ids[2], "deliver", json!({})), // paid, not shipped
+            fire("Order", &ids[3], "ship", json!({"carrier": ""})), // has_carrier is false
+            fire("Order", &ids[6], "ship", json!({"carrier": "ups", "tracking": "T1"})),
+            stale,
+            fire("Order", &uuid::Uuid::now_v7().to_string(), "pay", json!({})),
+            fire("Order", &ids[5], "pay", json!({"tip": 1})),
+            fire("Order", &ids[7], "cancel", json!({})),
+            fire("Order", &ids[6], "deliver", json!({})), // after its ship, in arrival order
+            create("Order", json!({"sku": "s", "quantity": 2, "account": "a", "amount": 1})),
+            fire("Order", &ids[5], "pay", json!({})),
+        ];
+        let cmds: Vec<Command> = batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| with_key(c, &format!("e{i}"), &format!("f{i}")))
+            .collect();
+        let got = if group_commit {
+            queued(&store, &cmds).await
+        } else {
+            let mut got = Vec::new();
+            for c in &cmds {
+                got.push(store.execute_unrecorded(c).await.unwrap());
+            }
+            got
+        };
+        for (c, a) in cmds.iter().zip(&got) {
+            assert_eq!(store.recorded(c).await.unwrap().unwrap().outcome, a.outcome, "recorded as answered");
+        }
+        let stock = store.resource("t1", "Inventory", &json!("s")).await.unwrap().unwrap();
+        let wallet = store.resource("t1", "Wallet", &json!("a")).await.unwrap().unwrap();
+        let mut by_state = Vec::new();
+        for state in ["pending", "paid", "shipped", "delivered", "cancelled"] {
+            by_state.push(count(&store, "orders", &format!("state = '{state}'")).await);
+        }
+        books.push(json!({
+            "stock": [stock.fields["available"], stock.version],
+            "wallet": [wallet.fields["balance"], wallet.version],
+            "wallet_b_rows": count(&store, "wallets", "account = 'b'").await,
+            "orders": by_state,
+            "journal": count(&store, "ordo_transitions", "machine = 'Order'").await,
+            "outbox": count(&store, "ordo_outbox", "1 = 1").await,
+            "timers": [
+                count(&store, "ordo_timers", "state = 'pending'").await,
+                count(&store, "ordo_timers", "state = 'delivered'").await,
+            ],
+            "records": count(&store, "ordo_idempotency", "1 = 1").await,
+        }));
+        if group_commit {
+            let s = store.stats();
+            assert!(
+                s.fast_batches >= 1 && s.batches < s.batched_commands,
+                "keys shared a transaction: {s:?}"
+            );
+        }
+        answers.push(got.iter().map(gist).collect::<Vec<_>>());
+    }
+    assert_eq!(answers[0], answers[1], "group commit decides as one command after another");
+    assert_eq!(books[0], books[1], "and leaves the same rows");
+    let expect =
+        |i: usize, what: &str| assert!(answers[1][i].to_string().contains(what), "{i}: {}", answers[1][i]);
+    expect(0, "resource_check");
+    expect(1, "resource_check");
+    expect(2, "wrong_state");
+    expect(3, "has_carrier");
+    expect(4, "\"ups\"");
+    expect(5, "stale_version");
+    expect(6, "not_found");
+    expect(7, "tip");
+    expect(8, "cancelled");
+    expect(9, "delivered");
+    expect(10, "pending");
+    expect(11, "resource_check");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn events_in_a_batch_decide_as_one_command_after_another_postgres() {
+    events_in_a_batch_equal_one_by_one(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn events_in_a_batch_decide_as_one_command_after_another_sqlite() {
+    events_in_a_batch_equal_one_by_one(Backend::Sqlite).await;
+}
