@@ -8,12 +8,21 @@ use std::sync::Arc;
 
 /// A store of the shipped order spec with group commit on, over a fresh database.
 async fn grouped(backend: Backend, tweak: impl FnOnce(&mut StoreConfig)) -> (Store, ordo_testkit::TestDb) {
+    grouped_source(backend, &spec_source("order"), tweak).await
+}
+
+/// A store of a spec's text with group commit on, over a fresh database.
+async fn grouped_source(
+    backend: Backend,
+    source: &str,
+    tweak: impl FnOnce(&mut StoreConfig),
+) -> (Store, ordo_testkit::TestDb) {
     let db = ordo_testkit::TestDb::new(backend).await;
     let mut config = StoreConfig::new(db.url.clone());
     config.group_commit = true;
     tweak(&mut config);
-    let spec = ordo_spec::compile(&spec_source("order")).unwrap();
-    (Store::open(config, "order", spec, true).await.unwrap(), db)
+    let spec = ordo_spec::compile(source).unwrap();
+    (Store::open(config, "spec", spec, true).await.unwrap(), db)
 }
 
 /// 5,000 buyers for 1,000 items of one SKU, queued in this order: exactly the first 1,000
@@ -381,4 +390,105 @@ async fn events_in_a_batch_decide_as_one_command_after_another_postgres() {
 #[tokio::test(flavor = "current_thread")]
 async fn events_in_a_batch_decide_as_one_command_after_another_sqlite() {
     events_in_a_batch_equal_one_by_one(Backend::Sqlite).await;
+}
+
+/// A spec whose event sets a checked field, has two sources and takes from a resource.
+const COUNTERS: &str = r#"
+resource Pool key name: text {
+    units: int check >= 0
+    op fill(n: int check >= 1) { units += n }
+}
+machine Counter {
+    pool: text check != ""
+    n: int check <= 3
+    note: text?
+    initial open
+    state bumped
+    final closed
+    create start
+    on bump(by: int): open, bumped -> bumped {
+        require positive: by >= 1
+        set n = n + by
+        set note = "bumped"
+        Pool[pool].units -= by
+    }
+    on close: open, bumped -> closed
+}
+"#;
+
+/// Sets checked against the field's checks, a guard on a parameter, a second source state
+/// and effects in arrival order decide in a batch as one after another.
+async fn sets_in_a_batch_equal_one_by_one(backend: Backend) {
+    let mut answers = Vec::new();
+    let mut books = Vec::new();
+    for group_commit in [false, true] {
+        let (store, _db) = grouped_source(backend, COUNTERS, |c| c.group_commit = group_commit).await;
+        let store = Arc::new(store);
+        applied(&run(&store, &operate("Pool", "p", "fill", json!({"n": 5}))).await);
+        let mut ids = Vec::new();
+        for _ in 0..7 {
+            ids.push(
+                applied(&run(&store, &create("Counter", json!({"pool": "p", "n": 0}))).await).id.clone(),
+            );
+        }
+        applied(&run(&store, &fire("Counter", &ids[1], "bump", json!({"by": 2}))).await);
+        let batch = [
+            fire("Counter", &ids[0], "bump", json!({"by": 1})), // open -> bumped
+            fire("Counter", &ids[1], "bump", json!({"by": 2})), // 2 + 2 breaks n <= 3
+            fire("Counter", &ids[2], "bump", json!({"by": 0})), // positive is false
+            fire("Counter", &ids[3], "bump", json!({"by": "x"})),
+            fire("Counter", &ids[4], "bump", json!({"by": 3})), // the pool has 2 left
+            fire("Counter", &ids[5], "bump", json!({"by": 1})), // 1 left
+            fire("Counter", &ids[1], "bump", json!({"by": 1})), // bumped -> bumped, 3, the last unit
+            fire("Counter", &ids[6], "close", json!({})),
+            fire("Counter", &ids[6], "bump", json!({"by": 1})), // closed
+        ];
+        let cmds: Vec<Command> = batch
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| with_key(c, &format!("s{i}"), &format!("f{i}")))
+            .collect();
+        let got = if group_commit {
+            queued(&store, &cmds).await
+        } else {
+            let mut got = Vec::new();
+            for c in &cmds {
+                got.push(store.execute_unrecorded(c).await.unwrap());
+            }
+            got
+        };
+        let pool = store.resource("t1", "Pool", &json!("p")).await.unwrap().unwrap();
+        books.push(json!({
+            "pool": [pool.fields["units"], pool.version],
+            "journal": count(&store, "ordo_transitions", "machine = 'Counter'").await,
+            "records": count(&store, "ordo_idempotency", "1 = 1").await,
+        }));
+        if group_commit {
+            assert!(store.stats().fast_batches >= 1, "{:?}", store.stats());
+        }
+        answers.push(got.iter().map(gist).collect::<Vec<_>>());
+    }
+    assert_eq!(answers[0], answers[1], "group commit decides as one command after another");
+    assert_eq!(books[0], books[1], "and leaves the same rows");
+    let expect =
+        |i: usize, what: &str| assert!(answers[1][i].to_string().contains(what), "{i}: {}", answers[1][i]);
+    expect(0, "bumped");
+    expect(1, "check_failed");
+    expect(2, "positive");
+    expect(3, "invalid_input");
+    expect(4, "resource_check");
+    expect(5, "bumped");
+    expect(6, "\"n\":3");
+    expect(7, "closed");
+    expect(8, "wrong_state");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sets_in_a_batch_decide_as_one_command_after_another_postgres() {
+    sets_in_a_batch_equal_one_by_one(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sets_in_a_batch_decide_as_one_command_after_another_sqlite() {
+    sets_in_a_batch_equal_one_by_one(Backend::Sqlite).await;
 }
