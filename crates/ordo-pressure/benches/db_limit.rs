@@ -402,6 +402,11 @@ fn serve(url: &str, group_commit: bool, redis_prefix: String) -> String {
         rate_per_s: 1_000_000,
         rate_burst: 1_000_000,
         group_commit,
+        // To compare lane counts: ORDO_BATCH_LANES=8 cargo bench ...
+        batch_lanes: std::env::var("ORDO_BATCH_LANES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ordo_store::BATCH_LANES_DEFAULT),
         ..Config::default()
     };
     std::thread::spawn(move || {

@@ -246,31 +246,40 @@ impl Executor {
         Ok(Some(outcomes.into_iter().map(|outcome| Executed { outcome, replayed: false }).collect()))
     }
 
-    /// Locks the instances the batch's events address, once each in the one lock order,
+    /// Locks the instances the batch's events address, in the one lock order (machine
+    /// table, tenant, id: one `SELECT ... ORDER BY id FOR UPDATE` per table and tenant),
     /// and reads them. An instance that does not exist is not in the map.
     async fn lock_instances(
         &self,
         txn: &DatabaseTransaction,
         cmds: &[Command],
     ) -> Result<HashMap<InstanceId, Current>, Stop> {
-        let mut wanted: BTreeSet<(&str, &str, &str, Uuid)> = BTreeSet::new();
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Order, Query};
+        let mut wanted: BTreeMap<(&str, &str, &str), BTreeSet<Uuid>> = BTreeMap::new();
         for cmd in cmds {
             if let Action::Fire { machine, id, .. } = &cmd.action {
-                wanted.insert((&self.machine(machine)?.table, machine, &cmd.tenant, *id));
+                wanted.entry((&self.machine(machine)?.table, machine, &cmd.tenant)).or_default().insert(*id);
             }
         }
-        let mut found = HashMap::with_capacity(wanted.len());
-        for (_, machine, tenant, id) in wanted {
+        let mut found = HashMap::new();
+        for ((table, machine, tenant), ids) in wanted {
             let m = self.machine(machine)?;
-            let b = Bind { tenant, id: Some(id), ..Bind::default() };
-            let lock = &self.plans.machines[&m.name].lock;
-            if let Some(row) = txn.query_one_raw(b.statement(self.plans.backend, lock)).await? {
+            let mut q = Query::select();
+            q.columns(crate::plan::machine_columns(m).iter().map(Alias::new))
+                .from(Alias::new(table))
+                .and_where(Expr::col(Alias::new("tenant")).eq(tenant))
+                .and_where(Expr::col(Alias::new("id")).is_in(ids))
+                .order_by(Alias::new("id"), Order::Asc);
+            if self.plans.backend == sea_orm::DbBackend::Postgres {
+                q.lock(LockType::Update);
+            }
+            for row in txn.query_all_raw(self.plans.backend.build(&q)).await? {
                 let current = Current {
                     state: row.try_get("", "state")?,
                     version: row.try_get("", "version")?,
                     fields: record_values(m, &row)?,
                 };
-                found.insert((m.name.clone(), tenant.to_string(), id), current);
+                found.insert((m.name.clone(), tenant.to_string(), row.try_get("", "id")?), current);
             }
         }
         Ok(found)
@@ -476,6 +485,8 @@ impl Executor {
         let mut by_machine: BTreeMap<&str, (&ir::Machine, Vec<Bind<'_>>)> = BTreeMap::new();
         let (mut journal, mut outbox, mut timers) = (Vec::new(), Vec::new(), Vec::new());
         let mut fired: HashMap<usize, Record> = HashMap::new();
+        // The states with timers that events left: their timers go.
+        let mut left: Vec<(String, String, String, String)> = Vec::new();
         for (i, (cmd, plan)) in cmds.iter().zip(plans).enumerate() {
             let (t, params) = match plan {
                 Plan::Rejected(_) => continue,
@@ -509,11 +520,7 @@ impl Executor {
                     fired.insert(i, machine_record(m, &row)?);
                     let entity = id.to_string();
                     if m.timers_in(from).next().is_some() {
-                        let mut cancel = Bind { tenant: &cmd.tenant, ..Bind::default() };
-                        cancel.values.insert("machine", Val::Text(m.name.clone()));
-                        cancel.values.insert("entity", Val::Text(entity.clone()));
-                        cancel.values.insert("state", Val::Text(from.clone()));
-                        txn.execute_raw(cancel.statement(backend, &self.plans.system.timer_cancel)).await?;
+                        left.push((cmd.tenant.clone(), m.name.clone(), entity.clone(), from.clone()));
                     }
                     let params = params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
                     ((*m, entity, *version, *event, Some(from.as_str()), *to), Json::Object(params))
@@ -540,6 +547,15 @@ impl Executor {
                 let id: Uuid = row.try_get("", "id")?;
                 created.insert(id, machine_record(m, &row)?);
             }
+        }
+        if !left.is_empty() {
+            use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+            let cols = ["tenant", "machine", "entity", "state"].map(|c| Expr::col(Alias::new(c)));
+            let cancel = Query::delete()
+                .from_table(Alias::new(crate::schema::TIMERS))
+                .and_where(Expr::tuple(cols).in_tuples(left))
+                .to_owned();
+            txn.execute_raw(backend.build(&cancel)).await?;
         }
         let system = &self.plans.system;
         insert_many(txn, &system.journal_many, &journal).await?;
