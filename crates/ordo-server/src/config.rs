@@ -74,6 +74,8 @@ pub struct Config {
     pub batch_wait_ms_max: u64,
     /// Transactions that combine several keys' batches at once at most (0: never).
     pub batch_lanes: usize,
+    /// How long a hot key's next batch waits for more of its commands (0: never).
+    pub batch_linger_ms: u64,
     /// Failures in a row that open the Redis or the database circuit breaker, and the first
     /// cool-down before it lets a probe through (see `breaker`).
     pub breaker_failures: u32,
@@ -112,6 +114,7 @@ impl Default for Config {
             key_queue_max: ordo_store::KEY_QUEUE_MAX_DEFAULT,
             batch_wait_ms_max: ordo_store::BATCH_WAIT_MS_MAX_DEFAULT,
             batch_lanes: ordo_store::BATCH_LANES_DEFAULT,
+            batch_linger_ms: ordo_store::BATCH_LINGER_MS_DEFAULT,
             breaker_failures: crate::breaker::BREAKER_FAILURES_DEFAULT,
             breaker_cooldown_ms: crate::breaker::BREAKER_COOLDOWN_MS_DEFAULT,
             rate_per_s: RATE_PER_S_DEFAULT,
@@ -202,6 +205,7 @@ impl Config {
             key_queue_max,
             batch_wait_ms_max,
             batch_lanes,
+            batch_linger_ms,
             breaker_failures,
             breaker_cooldown_ms
         );

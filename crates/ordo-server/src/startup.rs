@@ -165,6 +165,7 @@ impl Application {
             c.key_queue_max = config.key_queue_max;
             c.batch_wait_ms_max = config.batch_wait_ms_max;
             c.batch_lanes = config.batch_lanes;
+            c.batch_linger_ms = config.batch_linger_ms;
             c
         };
         let metrics = Arc::new(crate::telemetry::Metrics::new()?);

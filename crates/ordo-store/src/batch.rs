@@ -50,6 +50,9 @@ pub const KEY_QUEUE_MAX_DEFAULT: usize = 10_000;
 pub const BATCH_WAIT_MS_MAX_DEFAULT: u64 = 2_000;
 /// Transactions that combine several keys' batches running at once at most.
 pub const BATCH_LANES_DEFAULT: usize = 4;
+/// How long a hot key's next batch waits for more of its commands (a key is hot when its
+/// last batch held more than one). Zero: never waits.
+pub const BATCH_LINGER_MS_DEFAULT: u64 = 1;
 
 /// Counters of the batcher's work, for metrics.
 #[derive(Debug, Default)]
@@ -82,6 +85,8 @@ pub(crate) struct Limits {
     pub queue_max: usize,
     pub wait_max: Duration,
     pub lanes: usize,
+    /// How long a hot key's next batch waits for its clients to come back.
+    pub linger: Duration,
 }
 
 pub(crate) struct Batcher {
@@ -189,6 +194,10 @@ struct Driver {
 impl Driver {
     async fn run(self, mut jobs: Vec<Job>) {
         loop {
+            // A key whose batch held several commands is hot: its clients come back within
+            // a round trip, so the next batch waits a moment for them rather than starting
+            // with the first alone and leaving the rest to the batch after it.
+            let hot = jobs.len() > 1;
             let shared = self.limits.lanes > 0
                 && jobs
                     .iter()
@@ -200,6 +209,9 @@ impl Driver {
             } else {
                 run_jobs(&self.exec, &self.stats, std::mem::take(&mut jobs)).await;
             }
+            if hot && self.limits.linger > Duration::ZERO && self.waiting() < 2 {
+                tokio::time::sleep(self.limits.linger).await;
+            }
             match self.next() {
                 Some(next) => jobs = next,
                 None => return,
@@ -209,6 +221,15 @@ impl Driver {
 
     fn context(&self) -> LaneContext {
         LaneContext { exec: self.exec.clone(), stats: self.stats.clone(), limits: self.limits }
+    }
+
+    /// How many commands wait for the key.
+    fn waiting(&self) -> usize {
+        let queues = match self.queues.lock() {
+            Ok(q) => q,
+            Err(p) => p.into_inner(),
+        };
+        queues.get(&self.key).map_or(0, VecDeque::len)
     }
 
     /// The next batch of the key, or `None` when nothing waits (the key is let go).

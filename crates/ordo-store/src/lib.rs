@@ -15,7 +15,10 @@ mod outbox;
 pub mod plan;
 mod rows;
 mod timers;
-pub use batch::{BATCH_LANES_DEFAULT, BATCH_MAX_DEFAULT, BATCH_WAIT_MS_MAX_DEFAULT, KEY_QUEUE_MAX_DEFAULT};
+pub use batch::{
+    BATCH_LANES_DEFAULT, BATCH_LINGER_MS_DEFAULT, BATCH_MAX_DEFAULT, BATCH_WAIT_MS_MAX_DEFAULT,
+    KEY_QUEUE_MAX_DEFAULT,
+};
 pub use evolve::{Apply, SpecSource};
 pub use migration::{MigrateAction, install, migrate, migrate_specs, migrations};
 pub use outbox::{ClaimedEvent, EVENTS_PAGE_MAX, OutboxBatch, OutboxEvent};
@@ -75,6 +78,8 @@ pub struct StoreConfig {
     /// Transactions that combine several keys' batches running at once at most (0: keys
     /// never share a transaction).
     pub batch_lanes: usize,
+    /// How long a hot key's next batch waits for more of its commands (0: never).
+    pub batch_linger_ms: u64,
 }
 
 /// The PostgreSQL schema, or the suffix of the SQLite file, of shadow traffic's tables.
@@ -96,6 +101,7 @@ impl StoreConfig {
             key_queue_max: KEY_QUEUE_MAX_DEFAULT,
             batch_wait_ms_max: BATCH_WAIT_MS_MAX_DEFAULT,
             batch_lanes: BATCH_LANES_DEFAULT,
+            batch_linger_ms: BATCH_LINGER_MS_DEFAULT,
         }
     }
 
@@ -311,6 +317,9 @@ impl From<DbErr> for StoreError {
     }
 }
 
+/// Prepared statements each database connection keeps.
+pub const STATEMENT_CACHE_CAPACITY: usize = 1024;
+
 pub async fn connect(config: &StoreConfig) -> Result<DatabaseConnection, StoreError> {
     let mut options = ConnectOptions::new(config.url.clone());
     let in_memory = config.url.contains(":memory:") || config.url.contains("mode=memory");
@@ -321,8 +330,12 @@ pub async fn connect(config: &StoreConfig) -> Result<DatabaseConnection, StoreEr
         .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
         .idle_timeout(Duration::from_millis(config.idle_timeout_ms))
         .sqlx_logging(false)
+        // Group commit's multi-row statements differ in text by their number of rows: a
+        // cache of sqlx's default 100 statements would evict and prepare them again and again.
+        .map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE_CAPACITY))
         .map_sqlx_sqlite_opts(|o| {
             o.busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))
+                .statement_cache_capacity(STATEMENT_CACHE_CAPACITY)
                 .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                 .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
                 .foreign_keys(true)
@@ -410,6 +423,7 @@ impl Store {
             queue_max: config.key_queue_max,
             wait_max: std::time::Duration::from_millis(config.batch_wait_ms_max),
             lanes: config.batch_lanes,
+            linger: std::time::Duration::from_millis(config.batch_linger_ms),
         };
         let on = config.group_commit;
         let exec =
