@@ -48,8 +48,12 @@ pub const SAVEPOINT_BATCH_MAX: usize = 32;
 pub const KEY_QUEUE_MAX_DEFAULT: usize = 10_000;
 /// How long a command may wait for its key before it is answered busy instead of run.
 pub const BATCH_WAIT_MS_MAX_DEFAULT: u64 = 2_000;
-/// Transactions that combine several keys' batches running at once at most.
-pub const BATCH_LANES_DEFAULT: usize = 4;
+/// Transactions that combine several keys' batches running at once at most; 0 (the
+/// default): keys never share a transaction. Sharing pays when commands rarely touch the
+/// same rows (fresh transitions on distinct orders, SKUs and accounts) and costs when they
+/// do (a combined transaction holds every shared row it touches for all its commands): see
+/// docs/operations.md, "Group commit".
+pub const BATCH_LANES_DEFAULT: usize = 0;
 /// How long a hot key's next batch waits for more of its commands (a key is hot when its
 /// last batch held more than one). Zero: never waits.
 pub const BATCH_LINGER_MS_DEFAULT: u64 = 1;
@@ -328,6 +332,8 @@ impl Lanes {
 
     /// Queues a key's batch for the next free lane, starting a lane when one is free.
     fn submit(self: &Arc<Self>, group: Group, cx: LaneContext) {
+        // Waiting for a lane is waiting too: the queue-depth gauge counts these commands.
+        cx.stats.queued.fetch_add(group.jobs.len(), Relaxed);
         let start = {
             let mut state = self.state();
             state.ready.push_back(group);
@@ -361,6 +367,7 @@ impl Lanes {
                     state.free += 1;
                     return;
                 }
+                cx.stats.queued.fetch_sub(n, Relaxed);
                 groups
             };
             let mut jobs = Vec::new();

@@ -277,9 +277,9 @@ async fn the_fast_path_decides_as_one_command_after_another_sqlite() {
     fast_path_equals_one_by_one(Backend::Sqlite).await;
 }
 
-/// Events on many instances (and a create) share one fast-path transaction and decide
-/// exactly as the same commands run one after another without group commit: a payment, a
-/// payment from a wallet that has nothing, a wrong state, a false guard, a transition that
+/// Events on many instances (and a create) share one fast-path transaction (with lanes on)
+/// and decide exactly as the same commands run one after another without group commit: a
+/// payment, a payment from a wallet that has nothing, a wrong state, a false guard, a transition that
 /// sets fields, a stale If-Match, an instance that does not exist, an unknown parameter, a
 /// cancellation that gives stock back and leaves a state with a timer, a second event on
 /// an instance of the batch, a create; the same outcomes, stock, wallets, journal, outbox,
@@ -288,7 +288,11 @@ async fn events_in_a_batch_equal_one_by_one(backend: Backend) {
     let mut answers = Vec::new();
     let mut books = Vec::new();
     for group_commit in [false, true] {
-        let (store, _db) = grouped(backend, |c| c.group_commit = group_commit).await;
+        let (store, _db) = grouped(backend, |c| {
+            c.group_commit = group_commit;
+            c.batch_lanes = 4;
+        })
+        .await;
         let store = Arc::new(store);
         applied(&run(&store, &operate("Inventory", "s", "restock", json!({"quantity": 10}))).await);
         applied(&run(&store, &operate("Wallet", "a", "deposit", json!({"amount": 17}))).await);
@@ -422,7 +426,11 @@ async fn sets_in_a_batch_equal_one_by_one(backend: Backend) {
     let mut answers = Vec::new();
     let mut books = Vec::new();
     for group_commit in [false, true] {
-        let (store, _db) = grouped_source(backend, COUNTERS, |c| c.group_commit = group_commit).await;
+        let (store, _db) = grouped_source(backend, COUNTERS, |c| {
+            c.group_commit = group_commit;
+            c.batch_lanes = 4;
+        })
+        .await;
         let store = Arc::new(store);
         applied(&run(&store, &operate("Pool", "p", "fill", json!({"n": 5}))).await);
         let mut ids = Vec::new();
