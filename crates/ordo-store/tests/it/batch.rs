@@ -277,6 +277,39 @@ async fn the_fast_path_decides_as_one_command_after_another_sqlite() {
     fast_path_equals_one_by_one(Backend::Sqlite).await;
 }
 
+/// Keyed commands (keys `<prefix><i>`) run queued at once with group commit, or one after
+/// another without; every answer is its stored record's.
+async fn keyed_answers(
+    store: &Arc<Store>,
+    batch: impl IntoIterator<Item = Command>,
+    prefix: &str,
+    group_commit: bool,
+) -> Vec<Executed> {
+    let cmds: Vec<Command> = batch
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| with_key(c, &format!("{prefix}{i}"), &format!("f{i}")))
+        .collect();
+    let got = if group_commit {
+        queued(store, &cmds).await
+    } else {
+        let mut got = Vec::new();
+        for c in &cmds {
+            got.push(store.execute_unrecorded(c).await.unwrap());
+        }
+        got
+    };
+    for (c, a) in cmds.iter().zip(&got) {
+        assert_eq!(store.recorded(c).await.unwrap().unwrap().outcome, a.outcome, "recorded as answered");
+    }
+    got
+}
+
+/// The `i`th answer's gist mentions `what`.
+fn says(answers: &[Json], i: usize, what: &str) {
+    assert!(answers[i].to_string().contains(what), "{i}: {}", answers[i]);
+}
+
 /// Events on many instances (and a create) share one fast-path transaction (with lanes on)
 /// and decide exactly as the same commands run one after another without group commit: a
 /// payment, a payment from a wallet that has nothing, a wrong state, a false guard, a transition that
@@ -323,23 +356,7 @@ async fn events_in_a_batch_equal_one_by_one(backend: Backend) {
             create("Order", json!({"sku": "s", "quantity": 2, "account": "a", "amount": 1})),
             fire("Order", &ids[5], "pay", json!({})),
         ];
-        let cmds: Vec<Command> = batch
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| with_key(c, &format!("e{i}"), &format!("f{i}")))
-            .collect();
-        let got = if group_commit {
-            queued(&store, &cmds).await
-        } else {
-            let mut got = Vec::new();
-            for c in &cmds {
-                got.push(store.execute_unrecorded(c).await.unwrap());
-            }
-            got
-        };
-        for (c, a) in cmds.iter().zip(&got) {
-            assert_eq!(store.recorded(c).await.unwrap().unwrap().outcome, a.outcome, "recorded as answered");
-        }
+        let got = keyed_answers(&store, batch, "e", group_commit).await;
         let stock = store.resource("t1", "Inventory", &json!("s")).await.unwrap().unwrap();
         let wallet = store.resource("t1", "Wallet", &json!("a")).await.unwrap().unwrap();
         let mut by_state = Vec::new();
@@ -370,8 +387,7 @@ async fn events_in_a_batch_equal_one_by_one(backend: Backend) {
     }
     assert_eq!(answers[0], answers[1], "group commit decides as one command after another");
     assert_eq!(books[0], books[1], "and leaves the same rows");
-    let expect =
-        |i: usize, what: &str| assert!(answers[1][i].to_string().contains(what), "{i}: {}", answers[1][i]);
+    let expect = |i: usize, what: &str| says(&answers[1], i, what);
     expect(0, "resource_check");
     expect(1, "resource_check");
     expect(2, "wrong_state");
@@ -451,20 +467,7 @@ async fn sets_in_a_batch_equal_one_by_one(backend: Backend) {
             fire("Counter", &ids[6], "close", json!({})),
             fire("Counter", &ids[6], "bump", json!({"by": 1})), // closed
         ];
-        let cmds: Vec<Command> = batch
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| with_key(c, &format!("s{i}"), &format!("f{i}")))
-            .collect();
-        let got = if group_commit {
-            queued(&store, &cmds).await
-        } else {
-            let mut got = Vec::new();
-            for c in &cmds {
-                got.push(store.execute_unrecorded(c).await.unwrap());
-            }
-            got
-        };
+        let got = keyed_answers(&store, batch, "s", group_commit).await;
         let pool = store.resource("t1", "Pool", &json!("p")).await.unwrap().unwrap();
         books.push(json!({
             "pool": [pool.fields["units"], pool.version],
@@ -478,8 +481,7 @@ async fn sets_in_a_batch_equal_one_by_one(backend: Backend) {
     }
     assert_eq!(answers[0], answers[1], "group commit decides as one command after another");
     assert_eq!(books[0], books[1], "and leaves the same rows");
-    let expect =
-        |i: usize, what: &str| assert!(answers[1][i].to_string().contains(what), "{i}: {}", answers[1][i]);
+    let expect = |i: usize, what: &str| says(&answers[1], i, what);
     expect(0, "bumped");
     expect(1, "check_failed");
     expect(2, "positive");
