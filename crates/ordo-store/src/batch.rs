@@ -50,9 +50,9 @@ pub const KEY_QUEUE_MAX_DEFAULT: usize = 10_000;
 pub const BATCH_WAIT_MS_MAX_DEFAULT: u64 = 2_000;
 /// Transactions that combine several keys' batches running at once at most; 0 (the
 /// default): keys never share a transaction. Sharing pays when commands rarely touch the
-/// same rows (fresh transitions on distinct orders, SKUs and accounts) and costs when they
-/// do (a combined transaction holds every shared row it touches for all its commands): see
-/// docs/operations.md, "Group commit".
+/// same rows (fresh transitions on distinct orders, SKUs and accounts) and can cost when
+/// they do (a combined transaction holds every shared row it touches for all its commands):
+/// see docs/operations.md, "Group commit".
 pub const BATCH_LANES_DEFAULT: usize = 0;
 /// How long a hot key's next batch waits for more of its commands (a key is hot when its
 /// last batch held more than one). Zero: never waits.
