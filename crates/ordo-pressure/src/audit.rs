@@ -67,10 +67,11 @@ async fn rows(db: &DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -
     db.query_all_raw(statement).await.with_context(|| format!("audit query: {sql}"))
 }
 
-fn placeholder(db: &DatabaseConnection) -> &'static str {
+/// The `n`th bound value's placeholder (from 1) in `db`'s SQL.
+fn placeholder(db: &DatabaseConnection, n: usize) -> String {
     match db.get_database_backend() {
-        sea_orm::DbBackend::Postgres => "$1",
-        _ => "?",
+        sea_orm::DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_string(),
     }
 }
 
@@ -84,7 +85,8 @@ fn int(r: &QueryResult, col: &str) -> Result<i64> {
 
 /// How many of `tenant`'s rows of `table` match `condition` (constant SQL).
 async fn count(db: &DatabaseConnection, table: &str, condition: &str, tenant: &str) -> Result<usize> {
-    let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE tenant = {} AND {condition}", placeholder(db));
+    let sql =
+        format!("SELECT COUNT(*) AS n FROM {table} WHERE tenant = {} AND {condition}", placeholder(db, 1));
     let found = rows(db, &sql, vec![sea_orm::Value::from(tenant.to_string())]).await?;
     Ok(found.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0) as usize)
 }
@@ -103,7 +105,7 @@ struct Entry {
 /// Runs every check over `tenant`'s rows; `seen` is what the client saw succeed.
 pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Result<Audit> {
     let mut audit = Audit::default();
-    let p = placeholder(db);
+    let p = placeholder(db, 1);
     let t = || vec![sea_orm::Value::from(tenant.to_string())];
 
     // One effect per key.
@@ -340,7 +342,7 @@ pub async fn consumed(
     groups: &[String],
     tenant: &str,
 ) -> Result<()> {
-    let p = placeholder(db);
+    let p = placeholder(db, 1);
     let outbox =
         rows(db, &format!("SELECT payload FROM ordo_outbox WHERE tenant = {p}"), vec![tenant.into()]).await?;
     let mut events = BTreeSet::new();
@@ -348,10 +350,7 @@ pub async fn consumed(
         let payload: Value = serde_json::from_str(&text(r, "payload")?)?;
         events.insert(payload["id"].as_str().unwrap_or_default().to_string());
     }
-    let (p1, p2) = match consumers.get_database_backend() {
-        sea_orm::DbBackend::Postgres => ("$1", "$2"),
-        _ => ("?", "?"),
-    };
+    let (p1, p2) = (placeholder(consumers, 1), placeholder(consumers, 2));
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PUBLISH_WAIT_MS);
     for group in groups {
         let sql = format!(

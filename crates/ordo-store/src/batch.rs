@@ -105,15 +105,14 @@ impl Batcher {
     pub fn new(exec: Arc<Executor>, limits: Limits) -> Batcher {
         let limits =
             Limits { batch_max: limits.batch_max.max(1), queue_max: limits.queue_max.max(1), ..limits };
-        Batcher {
-            queues: Arc::new(Mutex::new(HashMap::new())),
-            lanes: Arc::new(Lanes {
-                state: Mutex::new(LaneState { free: limits.lanes, ready: VecDeque::new() }),
-            }),
-            exec,
-            stats: Arc::new(BatchStats::default()),
+        let stats = Arc::new(BatchStats::default());
+        let lanes = Arc::new(Lanes {
+            state: Mutex::new(LaneState { free: limits.lanes, ready: VecDeque::new() }),
+            exec: exec.clone(),
+            stats: stats.clone(),
             limits,
-        }
+        });
+        Batcher { queues: Arc::new(Mutex::new(HashMap::new())), lanes, exec, stats, limits }
     }
 
     /// Runs a keyed command whose record was just looked for and not found, with the other
@@ -208,7 +207,7 @@ impl Driver {
                     .all(|j| self.exec.bulk_kind(&j.cmd) == Some(ordo_spec::ir::Isolation::ReadCommitted));
             if shared {
                 let (done, finished) = oneshot::channel();
-                self.lanes.submit(Group { jobs: std::mem::take(&mut jobs), done }, self.context());
+                self.lanes.submit(Group { jobs: std::mem::take(&mut jobs), done });
                 let _ = finished.await;
             } else {
                 run_jobs(&self.exec, &self.stats, std::mem::take(&mut jobs)).await;
@@ -223,25 +222,15 @@ impl Driver {
         }
     }
 
-    fn context(&self) -> LaneContext {
-        LaneContext { exec: self.exec.clone(), stats: self.stats.clone(), limits: self.limits }
-    }
-
     /// How many commands wait for the key.
     fn waiting(&self) -> usize {
-        let queues = match self.queues.lock() {
-            Ok(q) => q,
-            Err(p) => p.into_inner(),
-        };
+        let queues = locked(&self.queues);
         queues.get(&self.key).map_or(0, VecDeque::len)
     }
 
     /// The next batch of the key, or `None` when nothing waits (the key is let go).
     fn next(&self) -> Option<Vec<Job>> {
-        let mut queues = match self.queues.lock() {
-            Ok(q) => q,
-            Err(p) => p.into_inner(),
-        };
+        let mut queues = locked(&self.queues);
         loop {
             let waiting = queues.get_mut(&self.key)?;
             let mut jobs = Vec::new();
@@ -314,28 +303,24 @@ struct LaneState {
 /// The transactions that combine several keys' batches.
 struct Lanes {
     state: Mutex<LaneState>,
-}
-
-struct LaneContext {
     exec: Arc<Executor>,
     stats: Arc<BatchStats>,
     limits: Limits,
 }
 
-impl Lanes {
-    fn state(&self) -> std::sync::MutexGuard<'_, LaneState> {
-        match self.state.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        }
-    }
+/// A mutex's guard, also after a panic elsewhere poisoned it: what it guards (queues of
+/// jobs, lane counts) stays consistent, since nothing panics between its updates.
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
+impl Lanes {
     /// Queues a key's batch for the next free lane, starting a lane when one is free.
-    fn submit(self: &Arc<Self>, group: Group, cx: LaneContext) {
+    fn submit(self: &Arc<Self>, group: Group) {
         // Waiting for a lane is waiting too: the queue-depth gauge counts these commands.
-        cx.stats.queued.fetch_add(group.jobs.len(), Relaxed);
+        self.stats.queued.fetch_add(group.jobs.len(), Relaxed);
         let start = {
-            let mut state = self.state();
+            let mut state = locked(&self.state);
             state.ready.push_back(group);
             let start = state.free > 0;
             if start {
@@ -344,20 +329,20 @@ impl Lanes {
             start
         };
         if start {
-            tokio::spawn(self.clone().lane(cx));
+            tokio::spawn(self.clone().lane());
         }
     }
 
     /// One lane: takes every batch waiting (up to `batch_max` commands) into one
     /// transaction, until none waits.
-    async fn lane(self: Arc<Self>, cx: LaneContext) {
+    async fn lane(self: Arc<Self>) {
         loop {
             let groups = {
-                let mut state = self.state();
+                let mut state = locked(&self.state);
                 let mut groups: Vec<Group> = Vec::new();
                 let mut n = 0;
                 while let Some(next) = state.ready.front() {
-                    if !groups.is_empty() && n + next.jobs.len() > cx.limits.batch_max {
+                    if !groups.is_empty() && n + next.jobs.len() > self.limits.batch_max {
                         break;
                     }
                     n += next.jobs.len();
@@ -367,16 +352,16 @@ impl Lanes {
                     state.free += 1;
                     return;
                 }
-                cx.stats.queued.fetch_sub(n, Relaxed);
+                self.stats.queued.fetch_sub(n, Relaxed);
                 groups
             };
             let mut jobs = Vec::new();
             let mut done = Vec::with_capacity(groups.len());
             for g in groups {
-                jobs.extend(g.jobs.into_iter().filter_map(|j| admit(j, &cx.stats, cx.limits.wait_max)));
+                jobs.extend(g.jobs.into_iter().filter_map(|j| admit(j, &self.stats, self.limits.wait_max)));
                 done.push(g.done);
             }
-            run_jobs(&cx.exec, &cx.stats, jobs).await;
+            run_jobs(&self.exec, &self.stats, jobs).await;
             for d in done {
                 let _ = d.send(());
             }

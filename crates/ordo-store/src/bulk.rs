@@ -21,7 +21,7 @@
 //! roll back and say so (`None`): the batch then takes the general path, a savepoint per
 //! command.
 
-use crate::decide::{prepare_create, read_values, reject_unknown, wrong_state};
+use crate::decide::{params_json, prepare_create, read_params, set_check_failed, wrong_state};
 use crate::exec::{Executor, PlannedEffect, Stop};
 use crate::plan::Many;
 use crate::rows::{Bind, Transition, journal_rows, machine_record, record_values, timer_rows};
@@ -341,8 +341,7 @@ impl Executor {
     ) -> Result<Option<Plan<'s>>, Stop> {
         let m = self.machine(machine)?;
         let e = m.event(event).ok_or_else(|| StoreError::UnknownTarget(format!("event `{event}`")))?;
-        reject_unknown(input, &e.params.iter().collect::<Vec<_>>(), event)?;
-        let params = read_values(&e.params, input)?;
+        let params = read_params(e, input)?;
         let Some(cur) = current else { return Err(Rejection::NotFound.into()) };
         if let Some(expected) = if_match
             && expected != cur.version
@@ -371,11 +370,7 @@ impl Executor {
             if let (Some(f), Some(v)) = (m.field(&s.field), fields.get(&s.field))
                 && value::check(f, v).is_err()
             {
-                return Err(Rejection::CheckFailed {
-                    field: s.field.clone(),
-                    reason: "the new value breaks its check".to_string(),
-                }
-                .into());
+                return Err(set_check_failed(&s.field).into());
             }
         }
         let effects = self.plan_effects(&t.body.effects, &Env { fields: &fields, params: &params, now })?;
@@ -522,8 +517,7 @@ impl Executor {
                     if m.timers_in(from).next().is_some() {
                         left.push((cmd.tenant.clone(), m.name.clone(), entity.clone(), from.clone()));
                     }
-                    let params = params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
-                    ((*m, entity, *version, *event, Some(from.as_str()), *to), Json::Object(params))
+                    ((*m, entity, *version, *event, Some(from.as_str()), *to), params_json(params))
                 }
             };
             let (m, entity, version, event, from, to) = t;

@@ -65,6 +65,23 @@ pub(crate) fn prepare_create(
     Ok((fields, params))
 }
 
+/// An event's parameters from a request's input: unknown names refused, each value read
+/// and checked.
+pub(crate) fn read_params(e: &ir::Event, input: &Map<String, Json>) -> Result<BTreeMap<String, Val>, Stop> {
+    reject_unknown(input, &e.params.iter().collect::<Vec<_>>(), &e.name)?;
+    read_values(&e.params, input)
+}
+
+/// Parameters as the journal and the outbox carry them.
+pub(crate) fn params_json(params: &BTreeMap<String, Val>) -> Json {
+    Json::Object(params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+}
+
+/// The rejection of a value a transition sets that breaks its field's check.
+pub(crate) fn set_check_failed(field: &str) -> Rejection {
+    Rejection::CheckFailed { field: field.to_string(), reason: "the new value breaks its check".to_string() }
+}
+
 pub(crate) fn read_values(
     fields: &[ir::Field],
     input: &Map<String, Json>,
@@ -98,10 +115,7 @@ pub(crate) fn why(row: &QueryResult, explain: &plan::Explain) -> Option<Rejectio
     }
     for (i, field) in explain.checks.iter().enumerate() {
         if !truth(format!("ordo_check_{i}")) {
-            return Some(Rejection::CheckFailed {
-                field: field.clone(),
-                reason: "the new value breaks its check".to_string(),
-            });
+            return Some(set_check_failed(field));
         }
     }
     None

@@ -2,7 +2,9 @@
 //! the resource effects (in one fixed lock order), the journal row, the outbox row, the
 //! timers and the idempotency record, or none of them.
 
-use crate::decide::{overflow, prepare_create, read_values, reject_unknown, why, wrong_state};
+use crate::decide::{
+    overflow, params_json, prepare_create, read_params, read_values, reject_unknown, why, wrong_state,
+};
 use crate::plan::{self, Plans, TransitionPlan};
 use crate::rows::{
     Bind, Transition, journal_rows, machine_record, record_values, resource_record, timer_rows,
@@ -354,8 +356,7 @@ impl Executor {
             .ok_or_else(|| Stop::Fail(StoreError::UnknownTarget(format!("event `{event}`"))))?;
         let plans = &self.plans.machines[machine];
         let transitions = &plans.events[event];
-        reject_unknown(params, &e.params.iter().collect::<Vec<_>>(), event)?;
-        let params = read_values(&e.params, params)?;
+        let params = read_params(e, params)?;
         let b = Bind {
             tenant: &cmd.tenant,
             id: Some(id),
@@ -413,7 +414,7 @@ impl Executor {
         let env = Env { fields: &fields, params: &params, now };
         self.effects(conn, &cmd.tenant, &transition.body.effects, &env).await?;
         let entity = id.to_string();
-        let params_json = Json::Object(params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect());
+        let params_json = params_json(&params);
         self.journal(
             conn,
             cmd,
