@@ -34,8 +34,13 @@ use common::{ORDER, fire, operate, place};
 /// executor and pgbench write as the same tenant.
 const TENANT: &str = "default";
 
-/// Clients/tasks at most; each has its own SKU and account so that only the hot-SKU run contends.
+/// Clients/tasks of the fresh and replay runs; each has its own SKU and account so that
+/// only the hot-SKU run contends.
 const TASKS_MAX: usize = 32;
+/// Buyers of the hot-SKU run (each with an account of its own), all at once: a flash sale
+/// has thousands; one transaction per request cannot go faster with more of them (the
+/// row's lock takes them one at a time), group commit can.
+const HOT_TASKS_DEFAULT: usize = 256;
 /// Database connections of each contender: the server's pool, the executor's pool and
 /// pgbench's clients. Equal, so each gets the same share of the database; and together
 /// well under PostgreSQL's default of 100.
@@ -381,9 +386,11 @@ async fn batch_sizes(base: &str) -> String {
             .sum()
     };
     let (batches, commands) = (sum("ordo_batches_total"), sum("ordo_batched_commands_total"));
+    let (fast, splits) = (sum("ordo_batches_fast_total"), sum("ordo_batch_splits_total"));
     let wait = sum("ordo_batch_wait_seconds_total");
     format!(
-        "group commit: {commands:.0} commands in {batches:.0} transactions, {:.1} per transaction on average, {:.2} ms mean wait for a key",
+        "group commit: {commands:.0} commands in {batches:.0} transactions ({fast:.0} on the fast path, {splits:.0} split), \
+         {:.1} per transaction on average, {:.2} ms mean wait for a key",
         commands / batches.max(1.0),
         1e3 * wait / commands.max(1.0)
     )
@@ -471,7 +478,9 @@ fn main() {
         let mut config = StoreConfig::new(db.url.clone());
         config.pool_size = CONNECTIONS as u32;
         let store = Arc::new(Store::open(config, "order", spec, false).await.unwrap());
-        for i in 0..TASKS_MAX {
+        let hot_tasks =
+            std::env::var("ORDO_BENCH_HOT_TASKS").ok().and_then(|n| n.parse().ok()).unwrap_or(HOT_TASKS_DEFAULT);
+        for i in 0..TASKS_MAX.max(hot_tasks) {
             let restock = json!({"quantity": 1_000_000_000});
             let deposit = json!({"amount": 1_000_000_000_000i64});
             store
@@ -495,8 +504,8 @@ fn main() {
         }
         let pgbench_bin = pgbench_binary();
         println!(
-            "order workload on PostgreSQL (+ Redis for the API), {tasks} tasks on {CONNECTIONS} connections \
-             (pgbench: {CONNECTIONS} clients), {secs} s per measurement, per second"
+            "order workload on PostgreSQL (+ Redis for the API), {tasks} tasks ({hot_tasks} buyers on the hot SKU) \
+             on {CONNECTIONS} connections (pgbench: {CONNECTIONS} clients), {secs} s per measurement, per second"
         );
         println!("API: with group commit (the default); API 1:1: one transaction per request (ORDO_GROUP_COMMIT=false)");
         println!(
@@ -504,11 +513,15 @@ fn main() {
             "workload", "API", "API 1:1", "executor", "pgbench", "API/raw", "1:1/raw", "exec/raw"
         );
         let workloads = [
-            ("fresh transitions (place-pay-ship-deliver)", Workload::Fresh),
-            ("replays (pay re-sent with its key)", Workload::Replays),
-            ("hot SKU (place on one SKU)", Workload::Hot),
+            ("fresh", "fresh transitions (place-pay-ship-deliver)", Workload::Fresh),
+            ("replays", "replays (pay re-sent with its key)", Workload::Replays),
+            ("hot", "hot SKU (place on one SKU)", Workload::Hot),
         ];
-        for (round, (label, workload)) in workloads.into_iter().enumerate() {
+        // Some of them only: ORDO_BENCH_WORKLOADS=hot,fresh cargo bench ...
+        let only = std::env::var("ORDO_BENCH_WORKLOADS").ok();
+        let chosen = |name: &str| only.as_ref().is_none_or(|o| o.split(',').any(|w| w.trim() == name));
+        for (round, (_, label, workload)) in workloads.into_iter().enumerate().filter(|(_, w)| chosen(w.0)) {
+            let tasks = if workload == Workload::Hot { hot_tasks } else { tasks };
             let api_rate = api(&base, tasks, secs, workload, round).await;
             // Replays are answered by the claim, from the answer Redis keeps, before any queue:
             // one server measures them (their keys are shared with pgbench's script).

@@ -40,12 +40,13 @@ use uuid::Uuid;
 /// (65,535); a longer batch of rows goes in several statements.
 const VALUES_PER_STATEMENT_MAX: usize = 30_000;
 
-/// A resource row as the batch holds it: `(table, key, tenant)`, so that the rows' order
-/// is the one lock order (table, then key) every transaction takes its rows in.
+/// A resource row as the batch holds it: `(table, tenant, key)`, so that the rows' order
+/// is the one lock order (table, then key, within a tenant) every transaction takes its
+/// rows in.
 type RowId = (String, String, String);
 
 fn row_id(e: &PlannedEffect<'_>, tenant: &str) -> RowId {
-    (e.resource.table.clone(), e.key_text.clone(), tenant.to_string())
+    (e.resource.table.clone(), tenant.to_string(), e.key_text.clone())
 }
 
 struct Row<'s> {
@@ -203,7 +204,7 @@ impl Executor {
                 }
             }
         }
-        let Some(mut rows) = self.lock_rows(&txn, &plans, now).await? else {
+        let Some(mut rows) = self.lock_rows(&txn, &plans).await? else {
             txn.rollback().await?;
             return Ok(None);
         };
@@ -388,62 +389,88 @@ impl Executor {
         }))
     }
 
-    /// Locks every resource row the batch's effects touch, in the one lock order, and reads
-    /// its effect fields. `None`: an amount or a field is not a whole number.
+    /// Locks every resource row the batch's effects touch, in the one lock order (one
+    /// `SELECT ... WHERE key IN (...) ORDER BY key FOR UPDATE` per table and tenant), and
+    /// reads its effect fields. `None`: an amount or a field is not a whole number.
     async fn lock_rows<'s>(
         &self,
         txn: &DatabaseTransaction,
         plans: &[Plan<'s>],
-        now: DateTime<Utc>,
     ) -> Result<Option<BTreeMap<RowId, Row<'s>>>, Stop> {
-        let mut wanted: BTreeMap<RowId, (&ir::Resource, &Val)> = BTreeMap::new();
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Order, Query};
+        // Per table and tenant: the resource and its keys (by their text, the lock order).
+        type Keys<'a> = (&'a ir::Resource, BTreeMap<String, Val>);
+        let mut wanted: BTreeMap<(&str, &str), Keys<'s>> = BTreeMap::new();
         for plan in plans {
             let Some((tenant, effects)) = plan.effects() else { continue };
             for e in effects {
                 if !matches!(e.amount, Val::Int(_)) {
                     return Ok(None);
                 }
-                wanted.insert(row_id(e, tenant), (e.resource, &e.key));
+                let (_, keys) =
+                    wanted.entry((&e.resource.table, tenant)).or_insert((e.resource, BTreeMap::new()));
+                keys.insert(e.key_text.clone(), e.key.clone());
             }
         }
+        let backend = self.plans.backend;
         let mut rows = BTreeMap::new();
-        for (id, (r, key)) in wanted {
-            let plans = &self.plans.resources[&r.name];
-            let b = Bind { tenant: &id.2, key: Some(key), now: Some(now), ..Bind::default() };
-            let found = txn.query_one_raw(b.statement(self.plans.backend, &plans.lock)).await?;
-            let mut values = BTreeMap::new();
-            for f in r.fields.iter().filter(|f| crate::plan::effect_field(f)) {
-                let v = match &found {
-                    Some(row) => crate::rows::get_val(row, &f.name, f.ty)?,
-                    None => crate::plan::zero(f),
-                };
-                if !matches!(v, Val::Int(_)) {
-                    return Ok(None);
-                }
-                values.insert(f.name.clone(), v);
+        for ((table, tenant), (r, keys)) in wanted {
+            let key_col = Alias::new(&r.key.name);
+            let mut q = Query::select();
+            q.columns(crate::plan::resource_columns(r).iter().map(Alias::new))
+                .from(Alias::new(table))
+                .and_where(Expr::col(Alias::new("tenant")).eq(tenant))
+                .and_where(Expr::col(key_col).is_in(keys.values().map(|k| k.to_sql(r.key.ty))));
+            if backend == sea_orm::DbBackend::Postgres {
+                // Locked in the order the rows come: the key's text, byte by byte, as
+                // every other transaction orders them (on SQLite the transaction is
+                // already exclusive).
+                let text = crate::evolve::sql::ident(&r.key.name);
+                q.order_by_expr(Expr::cust(format!("CAST({text} AS TEXT) COLLATE \"C\"")), Order::Asc)
+                    .lock(LockType::Update);
             }
-            let version = match &found {
-                Some(row) => row.try_get("", "version")?,
-                None => 0,
-            };
-            let absent = found.is_none();
-            let refused = absent && plans.ensure.is_none();
-            rows.insert(
-                id,
-                Row { resource: r, key: key.clone(), values, version, absent, refused, changed: false },
-            );
+            let mut found = HashMap::new();
+            for row in txn.query_all_raw(backend.build(&q)).await? {
+                found.insert(crate::rows::get_val(&row, &r.key.name, r.key.ty)?.to_key_text(), row);
+            }
+            for (key_text, key) in keys {
+                let found = found.get(&key_text);
+                let mut values = BTreeMap::new();
+                for f in r.fields.iter().filter(|f| crate::plan::effect_field(f)) {
+                    let v = match found {
+                        Some(row) => crate::rows::get_val(row, &f.name, f.ty)?,
+                        None => crate::plan::zero(f),
+                    };
+                    if !matches!(v, Val::Int(_)) {
+                        return Ok(None);
+                    }
+                    values.insert(f.name.clone(), v);
+                }
+                let version = match found {
+                    Some(row) => row.try_get("", "version")?,
+                    None => 0,
+                };
+                let absent = found.is_none();
+                let refused = absent && self.plans.resources[&r.name].ensure.is_none();
+                rows.insert(
+                    (table.to_string(), tenant.to_string(), key_text),
+                    Row { resource: r, key, values, version, absent, refused, changed: false },
+                );
+            }
         }
         Ok(Some(rows))
     }
 
-    /// Stores each row the batch changed: a missing one created from zeros first.
+    /// Stores each row the batch changed, one statement per table for them all; a missing
+    /// one is created from zeros first.
     async fn write_rows(
         &self,
         txn: &DatabaseTransaction,
         rows: &BTreeMap<RowId, Row<'_>>,
         now: DateTime<Utc>,
     ) -> Result<(), Stop> {
-        for ((_, _, tenant), row) in rows.iter().filter(|(_, row)| row.changed) {
+        let mut by_resource: BTreeMap<&str, Vec<Bind<'_>>> = BTreeMap::new();
+        for ((_, tenant, _), row) in rows.iter().filter(|(_, row)| row.changed) {
             let plans = &self.plans.resources[&row.resource.name];
             let mut b = Bind { tenant, key: Some(&row.key), now: Some(now), ..Bind::default() };
             if row.absent {
@@ -460,7 +487,13 @@ impl Executor {
             }
             b.version = Some(row.version);
             b.fields = Some(&row.values);
-            txn.execute_raw(b.statement(self.plans.backend, &plans.write)).await?;
+            by_resource.entry(&row.resource.name).or_default().push(b);
+        }
+        for (resource, binds) in by_resource {
+            let written = write_many(txn, &self.plans.resources[resource].write_many, &binds).await?;
+            if written != binds.len() as u64 {
+                return Err(StoreError::Internal(format!("{resource}: a locked row was not written")).into());
+            }
         }
         Ok(())
     }
@@ -635,11 +668,28 @@ async fn insert_many(
     rows: &[Bind<'_>],
 ) -> Result<Vec<QueryResult>, Stop> {
     let mut out = Vec::new();
-    let per = (VALUES_PER_STATEMENT_MAX / many.slots.len().max(1)).max(1);
-    for chunk in rows.chunks(per) {
-        let values: Vec<sea_orm::Value> = chunk.iter().flat_map(|b| b.values_of(&many.slots)).collect();
-        let stmt = Statement::from_sql_and_values(txn.get_database_backend(), many.sql(chunk.len()), values);
+    for stmt in many_statements(txn, many, rows) {
         out.extend(txn.query_all_raw(stmt).await?);
     }
     Ok(out)
+}
+
+/// A multi-row update of `rows`, chunked as `insert_many` is; the rows it changed.
+async fn write_many(txn: &DatabaseTransaction, many: &Many, rows: &[Bind<'_>]) -> Result<u64, Stop> {
+    let mut written = 0;
+    for stmt in many_statements(txn, many, rows) {
+        written += txn.execute_raw(stmt).await?.rows_affected();
+    }
+    Ok(written)
+}
+
+/// `many`'s statements for `rows`, at most `VALUES_PER_STATEMENT_MAX` values each.
+fn many_statements(txn: &DatabaseTransaction, many: &Many, rows: &[Bind<'_>]) -> Vec<Statement> {
+    let per = (VALUES_PER_STATEMENT_MAX / many.slots.len().max(1)).max(1);
+    rows.chunks(per)
+        .map(|chunk| {
+            let values: Vec<sea_orm::Value> = chunk.iter().flat_map(|b| b.values_of(&many.slots)).collect();
+            Statement::from_sql_and_values(txn.get_database_backend(), many.sql(chunk.len()), values)
+        })
+        .collect()
 }

@@ -297,10 +297,9 @@ pub struct Explain {
 #[derive(Debug)]
 pub struct ResourcePlan {
     pub select: Sql,
-    /// `select ... FOR UPDATE` (PostgreSQL); on SQLite the transaction is already exclusive.
-    pub lock: Sql,
-    /// Stores the row's effect fields, version and `updated_at` as computed by a batch.
-    pub write: Sql,
+    /// Stores rows' effect fields, versions and `updated_at` as a batch computed them, many
+    /// rows per statement (tenant and key first in each row's values).
+    pub write_many: Many,
     /// Creates the row from zeros when it is missing; `None` when a zero row would break a
     /// check (then a missing row is a rejection).
     pub ensure: Option<Sql>,
@@ -582,19 +581,17 @@ fn resource_plan(r: &ir::Resource, backend: DbBackend) -> Result<ResourcePlan, P
     let key_ty = r.key.ty;
 
     let row_of = Row { table: &r.table, key_col: &r.key.name, key_src: Source::Key, key_ty: key_ty.into() };
-    let (select, lock) =
-        (row_of.select(&cols, false, backend, &r.name)?, row_of.select(&cols, true, backend, &r.name)?);
+    let select = row_of.select(&cols, false, backend, &r.name)?;
 
-    let mut slots = Slots::default();
-    let mut q = Query::update();
-    q.table(a(&r.table));
+    let slot = |source: Source, ty: Type| Slot { source, ty: ty.into() };
+    let mut written = vec![("tenant".to_string(), slot(Source::Tenant, Type::Text))];
+    written.push((r.key.name.clone(), slot(Source::Key, key_ty)));
     for f in r.fields.iter().filter(|f| effect_field(f)) {
-        q.value(a(&f.name), slots.bind(Source::Value(f.name.clone()), f.ty));
+        written.push((f.name.clone(), slot(Source::Value(f.name.clone()), f.ty)));
     }
-    q.value(a("version"), slots.bind(Source::Version, Type::Int))
-        .value(a("updated_at"), slots.bind(Source::Now, Type::Timestamp))
-        .cond_where(row_filter(&mut slots, &r.key.name, Source::Key, key_ty));
-    let write = slots.finish(backend, &q, &r.name)?;
+    written.push(("version".to_string(), slot(Source::Version, Type::Int)));
+    written.push(("updated_at".to_string(), slot(Source::Now, Type::Timestamp)));
+    let write_many = Many::update(&r.table, &written, 2, backend);
 
     let zero_is_valid = r.fields.iter().all(|f| crate::value::check(f, &zero(f)).is_ok());
     let ensure = if zero_is_valid {
@@ -657,7 +654,7 @@ fn resource_plan(r: &ir::Resource, backend: DbBackend) -> Result<ResourcePlan, P
     for op in &r.operations {
         operations.insert(op.name.clone(), operation_plan(r, op, &row, &cols, backend)?);
     }
-    Ok(ResourcePlan { select, lock, write, ensure, effects, operations })
+    Ok(ResourcePlan { select, write_many, ensure, effects, operations })
 }
 
 /// Whether effects (`Resource[key].field += amount`) may change a field: whole numbers

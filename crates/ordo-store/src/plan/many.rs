@@ -1,7 +1,10 @@
-//! Many rows in one `INSERT`: a compiled one-row insert repeated, for group commit's fast
-//! path (one round trip per table for a whole batch).
+//! Many rows in one statement: a compiled one-row insert repeated, or an update of many
+//! rows from a list of values, for group commit's fast path (one round trip per table for
+//! a whole batch).
 
-use super::{PlanError, Slot, Sql};
+use super::{PlanError, Slot, Sql, SqlType};
+use crate::evolve::sql::ident as quote;
+use ordo_spec::ir::Type;
 use sea_orm::DbBackend;
 
 /// A one-row `INSERT` repeated for many rows in one statement (group commit writes a
@@ -13,6 +16,9 @@ pub struct Many {
     tail: String,
     pub slots: Vec<Slot>,
     backend: DbBackend,
+    /// Each slot's SQL type, cast to on PostgreSQL (a `VALUES` list outside an `INSERT`
+    /// has no columns to take its types from); empty for an insert.
+    casts: Vec<&'static str>,
 }
 
 impl Many {
@@ -23,25 +29,77 @@ impl Many {
         let start = one.sql.find(" VALUES (").ok_or_else(|| fail("no VALUES group"))? + " VALUES ".len();
         let end = start + one.sql[start..].find(')').ok_or_else(|| fail("an unclosed VALUES group"))? + 1;
         let (head, group, tail) = (&one.sql[..start], &one.sql[start..end], &one.sql[end..]);
-        let expected = Many::group(backend, 0, one.slots.len());
+        let plain = Many {
+            head: String::new(),
+            tail: String::new(),
+            slots: one.slots.clone(),
+            backend,
+            casts: vec![],
+        };
+        let expected = plain.group(0);
         if group != expected || tail.contains('?') || tail.contains('$') {
             return Err(fail(&format!("the VALUES group {group} is not {expected} alone")));
         }
-        Ok(Many { head: head.to_string(), tail: tail.to_string(), slots: one.slots.clone(), backend })
+        Ok(Many { head: head.to_string(), tail: tail.to_string(), ..plain })
     }
 
-    /// `($first+1, ..., $first+n)` on PostgreSQL, `(?, ..., ?)` on SQLite.
-    fn group(backend: DbBackend, first: usize, n: usize) -> String {
-        let marks: Vec<String> = (first + 1..=first + n)
-            .map(|i| if backend == DbBackend::Postgres { format!("${i}") } else { "?".to_string() })
+    /// `UPDATE table SET column = new.column, ... FROM (the rows' values) WHERE` each row's
+    /// `match` columns equal its values: one statement that gives every listed row its own
+    /// values. `columns` are the value list's columns with their slots, the `match` ones
+    /// first.
+    pub(super) fn update(
+        table: &str,
+        columns: &[(String, Slot)],
+        matched: usize,
+        backend: DbBackend,
+    ) -> Many {
+        let new = quote("ordo_new");
+        let names: Vec<String> = columns.iter().map(|(c, _)| quote(c)).collect();
+        let (keys, set) = names.split_at(matched);
+        let set: Vec<String> = set.iter().map(|c| format!("{c} = {new}.{c}")).collect();
+        let matches: Vec<String> = keys.iter().map(|c| format!("{}.{c} = {new}.{c}", quote(table))).collect();
+        let casts = columns
+            .iter()
+            .map(|(_, slot)| match slot.ty {
+                SqlType::Uuid => "UUID",
+                SqlType::Of(Type::Int | Type::Money) => "BIGINT",
+                SqlType::Of(Type::Text) => "TEXT",
+                SqlType::Of(Type::Bool) => "BOOLEAN",
+                SqlType::Of(Type::Timestamp) => "TIMESTAMPTZ",
+            })
+            .collect();
+        Many {
+            head: format!("WITH {new} ({}) AS (VALUES ", names.join(", ")),
+            tail: format!(
+                ") UPDATE {} SET {} FROM {new} WHERE {}",
+                quote(table),
+                set.join(", "),
+                matches.join(" AND ")
+            ),
+            slots: columns.iter().map(|(_, slot)| slot.clone()).collect(),
+            backend,
+            casts,
+        }
+    }
+
+    /// The `first`-th row's group: `($first+1, ..., $first+n)` on PostgreSQL (each cast to
+    /// its type where the statement has casts), `(?, ..., ?)` on SQLite, which takes a
+    /// bound value's own type.
+    fn group(&self, row: usize) -> String {
+        let first = row * self.slots.len();
+        let marks: Vec<String> = (0..self.slots.len())
+            .map(|i| match (self.backend, self.casts.get(i)) {
+                (DbBackend::Postgres, Some(ty)) => format!("CAST(${} AS {ty})", first + i + 1),
+                (DbBackend::Postgres, None) => format!("${}", first + i + 1),
+                _ => "?".to_string(),
+            })
             .collect();
         format!("({})", marks.join(", "))
     }
 
     /// The statement's text for `rows` rows; its values are each row's, row after row.
     pub fn sql(&self, rows: usize) -> String {
-        let groups: Vec<String> =
-            (0..rows).map(|r| Many::group(self.backend, r * self.slots.len(), self.slots.len())).collect();
+        let groups: Vec<String> = (0..rows).map(|r| self.group(r)).collect();
         format!("{}{}{}", self.head, groups.join(", "), self.tail)
     }
 }
@@ -50,7 +108,7 @@ impl Many {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::plan::{Slots, Source, a};
+    use crate::plan::{Slot, Slots, Source, a};
     use ordo_spec::ir::Type;
     use sea_orm::sea_query::{Expr, OnConflict, Query};
 
@@ -82,6 +140,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An update of many rows: each row's values cast to their types on PostgreSQL (a bare
+    /// VALUES list has no column types), bare on SQLite; the match columns in WHERE.
+    #[test]
+    fn an_update_of_many_rows_joins_its_values_on_the_match_columns() {
+        let cols = [
+            ("tenant".to_string(), Slot { source: Source::Tenant, ty: Type::Text.into() }),
+            ("sku".to_string(), Slot { source: Source::Key, ty: Type::Text.into() }),
+            (
+                "available".to_string(),
+                Slot { source: Source::Value("available".into()), ty: Type::Int.into() },
+            ),
+        ];
+        let pg = Many::update("inventories", &cols, 2, DbBackend::Postgres);
+        assert_eq!(
+            pg.sql(2),
+            "WITH \"ordo_new\" (\"tenant\", \"sku\", \"available\") AS (VALUES \
+             (CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT)), (CAST($4 AS TEXT), CAST($5 AS TEXT), CAST($6 AS BIGINT))) \
+             UPDATE \"inventories\" SET \"available\" = \"ordo_new\".\"available\" FROM \"ordo_new\" \
+             WHERE \"inventories\".\"tenant\" = \"ordo_new\".\"tenant\" AND \"inventories\".\"sku\" = \"ordo_new\".\"sku\""
+        );
+        let sqlite = Many::update("inventories", &cols, 2, DbBackend::Sqlite).sql(1);
+        assert!(sqlite.contains("AS (VALUES (?, ?, ?)) UPDATE"), "{sqlite}");
     }
 
     /// A statement that binds anything outside its one VALUES group cannot be repeated.
