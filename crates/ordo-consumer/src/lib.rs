@@ -133,6 +133,8 @@ impl Consumer {
             .with_performance_config(|p| {
                 p.default_command_timeout = Duration::from_millis(REDIS_TIMEOUT_MS + config.block_ms)
             })
+            // Acknowledgements must not wait for a delayed ACK (Nagle).
+            .with_connection_config(|c| c.tcp.nodelay = Some(true))
             // A Redis restarted or a connection cut: reconnect, and the next poll goes on.
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build()?;

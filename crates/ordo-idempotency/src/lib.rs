@@ -250,6 +250,8 @@ impl Leases {
                 c.connection_timeout = timeout.max(Duration::from_millis(1_000));
                 c.internal_command_timeout = timeout.max(Duration::from_millis(1_000));
                 c.max_command_attempts = 1;
+                // Pipelined claims and settles must not wait for a delayed ACK (Nagle).
+                c.tcp.nodelay = Some(true);
             })
             // Reconnect for ever, at most a second apart: a Redis that is back is used again soon.
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2))

@@ -79,6 +79,8 @@ impl Relay {
         let timeout = Duration::from_millis(RELAY_REDIS_TIMEOUT_MS);
         let client = Builder::from_config(config)
             .with_performance_config(|p| p.default_command_timeout = timeout)
+            // Pipelined XADDs must not wait for a delayed ACK (Nagle).
+            .with_connection_config(|c| c.tcp.nodelay = Some(true))
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2))
             .build()
             .map_err(|e| e.to_string())?;
