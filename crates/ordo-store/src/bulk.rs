@@ -513,8 +513,9 @@ impl Executor {
         let mut by_machine: BTreeMap<&str, (&ir::Machine, Vec<Bind<'_>>)> = BTreeMap::new();
         let (mut journal, mut outbox, mut timers) = (Vec::new(), Vec::new(), Vec::new());
         let mut fired: HashMap<usize, Record> = HashMap::new();
-        // The states with timers that events left: their timers go.
-        let mut left: Vec<(String, String, String, String)> = Vec::new();
+        // The states with timers that events left (by tenant, machine and state): the
+        // instances' timers there go.
+        let mut left: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
         for (i, (cmd, plan)) in cmds.iter().zip(plans).enumerate() {
             let (t, params) = match plan {
                 Plan::Rejected(_) => continue,
@@ -548,7 +549,9 @@ impl Executor {
                     fired.insert(i, machine_record(m, &row)?);
                     let entity = id.to_string();
                     if m.timers_in(from).next().is_some() {
-                        left.push((cmd.tenant.clone(), m.name.clone(), entity.clone(), from.clone()));
+                        left.entry((cmd.tenant.clone(), m.name.clone(), from.clone()))
+                            .or_default()
+                            .push(entity.clone());
                     }
                     ((*m, entity, *version, *event, Some(from.as_str()), *to), params_json(params))
                 }
@@ -576,12 +579,22 @@ impl Executor {
             }
         }
         if !left.is_empty() {
-            use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-            let cols = ["tenant", "machine", "entity", "state"].map(|c| Expr::col(Alias::new(c)));
-            let cancel = Query::delete()
-                .from_table(Alias::new(crate::schema::TIMERS))
-                .and_where(Expr::tuple(cols).in_tuples(left))
-                .to_owned();
+            use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Query};
+            // `entity IN (...)` per tenant, machine and state left: a list of 4-tuples would
+            // be planned as an OR of every one, each row checked against all of them.
+            let mut which = Condition::any();
+            for ((tenant, machine, state), entities) in left {
+                let col = |c: &str| Expr::col(Alias::new(c));
+                which = which.add(
+                    col("tenant")
+                        .eq(tenant)
+                        .and(col("machine").eq(machine))
+                        .and(col("state").eq(state))
+                        .and(col("entity").is_in(entities)),
+                );
+            }
+            let cancel =
+                Query::delete().from_table(Alias::new(crate::schema::TIMERS)).cond_where(which).to_owned();
             txn.execute_raw(backend.build(&cancel)).await?;
         }
         let system = &self.plans.system;

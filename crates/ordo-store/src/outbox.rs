@@ -149,18 +149,26 @@ impl OutboxBatch {
     /// Marks the batch sent and releases it.
     pub async fn mark_sent(self, now: chrono::DateTime<chrono::Utc>) -> Result<usize, StoreError> {
         use sea_orm::ConnectionTrait;
-        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+        use sea_orm::sea_query::{Alias, Condition, Expr, ExprTrait, Query};
         let n = self.events.len();
         if n > 0 {
-            // By the table's key, `(tenant, id)`.
-            let keys = self.events.iter().map(|e| (e.tenant.clone(), e.id));
+            // By the table's key: `tenant = t AND id IN (...)` per tenant, one index scan each
+            // (a list of `(tenant, id)` tuples is planned as an OR of every pair, and each row
+            // is checked against all of them: quadratic in the batch).
+            let mut ids: std::collections::BTreeMap<&str, Vec<Uuid>> = std::collections::BTreeMap::new();
+            for e in &self.events {
+                ids.entry(&e.tenant).or_default().push(e.id);
+            }
+            let mut which = Condition::any();
+            for (tenant, ids) in ids {
+                which = which.add(
+                    Expr::col(Alias::new("tenant")).eq(tenant).and(Expr::col(Alias::new("id")).is_in(ids)),
+                );
+            }
             let update = Query::update()
                 .table(Alias::new(schema::OUTBOX))
                 .value(Alias::new("sent_at"), now)
-                .and_where(
-                    Expr::tuple([Expr::col(Alias::new("tenant")), Expr::col(Alias::new("id"))])
-                        .in_tuples(keys),
-                )
+                .cond_where(which)
                 .to_owned();
             self.txn.execute(&update).await?;
         }
