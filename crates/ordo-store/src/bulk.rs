@@ -255,7 +255,6 @@ impl Executor {
         txn: &DatabaseTransaction,
         cmds: &[Command],
     ) -> Result<HashMap<InstanceId, Current>, Stop> {
-        use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Order, Query};
         let mut wanted: BTreeMap<(&str, &str, &str), BTreeSet<Uuid>> = BTreeMap::new();
         for cmd in cmds {
             if let Action::Fire { machine, id, .. } = &cmd.action {
@@ -265,16 +264,10 @@ impl Executor {
         let mut found = HashMap::new();
         for ((table, machine, tenant), ids) in wanted {
             let m = self.machine(machine)?;
-            let mut q = Query::select();
-            q.columns(crate::plan::machine_columns(m).iter().map(Alias::new))
-                .from(Alias::new(table))
-                .and_where(Expr::col(Alias::new("tenant")).eq(tenant))
-                .and_where(Expr::col(Alias::new("id")).is_in(ids))
-                .order_by(Alias::new("id"), Order::Asc);
-            if self.plans.backend == sea_orm::DbBackend::Postgres {
-                q.lock(LockType::Update);
-            }
-            for row in txn.query_all_raw(self.plans.backend.build(&q)).await? {
+            let ids = ids.into_iter().map(|id| sea_orm::Value::Uuid(Some(id)));
+            // A uuid's order is its bytes', as `Uuid`'s is.
+            let locked = self.lock_in(table, &crate::plan::machine_columns(m), tenant, "id", ids, "\"id\"");
+            for row in txn.query_all_raw(locked).await? {
                 let current = Current {
                     state: row.try_get("", "state")?,
                     version: row.try_get("", "version")?,
@@ -397,7 +390,6 @@ impl Executor {
         txn: &DatabaseTransaction,
         plans: &[Plan<'s>],
     ) -> Result<Option<BTreeMap<RowId, Row<'s>>>, Stop> {
-        use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Order, Query};
         // Per table and tenant: the resource and its keys (by their text, the lock order).
         type Keys<'a> = (&'a ir::Resource, BTreeMap<String, Val>);
         let mut wanted: BTreeMap<(&str, &str), Keys<'s>> = BTreeMap::new();
@@ -412,25 +404,16 @@ impl Executor {
                 keys.insert(e.key_text.clone(), e.key.clone());
             }
         }
-        let backend = self.plans.backend;
         let mut rows = BTreeMap::new();
         for ((table, tenant), (r, keys)) in wanted {
-            let key_col = Alias::new(&r.key.name);
-            let mut q = Query::select();
-            q.columns(crate::plan::resource_columns(r).iter().map(Alias::new))
-                .from(Alias::new(table))
-                .and_where(Expr::col(Alias::new("tenant")).eq(tenant))
-                .and_where(Expr::col(key_col).is_in(keys.values().map(|k| k.to_sql(r.key.ty))));
-            if backend == sea_orm::DbBackend::Postgres {
-                // Locked in the order the rows come: the key's text, byte by byte, as
-                // every other transaction orders them (on SQLite the transaction is
-                // already exclusive).
-                let text = crate::evolve::sql::ident(&r.key.name);
-                q.order_by_expr(Expr::cust(format!("CAST({text} AS TEXT) COLLATE \"C\"")), Order::Asc)
-                    .lock(LockType::Update);
-            }
+            // The key's text, byte by byte: the order `Executor::plan_effects` gives a lone
+            // command's effects.
+            let order = format!("CAST({} AS TEXT) COLLATE \"C\"", crate::evolve::sql::ident(&r.key.name));
+            let values = keys.values().map(|k| k.to_sql(r.key.ty));
+            let locked =
+                self.lock_in(table, &crate::plan::resource_columns(r), tenant, &r.key.name, values, &order);
             let mut found = HashMap::new();
-            for row in txn.query_all_raw(backend.build(&q)).await? {
+            for row in txn.query_all_raw(locked).await? {
                 found.insert(crate::rows::get_val(&row, &r.key.name, r.key.ty)?.to_key_text(), row);
             }
             for (key_text, key) in keys {
@@ -459,6 +442,30 @@ impl Executor {
             }
         }
         Ok(Some(rows))
+    }
+
+    /// `SELECT columns FROM table WHERE tenant = .. AND column IN (values)`, on PostgreSQL
+    /// `ORDER BY order FOR UPDATE`: the rows are locked in the order they come (on SQLite
+    /// the transaction is already exclusive).
+    fn lock_in(
+        &self,
+        table: &str,
+        columns: &[String],
+        tenant: &str,
+        column: &str,
+        values: impl IntoIterator<Item = sea_orm::Value>,
+        order: &str,
+    ) -> Statement {
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, LockType, Order, Query};
+        let mut q = Query::select();
+        q.columns(columns.iter().map(Alias::new))
+            .from(Alias::new(table))
+            .and_where(Expr::col(Alias::new("tenant")).eq(tenant))
+            .and_where(Expr::col(Alias::new(column)).is_in(values));
+        if self.plans.backend == sea_orm::DbBackend::Postgres {
+            q.order_by_expr(Expr::cust(order.to_string()), Order::Asc).lock(LockType::Update);
+        }
+        self.plans.backend.build(&q)
     }
 
     /// Stores each row the batch changed, one statement per table for them all; a missing
