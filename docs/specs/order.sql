@@ -35,20 +35,20 @@ SELECT "id", "tenant", "state", "version", "sku", "quantity", "account", "amount
   -- $1: tenant
   -- $2: id
 
--- ==== Order: a transition decided in a batch (group commit)
+-- ==== Order: transitions decided in a batch (group commit), one row here (a batch lists one per instance)
 
-UPDATE "orders" SET "state" = $1, "version" = $2, "sku" = $3, "quantity" = $4, "account" = $5, "amount" = $6, "carrier" = $7, "tracking" = $8, "updated_at" = $9 WHERE "tenant" = $10 AND "id" = $11 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
-  -- $1: value state
-  -- $2: expected version
-  -- $3: value sku
-  -- $4: value quantity
-  -- $5: value account
-  -- $6: value amount
-  -- $7: value carrier
-  -- $8: value tracking
-  -- $9: now
-  -- $10: tenant
-  -- $11: id
+WITH "ordo_new" ("c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "c10") AS (VALUES (CAST($1 AS TEXT), CAST($2 AS UUID), CAST($3 AS TEXT), CAST($4 AS BIGINT), CAST($5 AS TEXT), CAST($6 AS BIGINT), CAST($7 AS TEXT), CAST($8 AS BIGINT), CAST($9 AS TEXT), CAST($10 AS TEXT), CAST($11 AS TIMESTAMPTZ))) UPDATE "orders" SET "state" = "ordo_new"."c2", "version" = "ordo_new"."c3", "sku" = "ordo_new"."c4", "quantity" = "ordo_new"."c5", "account" = "ordo_new"."c6", "amount" = "ordo_new"."c7", "carrier" = "ordo_new"."c8", "tracking" = "ordo_new"."c9", "updated_at" = "ordo_new"."c10" FROM "ordo_new" WHERE "orders"."tenant" = "ordo_new"."c0" AND "orders"."id" = "ordo_new"."c1" RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+  -- $1: tenant
+  -- $2: id
+  -- $3: value state
+  -- $4: expected version
+  -- $5: value sku
+  -- $6: value quantity
+  -- $7: value account
+  -- $8: value amount
+  -- $9: value carrier
+  -- $10: value tracking
+  -- $11: now
 
 -- ==== Order: `pay` from `pending` to `paid`
 

@@ -32,19 +32,19 @@ SELECT "id", "tenant", "state", "version", "payer", "payee", "amount", "referenc
   -- $1: tenant
   -- $2: id
 
--- ==== Transfer: a transition decided in a batch (group commit)
+-- ==== Transfer: transitions decided in a batch (group commit), one row here (a batch lists one per instance)
 
-UPDATE "transfers" SET "state" = $1, "version" = $2, "payer" = $3, "payee" = $4, "amount" = $5, "reference" = $6, "failure" = $7, "updated_at" = $8 WHERE "tenant" = $9 AND "id" = $10 RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
-  -- $1: value state
-  -- $2: expected version
-  -- $3: value payer
-  -- $4: value payee
-  -- $5: value amount
-  -- $6: value reference
-  -- $7: value failure
-  -- $8: now
-  -- $9: tenant
-  -- $10: id
+WITH "ordo_new" ("c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9") AS (VALUES (CAST($1 AS TEXT), CAST($2 AS UUID), CAST($3 AS TEXT), CAST($4 AS BIGINT), CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS BIGINT), CAST($8 AS TEXT), CAST($9 AS TEXT), CAST($10 AS TIMESTAMPTZ))) UPDATE "transfers" SET "state" = "ordo_new"."c2", "version" = "ordo_new"."c3", "payer" = "ordo_new"."c4", "payee" = "ordo_new"."c5", "amount" = "ordo_new"."c6", "reference" = "ordo_new"."c7", "failure" = "ordo_new"."c8", "updated_at" = "ordo_new"."c9" FROM "ordo_new" WHERE "transfers"."tenant" = "ordo_new"."c0" AND "transfers"."id" = "ordo_new"."c1" RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
+  -- $1: tenant
+  -- $2: id
+  -- $3: value state
+  -- $4: expected version
+  -- $5: value payer
+  -- $6: value payee
+  -- $7: value amount
+  -- $8: value reference
+  -- $9: value failure
+  -- $10: now
 
 -- ==== Transfer: `settle` from `pending` to `settled`
 

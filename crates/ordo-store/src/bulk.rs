@@ -519,11 +519,12 @@ impl Executor {
         let backend = self.plans.backend;
         let mut by_machine: BTreeMap<&str, (&ir::Machine, Vec<Bind<'_>>)> = BTreeMap::new();
         let (mut journal, mut outbox, mut timers) = (Vec::new(), Vec::new(), Vec::new());
-        let mut fired: HashMap<usize, Record> = HashMap::new();
+        // The events' instances, as they are written (per machine).
+        let mut moved: BTreeMap<&str, (&ir::Machine, Vec<Bind<'_>>)> = BTreeMap::new();
         // The states with timers that events left (by tenant, machine and state): the
         // instances' timers there go.
         let mut left: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
-        for (i, (cmd, plan)) in cmds.iter().zip(plans).enumerate() {
+        for (cmd, plan) in cmds.iter().zip(plans) {
             let (t, params) = match plan {
                 Plan::Rejected(_) => continue,
                 Plan::Create { m, id, fields, .. } => {
@@ -549,11 +550,7 @@ impl Executor {
                         ..Bind::default()
                     };
                     b.values.insert("state", Val::Text(to.to_string()));
-                    let row = txn
-                        .query_one_raw(b.statement(backend, &self.plans.machines[&m.name].write))
-                        .await?
-                        .ok_or_else(|| StoreError::Internal("a locked instance was not written".into()))?;
-                    fired.insert(i, machine_record(m, &row)?);
+                    moved.entry(m.name.as_str()).or_insert_with(|| (*m, Vec::new())).1.push(b);
                     let entity = id.to_string();
                     if m.timers_in(from).next().is_some() {
                         left.entry((cmd.tenant.clone(), m.name.clone(), from.clone()))
@@ -578,11 +575,17 @@ impl Executor {
             outbox.push(o);
             timers.extend(timer_rows(&cmd.tenant, m, &entity, to, now));
         }
-        let mut created: HashMap<Uuid, Record> = HashMap::new();
+        // The instances written, new and moved, by id (a batch's events address distinct
+        // instances, and new ids are new).
+        let mut written: HashMap<Uuid, Record> = HashMap::new();
         for (machine, (m, binds)) in &by_machine {
             for row in insert_many(txn, &self.plans.machines[*machine].insert_many, binds).await? {
-                let id: Uuid = row.try_get("", "id")?;
-                created.insert(id, machine_record(m, &row)?);
+                written.insert(row.try_get("", "id")?, machine_record(m, &row)?);
+            }
+        }
+        for (machine, (m, binds)) in &moved {
+            for row in insert_many(txn, &self.plans.machines[*machine].write_many, binds).await? {
+                written.insert(row.try_get("", "id")?, machine_record(m, &row)?);
             }
         }
         if !left.is_empty() {
@@ -609,14 +612,13 @@ impl Executor {
         insert_many(txn, &system.outbox_many, &outbox).await?;
         insert_many(txn, &system.timer_arm_many, &timers).await?;
         let mut outcomes = Vec::with_capacity(plans.len());
-        for (i, plan) in plans.iter().enumerate() {
+        for plan in plans {
             let instance = match plan {
                 Plan::Rejected(rejection) => {
                     outcomes.push(Outcome::Rejected { rejection: rejection.clone() });
                     continue;
                 }
-                Plan::Create { id, .. } => created.remove(id),
-                Plan::Fire { .. } => fired.remove(&i),
+                Plan::Create { id, .. } | Plan::Fire { id, .. } => written.remove(id),
             };
             match instance {
                 Some(instance) => outcomes.push(Outcome::Applied { instance }),

@@ -265,9 +265,10 @@ pub struct MachinePlan {
     pub select: Sql,
     /// `SELECT ... FOR UPDATE` (PostgreSQL); on SQLite the transaction is already exclusive.
     pub lock: Sql,
-    /// The row's state, version and every field written from values decided beforehand
-    /// (group commit's fast path), returning the row.
-    pub write: Sql,
+    /// Rows' states, versions and every field written from values decided beforehand
+    /// (group commit's fast path), many rows per statement (tenant and id first in each
+    /// row's values), returning each row.
+    pub write_many: Many,
     pub events: BTreeMap<String, Vec<TransitionPlan>>,
 }
 
@@ -411,24 +412,24 @@ fn machine_plan(m: &ir::Machine, backend: DbBackend) -> Result<MachinePlan, Plan
         }
         events.insert(e.name.clone(), plans);
     }
-    let mut slots = Slots::default();
-    let mut q = Query::update();
-    q.table(a(&m.table))
-        .value(a("state"), slots.bind(Source::Value("state".to_string()), Type::Text))
-        .value(a("version"), slots.bind(Source::Version, Type::Int));
+    let slot = |source: Source, ty: SqlType| Slot { source, ty };
+    let mut written = vec![
+        ("tenant".to_string(), slot(Source::Tenant, Type::Text.into())),
+        ("id".to_string(), slot(Source::Id, SqlType::Uuid)),
+        ("state".to_string(), slot(Source::Value("state".to_string()), Type::Text.into())),
+        ("version".to_string(), slot(Source::Version, Type::Int.into())),
+    ];
     for f in &m.fields {
-        q.value(a(&f.name), slots.bind(Source::Value(f.name.clone()), f.ty));
+        written.push((f.name.clone(), slot(Source::Value(f.name.clone()), f.ty.into())));
     }
-    q.value(a("updated_at"), slots.bind(Source::Now, Type::Timestamp))
-        .cond_where(row.filter(&mut slots))
-        .returning(returning(&cols));
-    let write = slots.finish(backend, &q, &what("write"))?;
+    written.push(("updated_at".to_string(), slot(Source::Now, Type::Timestamp.into())));
+    let write_many = Many::update(&m.table, &written, 2, &cols, backend);
     Ok(MachinePlan {
         insert,
         insert_many,
         select: select_stmt(false)?,
         lock: select_stmt(true)?,
-        write,
+        write_many,
         events,
     })
 }
@@ -591,7 +592,7 @@ fn resource_plan(r: &ir::Resource, backend: DbBackend) -> Result<ResourcePlan, P
     }
     written.push(("version".to_string(), slot(Source::Version, Type::Int)));
     written.push(("updated_at".to_string(), slot(Source::Now, Type::Timestamp)));
-    let write_many = Many::update(&r.table, &written, 2, backend);
+    let write_many = Many::update(&r.table, &written, 2, &[], backend);
 
     let zero_is_valid = r.fields.iter().all(|f| crate::value::check(f, &zero(f)).is_ok());
     let ensure = if zero_is_valid {

@@ -45,19 +45,31 @@ impl Many {
 
     /// `UPDATE table SET column = new.column, ... FROM (the rows' values) WHERE` each row's
     /// `match` columns equal its values: one statement that gives every listed row its own
-    /// values. `columns` are the value list's columns with their slots, the `match` ones
-    /// first.
+    /// values, returning `returning` of each row it changed. `columns` are the value list's
+    /// columns with their slots, the `match` ones first. The list's own columns are named
+    /// `c0`, `c1`, ..., so that no name in `RETURNING` can mean one of them.
     pub(super) fn update(
         table: &str,
         columns: &[(String, Slot)],
         matched: usize,
+        returning: &[String],
         backend: DbBackend,
     ) -> Many {
         let new = quote("ordo_new");
-        let names: Vec<String> = columns.iter().map(|(c, _)| quote(c)).collect();
-        let (keys, set) = names.split_at(matched);
-        let set: Vec<String> = set.iter().map(|c| format!("{c} = {new}.{c}")).collect();
-        let matches: Vec<String> = keys.iter().map(|c| format!("{}.{c} = {new}.{c}", quote(table))).collect();
+        let value = |i: usize| format!("{new}.\"c{i}\"");
+        let (set, matches): (Vec<_>, Vec<_>) = columns.iter().enumerate().partition(|(i, _)| *i >= matched);
+        let set: Vec<String> =
+            set.iter().map(|(i, (c, _))| format!("{} = {}", quote(c), value(*i))).collect();
+        let matches: Vec<String> = matches
+            .iter()
+            .map(|(i, (c, _))| format!("{}.{} = {}", quote(table), quote(c), value(*i)))
+            .collect();
+        let names: Vec<String> = (0..columns.len()).map(|i| format!("\"c{i}\"")).collect();
+        let returning = if returning.is_empty() {
+            String::new()
+        } else {
+            format!(" RETURNING {}", returning.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "))
+        };
         let casts = columns
             .iter()
             .map(|(_, slot)| match slot.ty {
@@ -71,7 +83,7 @@ impl Many {
         Many {
             head: format!("WITH {new} ({}) AS (VALUES ", names.join(", ")),
             tail: format!(
-                ") UPDATE {} SET {} FROM {new} WHERE {}",
+                ") UPDATE {} SET {} FROM {new} WHERE {}{returning}",
                 quote(table),
                 set.join(", "),
                 matches.join(" AND ")
@@ -154,16 +166,18 @@ mod tests {
                 Slot { source: Source::Value("available".into()), ty: Type::Int.into() },
             ),
         ];
-        let pg = Many::update("inventories", &cols, 2, DbBackend::Postgres);
+        let pg = Many::update("inventories", &cols, 2, &["version".to_string()], DbBackend::Postgres);
         assert_eq!(
             pg.sql(2),
-            "WITH \"ordo_new\" (\"tenant\", \"sku\", \"available\") AS (VALUES \
+            "WITH \"ordo_new\" (\"c0\", \"c1\", \"c2\") AS (VALUES \
              (CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT)), (CAST($4 AS TEXT), CAST($5 AS TEXT), CAST($6 AS BIGINT))) \
-             UPDATE \"inventories\" SET \"available\" = \"ordo_new\".\"available\" FROM \"ordo_new\" \
-             WHERE \"inventories\".\"tenant\" = \"ordo_new\".\"tenant\" AND \"inventories\".\"sku\" = \"ordo_new\".\"sku\""
+             UPDATE \"inventories\" SET \"available\" = \"ordo_new\".\"c2\" FROM \"ordo_new\" \
+             WHERE \"inventories\".\"tenant\" = \"ordo_new\".\"c0\" AND \"inventories\".\"sku\" = \"ordo_new\".\"c1\" \
+             RETURNING \"version\""
         );
-        let sqlite = Many::update("inventories", &cols, 2, DbBackend::Sqlite).sql(1);
+        let sqlite = Many::update("inventories", &cols, 2, &[], DbBackend::Sqlite).sql(1);
         assert!(sqlite.contains("AS (VALUES (?, ?, ?)) UPDATE"), "{sqlite}");
+        assert!(!sqlite.contains("RETURNING"), "{sqlite}");
     }
 
     /// A statement that binds anything outside its one VALUES group cannot be repeated.

@@ -38,8 +38,9 @@ pub fn render(spec_name: &str, spec: &ir::Spec, backend: DbBackend) -> Result<St
         );
         let _ = writeln!(
             out,
-            "-- ==== {}: a transition decided in a batch (group commit)\n\n{}\n",
-            m.name, p.write
+            "-- ==== {}: transitions decided in a batch (group commit), one row here (a batch lists one per instance)\n\n{}\n",
+            m.name,
+            super::Sql { sql: p.write_many.sql(1), slots: p.write_many.slots.clone() }
         );
         for e in &m.events {
             for t in &p.events[&e.name] {
