@@ -414,6 +414,10 @@ fn serve(url: &str, group_commit: bool, redis_prefix: String) -> String {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(ordo_store::BATCH_LANES_DEFAULT),
+        batch_max: std::env::var("ORDO_BATCH_MAX")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ordo_store::BATCH_MAX_DEFAULT),
         batch_linger_ms: std::env::var("ORDO_BATCH_LINGER_MS")
             .ok()
             .and_then(|v| v.parse().ok())
