@@ -409,20 +409,12 @@ fn serve(url: &str, group_commit: bool, redis_prefix: String) -> String {
         rate_per_s: 1_000_000,
         rate_burst: 1_000_000,
         group_commit,
-        // To compare lane counts: ORDO_BATCH_LANES=8 cargo bench ...
-        batch_lanes: std::env::var("ORDO_BATCH_LANES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(ordo_store::BATCH_LANES_DEFAULT),
-        batch_max: std::env::var("ORDO_BATCH_MAX")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(ordo_store::BATCH_MAX_DEFAULT),
-        batch_linger_ms: std::env::var("ORDO_BATCH_LINGER_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(ordo_store::BATCH_LINGER_MS_DEFAULT),
-        ..Config::default()
+        // The group-commit settings as the server reads them, to compare:
+        // ORDO_BATCH_LANES=8 (or ORDO_BATCH_MAX, ORDO_BATCH_LINGER_MS) cargo bench ...
+        ..Config::load(None, |name| {
+            name.starts_with("ORDO_BATCH_").then(|| std::env::var(name).ok()).flatten()
+        })
+        .unwrap()
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

@@ -57,6 +57,12 @@ pub struct Slot {
     pub ty: SqlType,
 }
 
+impl Slot {
+    pub fn new(source: Source, ty: impl Into<SqlType>) -> Slot {
+        Slot { source, ty: ty.into() }
+    }
+}
+
 /// One compiled statement.
 #[derive(Debug, Clone)]
 pub struct Sql {
@@ -102,13 +108,13 @@ const MARKER: &str = "\u{1}ordo-slot:";
 impl Slots {
     fn bind(&mut self, source: Source, ty: impl Into<SqlType>) -> Expr {
         let i = self.slots.len();
-        self.slots.push(Slot { source, ty: ty.into() });
+        self.slots.push(Slot::new(source, ty));
         Expr::val(format!("{MARKER}{i}"))
     }
 
     fn value(&mut self, source: Source, ty: impl Into<SqlType>) -> sea_orm::Value {
         let i = self.slots.len();
-        self.slots.push(Slot { source, ty: ty.into() });
+        self.slots.push(Slot::new(source, ty));
         sea_orm::Value::String(Some(format!("{MARKER}{i}")))
     }
 
@@ -412,17 +418,16 @@ fn machine_plan(m: &ir::Machine, backend: DbBackend) -> Result<MachinePlan, Plan
         }
         events.insert(e.name.clone(), plans);
     }
-    let slot = |source: Source, ty: SqlType| Slot { source, ty };
     let mut written = vec![
-        ("tenant".to_string(), slot(Source::Tenant, Type::Text.into())),
-        ("id".to_string(), slot(Source::Id, SqlType::Uuid)),
-        ("state".to_string(), slot(Source::Value("state".to_string()), Type::Text.into())),
-        ("version".to_string(), slot(Source::Version, Type::Int.into())),
+        ("tenant".to_string(), Slot::new(Source::Tenant, Type::Text)),
+        ("id".to_string(), Slot::new(Source::Id, SqlType::Uuid)),
+        ("state".to_string(), Slot::new(Source::Value("state".to_string()), Type::Text)),
+        ("version".to_string(), Slot::new(Source::Version, Type::Int)),
     ];
     for f in &m.fields {
-        written.push((f.name.clone(), slot(Source::Value(f.name.clone()), f.ty.into())));
+        written.push((f.name.clone(), Slot::new(Source::Value(f.name.clone()), f.ty)));
     }
-    written.push(("updated_at".to_string(), slot(Source::Now, Type::Timestamp.into())));
+    written.push(("updated_at".to_string(), Slot::new(Source::Now, Type::Timestamp)));
     let write_many = Many::update(&m.table, &written, 2, &cols, backend);
     Ok(MachinePlan {
         insert,
@@ -584,14 +589,13 @@ fn resource_plan(r: &ir::Resource, backend: DbBackend) -> Result<ResourcePlan, P
     let row_of = Row { table: &r.table, key_col: &r.key.name, key_src: Source::Key, key_ty: key_ty.into() };
     let select = row_of.select(&cols, false, backend, &r.name)?;
 
-    let slot = |source: Source, ty: Type| Slot { source, ty: ty.into() };
-    let mut written = vec![("tenant".to_string(), slot(Source::Tenant, Type::Text))];
-    written.push((r.key.name.clone(), slot(Source::Key, key_ty)));
+    let mut written = vec![("tenant".to_string(), Slot::new(Source::Tenant, Type::Text))];
+    written.push((r.key.name.clone(), Slot::new(Source::Key, key_ty)));
     for f in r.fields.iter().filter(|f| effect_field(f)) {
-        written.push((f.name.clone(), slot(Source::Value(f.name.clone()), f.ty)));
+        written.push((f.name.clone(), Slot::new(Source::Value(f.name.clone()), f.ty)));
     }
-    written.push(("version".to_string(), slot(Source::Version, Type::Int)));
-    written.push(("updated_at".to_string(), slot(Source::Now, Type::Timestamp)));
+    written.push(("version".to_string(), Slot::new(Source::Version, Type::Int)));
+    written.push(("updated_at".to_string(), Slot::new(Source::Now, Type::Timestamp)));
     let write_many = Many::update(&r.table, &written, 2, &[], backend);
 
     let zero_is_valid = r.fields.iter().all(|f| crate::value::check(f, &zero(f)).is_ok());

@@ -227,7 +227,7 @@ pub(super) async fn insert_many(
     rows: &[Bind<'_>],
 ) -> Result<Vec<QueryResult>, Stop> {
     let mut out = Vec::new();
-    for stmt in many_statements(txn, many, rows) {
+    for stmt in many_statements(many, rows) {
         out.extend(txn.query_all_raw(stmt).await?);
     }
     Ok(out)
@@ -236,19 +236,16 @@ pub(super) async fn insert_many(
 /// A multi-row update of `rows`, chunked as `insert_many` is; the rows it changed.
 async fn write_many(txn: &DatabaseTransaction, many: &Many, rows: &[Bind<'_>]) -> Result<u64, Stop> {
     let mut written = 0;
-    for stmt in many_statements(txn, many, rows) {
+    for stmt in many_statements(many, rows) {
         written += txn.execute_raw(stmt).await?.rows_affected();
     }
     Ok(written)
 }
 
 /// `many`'s statements for `rows`, at most `VALUES_PER_STATEMENT_MAX` values each.
-fn many_statements(txn: &DatabaseTransaction, many: &Many, rows: &[Bind<'_>]) -> Vec<Statement> {
+fn many_statements(many: &Many, rows: &[Bind<'_>]) -> Vec<Statement> {
     let per = (VALUES_PER_STATEMENT_MAX / many.slots.len().max(1)).max(1);
     rows.chunks(per)
-        .map(|chunk| {
-            let values: Vec<sea_orm::Value> = chunk.iter().flat_map(|b| b.values_of(&many.slots)).collect();
-            Statement::from_sql_and_values(txn.get_database_backend(), many.sql(chunk.len()), values)
-        })
+        .map(|chunk| many.statement(chunk.iter().flat_map(|b| b.values_of(&many.slots)).collect()))
         .collect()
 }

@@ -114,6 +114,13 @@ impl Many {
         let groups: Vec<String> = (0..rows).map(|r| self.group(r)).collect();
         format!("{}{}{}", self.head, groups.join(", "), self.tail)
     }
+
+    /// The statement for as many rows as `values` holds (each row's, row after row, in
+    /// the order of `slots`).
+    pub fn statement(&self, values: Vec<sea_orm::Value>) -> sea_orm::Statement {
+        let rows = values.len() / self.slots.len().max(1);
+        sea_orm::Statement::from_sql_and_values(self.backend, self.sql(rows), values)
+    }
 }
 
 #[cfg(test)]
@@ -159,12 +166,9 @@ mod tests {
     #[test]
     fn an_update_of_many_rows_joins_its_values_on_the_match_columns() {
         let cols = [
-            ("tenant".to_string(), Slot { source: Source::Tenant, ty: Type::Text.into() }),
-            ("sku".to_string(), Slot { source: Source::Key, ty: Type::Text.into() }),
-            (
-                "available".to_string(),
-                Slot { source: Source::Value("available".into()), ty: Type::Int.into() },
-            ),
+            ("tenant".to_string(), Slot::new(Source::Tenant, Type::Text)),
+            ("sku".to_string(), Slot::new(Source::Key, Type::Text)),
+            ("available".to_string(), Slot::new(Source::Value("available".into()), Type::Int)),
         ];
         let pg = Many::update("inventories", &cols, 2, &["version".to_string()], DbBackend::Postgres);
         assert_eq!(
