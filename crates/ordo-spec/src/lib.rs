@@ -51,15 +51,7 @@ pub fn source_text(bytes: &[u8]) -> Cow<'_, str> {
 
 fn text_of(bytes: &[u8]) -> Result<&str, Vec<Diagnostic>> {
     if bytes.len() > SPEC_BYTES_MAX {
-        return Err(vec![
-            Diagnostic::new(
-                Code::TooLarge,
-                ast::Span::new(0, 0),
-                format!("the spec is {} bytes; the limit is {SPEC_BYTES_MAX} bytes", bytes.len()),
-            )
-            .label("file starts here")
-            .help("split it into several spec files"),
-        ]);
+        return Err(vec![parse::too_large(bytes.len())]);
     }
     std::str::from_utf8(bytes).map_err(|e| {
         let at = e.valid_up_to();

@@ -1,0 +1,327 @@
+//! Syntax errors in the language's words: what was expected (every grammar rule has a
+//! phrase), what was found, and a hint when a line starts with a near-miss of a keyword.
+
+use super::Rule;
+use super::recover::code_end_before;
+use crate::ast::Span;
+use crate::diag::{Code, Diagnostic};
+use pest::error::{ErrorVariant, InputLocation};
+
+pub(super) fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
+    let at = match e.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    // pest reports a missing piece where the next token stands, often the start of the next
+    // line. When nothing expected there could start a new line, the mistake is on the line
+    // before: point at its end, so the user (and recovery) look at the broken line.
+    let continues_previous = match &e.variant {
+        ErrorVariant::ParsingError { positives, .. } => !positives.iter().any(|r| starts_line(*r)),
+        ErrorVariant::CustomError { .. } => false,
+    };
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let first_on_line = text.get(line_start..at).is_some_and(|s| s.trim().is_empty());
+    let moved = continues_previous && first_on_line && at < text.len() && line_start > 0;
+    let (at, found, end) = if moved {
+        let at = code_end_before(text, line_start);
+        (at, "the end of the line".to_string(), at)
+    } else {
+        (at, describe_found(text, at), at + found_len(text, at))
+    };
+    let (message, label) = match &e.variant {
+        ErrorVariant::ParsingError { positives, negatives } => {
+            let mut expected: Vec<&str> = positives
+                .iter()
+                .filter(|r| !matches!(r, Rule::COMMENT | Rule::WHITESPACE))
+                .map(|r| describe_rule(*r))
+                .collect();
+            expected.sort();
+            expected.dedup();
+            if expected.is_empty() && negatives.contains(&Rule::reserved) {
+                (format!("{found} is a reserved word"), "reserved word".to_string())
+            } else if expected.is_empty() {
+                (format!("unexpected {found}"), "unexpected here".to_string())
+            } else {
+                let list = join_or(&expected);
+                let mut message = format!("expected {list}, found {found}");
+                if negatives.contains(&Rule::reserved) {
+                    message.push_str(" (a reserved word)");
+                }
+                (message, format!("expected {list}"))
+            }
+        }
+        ErrorVariant::CustomError { message } => {
+            (format!("the spec could not be parsed: {message}"), "here".to_string())
+        }
+    };
+    let mut d = Diagnostic::new(Code::Syntax, Span::new(at, end), message).label(label);
+    let expects_colon = matches!(&e.variant, ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::colon));
+    let word = &text[at..end];
+    if !moved && RESERVED_WORDS.contains(&word) {
+        d.message.push_str(", which is a reserved word");
+        d = d
+            .help(format!("`{word}` cannot be a name; the reserved words are {}", RESERVED_WORDS.join(", ")));
+    } else if let Some(help) = keyword_hint(text, at).filter(|_| expects_colon) {
+        // `stat paid` reads as a field `stat` missing its `:`; the keyword is the likelier fix.
+        d = d.help(help);
+    }
+    d
+}
+
+/// Words that cannot be names: the grammar's `reserved` rule, as the diagnostics quote it.
+pub const RESERVED_WORDS: &[&str] = &[
+    "resource",
+    "machine",
+    "key",
+    "check",
+    "op",
+    "initial",
+    "state",
+    "final",
+    "create",
+    "on",
+    "require",
+    "set",
+    "after",
+    "in",
+    "and",
+    "or",
+    "not",
+    "true",
+    "false",
+    "null",
+    "self",
+    "now",
+    "lock",
+    "isolation",
+];
+
+/// Whether a rule can begin a line: a declaration, member or statement, or a closing brace.
+fn starts_line(rule: Rule) -> bool {
+    matches!(
+        rule,
+        Rule::EOI
+            | Rule::resource
+            | Rule::machine
+            | Rule::kw_resource
+            | Rule::kw_machine
+            | Rule::close_brace
+            | Rule::operation
+            | Rule::kw_op
+            | Rule::field
+            | Rule::field_name
+            | Rule::initial_decl
+            | Rule::state_decl
+            | Rule::final_decl
+            | Rule::create_decl
+            | Rule::event_decl
+            | Rule::timer_decl
+            | Rule::removed_decl
+            | Rule::kw_removed
+            | Rule::kw_initial
+            | Rule::kw_state
+            | Rule::kw_final
+            | Rule::kw_create
+            | Rule::kw_on
+            | Rule::kw_after
+            | Rule::lock_stmt
+            | Rule::isolation_stmt
+            | Rule::require_stmt
+            | Rule::set_stmt
+            | Rule::effect_stmt
+            | Rule::delta_stmt
+            | Rule::kw_lock
+            | Rule::kw_isolation
+            | Rule::kw_require
+            | Rule::kw_set
+            | Rule::resource_name
+    )
+}
+
+fn join_or(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+fn found_len(text: &str, at: usize) -> usize {
+    let rest = text.get(at..).unwrap_or("");
+    let word = rest
+        .char_indices()
+        .take_while(|(_, c)| c.is_ascii_alphanumeric() || *c == '_')
+        .last()
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    if word > 0 { word } else { rest.chars().next().map_or(0, char::len_utf8) }
+}
+
+fn describe_found(text: &str, at: usize) -> String {
+    let rest = text.get(at..).unwrap_or("");
+    match rest.chars().next() {
+        None => "the end of the file".to_string(),
+        Some('\n') | Some('\r') => "the end of the line".to_string(),
+        Some(c) if c.is_control() => format!("the control character U+{:04X}", c as u32),
+        Some('"') if !rest[1..].split('\n').next().unwrap_or("").contains('"') => {
+            "a string without its closing quote".to_string()
+        }
+        Some(_) => {
+            let len = found_len(text, at);
+            format!("`{}`", &rest[..len])
+        }
+    }
+}
+
+/// "did you mean `state`?" when the line starts with a near-miss of a keyword.
+fn keyword_hint(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let word: String = text[line_start..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if word.len() < 3 || RESERVED_WORDS.contains(&word.as_str()) {
+        return None;
+    }
+    RESERVED_WORDS
+        .iter()
+        .filter(|k| k.len() >= 3)
+        .find(|k| edit_distance(&word, k) <= if k.len() <= 4 { 1 } else { 2 })
+        .map(|k| format!("did you mean `{k}`?"))
+}
+
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Each grammar rule in the user's words. Exhaustive on purpose: a new rule forces a
+/// decision on how errors about it read.
+fn describe_rule(rule: Rule) -> &'static str {
+    match rule {
+        Rule::EOI => "the end of the file",
+        Rule::WHITESPACE => "a space",
+        Rule::COMMENT => "a comment",
+        Rule::spec => "a `resource` or `machine` declaration",
+        Rule::reserved => "a reserved word",
+        Rule::ident_char => "a letter, digit or `_`",
+        Rule::name_body => "a name",
+        Rule::resource_member => "a field or an operation",
+        Rule::machine_member => "a field, states, `create`, `on`, `after` or `removed`",
+        Rule::statement => "a statement (`require`, `set`, an effect, `lock` or `isolation`)",
+        Rule::lock_mode => "`optimistic` or `pessimistic`",
+        Rule::lock_wait => "`nowait` or `skip locked`",
+        Rule::primary => "a value",
+        Rule::literal => "a literal",
+        Rule::name => "a name",
+        Rule::resource_name => "a resource name",
+        Rule::machine_name => "a machine name",
+        Rule::field_name => "a field name",
+        Rule::param_name => "a parameter name",
+        Rule::op_name => "an operation name",
+        Rule::event_name => "an event name",
+        Rule::state_name => "a state name",
+        Rule::kw_resource => "`resource`",
+        Rule::kw_machine => "`machine`",
+        Rule::kw_key => "`key`",
+        Rule::kw_check => "`check`",
+        Rule::kw_op => "`op`",
+        Rule::kw_initial => "`initial`",
+        Rule::kw_state => "`state`",
+        Rule::kw_final => "`final`",
+        Rule::kw_create => "`create`",
+        Rule::kw_on => "`on`",
+        Rule::kw_require => "`require`",
+        Rule::kw_set => "`set`",
+        Rule::kw_after => "`after`",
+        Rule::kw_in => "`in`",
+        Rule::kw_and => "`and`",
+        Rule::kw_or => "`or`",
+        Rule::kw_not => "`not`",
+        Rule::kw_self => "`self`",
+        Rule::kw_lock => "`lock`",
+        Rule::kw_isolation => "`isolation`",
+        Rule::kw_was => "`was`",
+        Rule::kw_backfill => "`backfill`",
+        Rule::kw_removed => "`removed`",
+        Rule::was => "`was` and the old name",
+        Rule::backfill => "`backfill` and a value",
+        Rule::removed_decl => "a removed state (`removed old -> new`)",
+        Rule::state_defs => "a list of state names",
+        Rule::state_def => "a state name",
+        Rule::open_brace => "`{`",
+        Rule::close_brace => "`}`",
+        Rule::open_paren => "`(`",
+        Rule::close_paren => "`)`",
+        Rule::open_bracket => "`[`",
+        Rule::close_bracket => "`]`",
+        Rule::colon => "`:`",
+        Rule::comma => "`,`",
+        Rule::arrow => "`->`",
+        Rule::assign => "`=`",
+        Rule::dot => "`.`",
+        Rule::resource => "a resource declaration",
+        Rule::key_field => "the key, as `name: type`",
+        Rule::operation => "an operation (`op name(...) { ... }`)",
+        Rule::machine => "a machine declaration",
+        Rule::initial_decl => "`initial` and a state name",
+        Rule::state_decl => "`state` and state names",
+        Rule::final_decl => "`final` and state names",
+        Rule::state_list => "a list of state names",
+        Rule::create_decl => "a `create` declaration",
+        Rule::event_decl => "an event (`on name: from -> to`)",
+        Rule::timer_decl => "a timer (`after 30m in state: event`)",
+        Rule::duration => "a duration such as `30s`, `15m`, `2h` or `1d`",
+        Rule::field => "a field (`name: type`)",
+        Rule::params => "a parameter list",
+        Rule::param => "a parameter (`name: type`)",
+        Rule::type_ref => "a type (text, int, money, bool or timestamp)",
+        Rule::type_name => "a type (text, int, money, bool or timestamp)",
+        Rule::optional => "`?`",
+        Rule::check => "a `check`",
+        Rule::check_cond => "a comparison such as `>= 0`",
+        Rule::block => "a block (`{ ... }`)",
+        Rule::lock_stmt => "`lock` and a mode",
+        Rule::optimistic => "`optimistic`",
+        Rule::pessimistic => "`pessimistic`",
+        Rule::nowait => "`nowait`",
+        Rule::skip_locked => "`skip locked`",
+        Rule::isolation_stmt => "`isolation` and a level",
+        Rule::isolation_level => "an isolation level (`read committed`, `repeatable read` or `serializable`)",
+        Rule::require_stmt => "a `require` guard",
+        Rule::guard_label => "a guard name",
+        Rule::set_stmt => "a `set` assignment",
+        Rule::effect_stmt => "an effect (`Resource[key].field -= amount`)",
+        Rule::delta_stmt => "a change (`field += amount`)",
+        Rule::delta_op => "`+=` or `-=`",
+        Rule::expr
+        | Rule::or_expr
+        | Rule::and_expr
+        | Rule::not_expr
+        | Rule::cmp_expr
+        | Rule::add_expr
+        | Rule::mul_expr
+        | Rule::unary => "an expression",
+        Rule::paren => "`(`",
+        Rule::now => "`now`",
+        Rule::self_field => "`self.field`",
+        Rule::cmp_op => "a comparison (`==`, `!=`, `<`, `<=`, `>`, `>=`)",
+        Rule::add_op => "`+` or `-`",
+        Rule::mul_op => "`*`",
+        Rule::neg => "`-`",
+        Rule::int_lit => "a number",
+        Rule::string_lit => "a string",
+        Rule::string_inner => "the text of a string",
+        Rule::bool_lit => "`true` or `false`",
+        Rule::null_lit => "`null`",
+    }
+}
