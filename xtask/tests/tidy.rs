@@ -79,3 +79,70 @@ fn shipped_specs_check_and_are_formatted() {
         );
     }
 }
+
+/// Every Rust file opens with a `//!` doc saying what it holds.
+#[test]
+fn every_module_has_a_doc() {
+    let mut files = Vec::new();
+    rust_sources(&root().join("crates"), &mut files);
+    rust_sources(&root().join("xtask"), &mut files);
+    assert!(files.len() > 50, "the scan found only {} files", files.len());
+    let undocumented: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).expect("readable");
+            !text.trim_start().starts_with("//!")
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    assert!(undocumented.is_empty(), "files without a `//!` doc:\n{}", undocumented.join("\n"));
+}
+
+/// The crates a package links in a normal build (`cargo tree -e normal`, this platform).
+fn linked(package: &str) -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--offline", "--format", "{p}"])
+        .output()
+        .expect("cargo tree");
+    assert!(out.status.success(), "cargo tree -p {package}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The layering ARCHITECTURE.md states: the language knows nothing of databases, HTTP or
+/// Redis; the store nothing of HTTP or Redis; the idempotency contract nothing of SQL or
+/// HTTP; only the server speaks HTTP as a server (poem); the pressure test never links it.
+#[test]
+fn dependency_rules_hold() {
+    let sql = ["sqlx", "sqlx-core", "sea-orm", "sea-query", "sea-orm-migration"];
+    let http = ["poem", "poem-openapi", "hyper", "reqwest"];
+    let redis = ["fred", "redis-protocol"];
+    let rules: &[(&str, Vec<&str>)] = &[
+        ("ordo-spec", [&sql[..], &http, &redis, &["tokio", "ordo-store", "ordo-server"]].concat()),
+        ("ordo-store", [&http[..], &redis, &["ordo-server", "ordo-idempotency"]].concat()),
+        ("ordo-idempotency", [&sql[..], &http, &["ordo-store", "ordo-server"]].concat()),
+        ("ordo-codegen", [&sql[..], &http, &redis].concat()),
+        ("ordo-record", [&sql[..], &http, &redis, &["tokio"]].concat()),
+        ("ordo-pressure", vec!["poem", "poem-openapi", "ordo-server"]),
+        ("ordo-consumer", vec!["poem", "poem-openapi", "ordo-server"]),
+        ("ordo-testkit", vec!["poem", "poem-openapi", "ordo-server"]),
+        ("xtask", vec!["poem", "poem-openapi", "ordo-server"]),
+    ];
+    let mut broken = Vec::new();
+    for (package, forbidden) in rules {
+        let crates = linked(package);
+        assert!(crates.iter().any(|c| c == package), "cargo tree -p {package} listed nothing: {crates:?}");
+        for c in crates.iter().filter(|c| forbidden.contains(&c.as_str())) {
+            broken.push(format!("{package} links {c}"));
+        }
+    }
+    // The rule's positive side, so the scan cannot pass by finding nothing.
+    assert!(linked("ordo-server").iter().any(|c| c == "poem"), "ordo-server no longer links poem?");
+    broken.sort();
+    broken.dedup();
+    assert!(broken.is_empty(), "layering broken:\n{}", broken.join("\n"));
+}
