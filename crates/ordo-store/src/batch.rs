@@ -419,7 +419,9 @@ async fn one_by_one(
     stats.split.fetch_add(1, Relaxed);
     let mut out = Vec::with_capacity(cmds.len());
     for (cmd, span) in cmds.iter().zip(spans) {
-        out.push(exec.run(std::slice::from_ref(cmd), false).instrument(span).await.and_then(crate::only));
+        out.push(
+            exec.run(std::slice::from_ref(cmd), false).instrument(span).await.and_then(crate::command::only),
+        );
     }
     out
 }

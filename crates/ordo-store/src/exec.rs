@@ -4,20 +4,16 @@
 //! their retries and the lookups; one command's statements are in `exec/apply.rs`.
 
 use crate::plan::Plans;
-use crate::rows::{Bind, machine_record, resource_record};
-use crate::value;
-use crate::{Action, Command, Executed, Outcome, Record, Rejection, StoreConfig, StoreError};
+use crate::{Action, Command, Executed, Outcome, Rejection, StoreConfig, StoreError};
 use chrono::{DateTime, Utc};
 use ordo_spec::ir;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
 };
-use serde_json::Value as Json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tracing::Instrument as _;
-use uuid::Uuid;
 
 mod apply;
 pub(crate) use apply::PlannedEffect;
@@ -289,38 +285,8 @@ impl Executor {
         self.spec.machine(name).ok_or_else(|| StoreError::UnknownTarget(format!("machine `{name}`")))
     }
 
-    fn resource(&self, name: &str) -> Result<&ir::Resource, StoreError> {
+    pub(crate) fn resource(&self, name: &str) -> Result<&ir::Resource, StoreError> {
         self.spec.resource(name).ok_or_else(|| StoreError::UnknownTarget(format!("resource `{name}`")))
-    }
-
-    pub async fn instance(
-        &self,
-        tenant: &str,
-        machine: &str,
-        id: Uuid,
-    ) -> Result<Option<Record>, StoreError> {
-        let m = self.machine(machine)?;
-        let b = Bind { tenant, id: Some(id), ..Bind::default() };
-        let row =
-            self.db.query_one_raw(b.statement(self.backend(), &self.plans.machines[machine].select)).await?;
-        row.map(|r| machine_record(m, &r).map_err(stop_to_error)).transpose()
-    }
-
-    pub async fn resource_row(
-        &self,
-        tenant: &str,
-        resource: &str,
-        key: &Json,
-    ) -> Result<Option<Record>, StoreError> {
-        let r = self.resource(resource)?;
-        let key = value::from_json(&r.key, Some(key))
-            .map_err(|e| StoreError::Invalid(format!("{}: {}", e.field, e.reason)))?;
-        let b = Bind { tenant, key: Some(&key), ..Bind::default() };
-        let row = self
-            .db
-            .query_one_raw(b.statement(self.backend(), &self.plans.resources[resource].select))
-            .await?;
-        row.map(|r2| resource_record(r, &r2).map_err(stop_to_error)).transpose()
     }
 }
 
