@@ -360,7 +360,7 @@ impl Checker {
             let mut ok = true;
             match kind_of(states, &t.state.name) {
                 None => {
-                    self.unknown_state(&t.state, &states);
+                    self.unknown_state(&t.state, states);
                     ok = false;
                 }
                 Some(ir::StateKind::Final) => {
