@@ -4,7 +4,7 @@
 
 use crate::breaker::Breakers;
 pub use crate::reply::{
-    AllowedEvents, DiagramReply, EventPage, FeedEvent, PROBLEM_TYPES, Problem, RETRY_AFTER_S, Reply,
+    AllowedEvents, DiagramReply, EventPage, FeedEvent, Problem, ProblemCode, RETRY_AFTER_S, Reply,
     TransitionEntry, TransitionPage,
 };
 use crate::reply::{body, etag, parse_etag, problem, reply, store_error};
@@ -165,7 +165,7 @@ pub struct Ctx {
 }
 
 fn unauthorized<T: ToJSON>() -> Reply<T> {
-    Reply::problem(Problem::new("unauthorized", "send `Authorization: Bearer <api key>`"), None)
+    Reply::problem(Problem::new(ProblemCode::Unauthorized, "send `Authorization: Bearer <api key>`"), None)
 }
 
 impl Ctx {
@@ -192,7 +192,10 @@ impl Ctx {
     fn identify<T: ToJSON>(&self, req: &Request) -> Result<Caller<'_>, Reply<T>> {
         let tenant = self.tenants.of(req).ok_or_else(unauthorized)?;
         let shadow = is_shadow(req).ok_or_else(|| {
-            Reply::problem(Problem::new("malformed-request", "X-Load-Test must be `true` or `false`"), None)
+            Reply::problem(
+                Problem::new(ProblemCode::Malformed, "X-Load-Test must be `true` or `false`"),
+                None,
+            )
         })?;
         if !shadow {
             return Ok(Caller { tenant, lane: &self.real, shadow: false });
@@ -201,7 +204,7 @@ impl Ctx {
             Some((lane, allowed)) if allowed.allows(&tenant) => Ok(Caller { tenant, lane, shadow: true }),
             _ => Err(Reply::problem(
                 Problem::new(
-                    "shadow-not-allowed",
+                    ProblemCode::ShadowNotAllowed,
                     "this API key may not send load-test traffic (X-Load-Test)",
                 ),
                 None,
@@ -214,7 +217,10 @@ impl Ctx {
     fn caller<T: ToJSON>(&self, req: &Request) -> Result<Caller<'_>, Reply<T>> {
         let caller = self.identify(req)?;
         self.rate.admit(&caller.tenant).map_err(|wait| {
-            Reply::TooManyRequests(Json(Problem::new("rate-limited", "too many requests; slow down")), wait)
+            Reply::TooManyRequests(
+                Json(Problem::new(ProblemCode::RateLimited, "too many requests; slow down")),
+                wait,
+            )
         })?;
         Ok(caller)
     }
@@ -257,14 +263,14 @@ impl Ctx {
         params: Value,
     ) -> Reply<Value> {
         let Ok(id) = id.parse() else {
-            return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
+            return Reply::problem(Problem::new(ProblemCode::NotFound, format!("no {machine} `{id}`")), None);
         };
         let if_match = match if_match.as_deref().map(parse_etag) {
             None => None,
             Some(Some(v)) => Some(v),
             Some(None) => {
                 return Reply::problem(
-                    Problem::new("malformed-request", "If-Match must be an ETag such as \"3\""),
+                    Problem::new(ProblemCode::Malformed, "If-Match must be an ETag such as \"3\""),
                     None,
                 );
             }
@@ -307,11 +313,13 @@ impl Ctx {
             Err(reply) => return reply,
         };
         let (Some(store), Ok(id)) = (caller.lane.store(machine), id.parse()) else {
-            return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
+            return Reply::problem(Problem::new(ProblemCode::NotFound, format!("no {machine} `{id}`")), None);
         };
         match self.breakers.db(store.instance(&caller.tenant, machine, id)).await {
             Ok(Some(r)) => Reply::Ok(Json(body(&r)), Some(etag(r.version)), None),
-            Ok(None) => Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None),
+            Ok(None) => {
+                Reply::problem(Problem::new(ProblemCode::NotFound, format!("no {machine} `{id}`")), None)
+            }
             Err(e) => store_error(e),
         }
     }
@@ -323,11 +331,17 @@ impl Ctx {
             Err(reply) => return reply,
         };
         let Some(store) = caller.lane.store(resource) else {
-            return Reply::problem(Problem::new("not-found", format!("no resource {resource}")), None);
+            return Reply::problem(
+                Problem::new(ProblemCode::NotFound, format!("no resource {resource}")),
+                None,
+            );
         };
         match self.breakers.db(store.resource(&caller.tenant, resource, &row_key)).await {
             Ok(Some(r)) => Reply::Ok(Json(body(&r)), Some(etag(r.version)), None),
-            Ok(None) => Reply::problem(Problem::new("not-found", format!("no {resource} `{row_key}`")), None),
+            Ok(None) => Reply::problem(
+                Problem::new(ProblemCode::NotFound, format!("no {resource} `{row_key}`")),
+                None,
+            ),
             Err(e) => store_error(e),
         }
     }
@@ -368,7 +382,7 @@ impl Ctx {
             Err(reply) => return reply,
         };
         let (Some(store), Ok(uuid)) = (caller.lane.store(machine), id.parse()) else {
-            return Reply::problem(Problem::new("not-found", format!("no {machine} `{id}`")), None);
+            return Reply::problem(Problem::new(ProblemCode::NotFound, format!("no {machine} `{id}`")), None);
         };
         let limit = limit.unwrap_or(100).clamp(1, ordo_store::JOURNAL_PAGE_MAX);
         match self.breakers.db(store.journal(&caller.tenant, machine, uuid, after.unwrap_or(0), limit)).await
@@ -428,9 +442,10 @@ impl Ctx {
                     ordo_spec::graph::Format::Mermaid,
                 )))
             }
-            None => {
-                DiagramReply::NotFound(Json(Problem::new("not-found", format!("no machine `{machine}`"))))
-            }
+            None => DiagramReply::NotFound(Json(Problem::new(
+                ProblemCode::NotFound,
+                format!("no machine `{machine}`"),
+            ))),
         }
     }
 
@@ -452,10 +467,10 @@ impl Ctx {
         // `malformed`); the schema states the pattern this checks.
         let key = match ordo_idempotency::parse_key(&key) {
             Ok(k) => k,
-            Err(e) => return Reply::problem(Problem::new("bad-idempotency-key", e.to_string()), None),
+            Err(e) => return Reply::problem(Problem::new(ProblemCode::BadKey, e.to_string()), None),
         };
         let Some(store) = caller.lane.store(name) else {
-            return Reply::problem(Problem::new("not-found", format!("no {name}")), None);
+            return Reply::problem(Problem::new(ProblemCode::NotFound, format!("no {name}")), None);
         };
         let Caller { tenant, lane, shadow } = caller;
         let span = tracing::Span::current();
@@ -499,7 +514,7 @@ impl Ctx {
                     self.metrics.idempotency(KeyResult::InFlight, shadow);
                     span.record("idempotency", KeyResult::InFlight.label());
                     let p = Problem::new(
-                        "idempotency-key-in-use",
+                        ProblemCode::KeyInUse,
                         "a request with this key is in flight; retry later",
                     );
                     return Reply::Conflict(Json(p), Some(retry_after_ms.div_ceil(1000).max(1)), None);
@@ -560,7 +575,7 @@ impl Ctx {
             Ok(done) => done,
             Err(e) => {
                 tracing::error!(error = %e, "the command's task failed");
-                return Reply::problem(Problem::new("internal", "internal error"), None);
+                return Reply::problem(Problem::new(ProblemCode::Internal, "internal error"), None);
             }
         };
         match result {
@@ -585,9 +600,7 @@ impl Ctx {
         };
         let outcome = match &done.outcome {
             Outcome::Applied { .. } => "applied".to_string(),
-            Outcome::Rejected { rejection } => {
-                problem(rejection).kind.trim_start_matches("urn:ordo:problem:").to_string()
-            }
+            Outcome::Rejected { rejection } => problem(rejection).code.code().to_string(),
         };
         let key = match &done.outcome {
             _ if done.replayed => KeyResult::Replayed,

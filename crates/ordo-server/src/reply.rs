@@ -1,5 +1,5 @@
 //! The HTTP form of every answer: typed bodies with their headers (`Reply`), RFC 9457
-//! problem+json with a stable `type` (`Problem`, `PROBLEM_TYPES`), the response bodies of
+//! problem+json with a stable `type` (`Problem`, `ProblemCode`), the response bodies of
 //! the fixed routes, and the mapping of outcomes, rejections and store errors to them.
 
 use ordo_store::{Action, Command, Executed, Outcome, Record, Rejection, StoreError};
@@ -12,6 +12,9 @@ use serde_json::Value;
 /// the extra members say what a client needs to act.
 #[derive(Debug, Clone, Object)]
 pub struct Problem {
+    /// What `type`, `title` and `status` are made from.
+    #[oai(skip)]
+    pub code: ProblemCode,
     #[oai(rename = "type")]
     pub kind: String,
     pub title: String,
@@ -94,37 +97,79 @@ pub enum DiagramReply {
     NotFound(Json<Problem>),
 }
 
-/// Every problem `type` the API can answer with; the OpenAPI document lists them.
-pub const PROBLEM_TYPES: &[(&str, u16, &str)] = &[
-    ("not-found", 404, "no such instance or row for this tenant"),
-    ("invalid-input", 422, "a field or parameter breaks its declared type or check"),
-    ("invalid-transition", 409, "the event has no transition from the current state"),
-    ("guard-failed", 422, "a `require` guard is false"),
-    ("stale-version", 412, "If-Match names another version than the current one"),
-    ("check-failed", 422, "a `set` would break a field's check"),
-    ("resource-check", 409, "a resource change would break its check"),
-    ("missing-idempotency-key", 400, "a state-changing request without Idempotency-Key"),
-    ("bad-idempotency-key", 400, "an Idempotency-Key that is empty, too long or not printable ASCII"),
-    ("idempotency-key-in-use", 409, "a request with this key is still in flight"),
-    ("idempotency-key-reused", 422, "this key was used for a different request"),
-    ("malformed-request", 400, "the body or a parameter does not parse"),
-    ("payload-too-large", 413, "the body is larger than the configured limit"),
-    ("request-timeout", 408, "the body did not arrive within the request timeout"),
-    ("unauthorized", 401, "no valid API key"),
-    ("shadow-not-allowed", 403, "this API key may not send load-test traffic (`X-Load-Test: true`)"),
-    ("rate-limited", 429, "the tenant's request rate is over its limit; retry after the given time"),
-    ("overloaded", 503, "the database is busy or unavailable; retry after the given time"),
-    ("internal", 500, "an internal error; it is logged, never described"),
-];
+/// Declares `ProblemCode`: one variant per problem `type` with its stable code, its HTTP
+/// status and what it means, from one table.
+macro_rules! problem_codes {
+    ($($variant:ident = $code:literal, $status:literal, $title:literal;)*) => {
+        /// Every kind of problem the API answers with; the `type` is `urn:ordo:problem:<code>`
+        /// and the OpenAPI document lists them all.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ProblemCode {
+            $($variant,)*
+        }
+
+        impl ProblemCode {
+            pub const ALL: &[ProblemCode] = &[$(ProblemCode::$variant,)*];
+
+            /// The stable code, as the `type` URN ends.
+            pub fn code(self) -> &'static str {
+                match self {
+                    $(ProblemCode::$variant => $code,)*
+                }
+            }
+
+            pub fn status(self) -> u16 {
+                match self {
+                    $(ProblemCode::$variant => $status,)*
+                }
+            }
+
+            /// What it means, the problem's `title`.
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(ProblemCode::$variant => $title,)*
+                }
+            }
+        }
+    };
+}
+
+problem_codes! {
+    NotFound = "not-found", 404, "no such instance or row for this tenant";
+    InvalidInput = "invalid-input", 422, "a field or parameter breaks its declared type or check";
+    InvalidTransition = "invalid-transition", 409, "the event has no transition from the current state";
+    GuardFailed = "guard-failed", 422, "a `require` guard is false";
+    StaleVersion = "stale-version", 412, "If-Match names another version than the current one";
+    CheckFailed = "check-failed", 422, "a `set` would break a field's check";
+    ResourceCheck = "resource-check", 409, "a resource change would break its check";
+    MissingKey = "missing-idempotency-key", 400, "a state-changing request without Idempotency-Key";
+    BadKey = "bad-idempotency-key", 400, "an Idempotency-Key that is empty, too long or not printable ASCII";
+    KeyInUse = "idempotency-key-in-use", 409, "a request with this key is still in flight";
+    KeyReused = "idempotency-key-reused", 422, "this key was used for a different request";
+    Malformed = "malformed-request", 400, "the body or a parameter does not parse";
+    PayloadTooLarge = "payload-too-large", 413, "the body is larger than the configured limit";
+    RequestTimeout = "request-timeout", 408, "the body did not arrive within the request timeout";
+    Unauthorized = "unauthorized", 401, "no valid API key";
+    ShadowNotAllowed = "shadow-not-allowed", 403, "this API key may not send load-test traffic (`X-Load-Test: true`)";
+    RateLimited = "rate-limited", 429, "the tenant's request rate is over its limit; retry after the given time";
+    Overloaded = "overloaded", 503, "the database is busy or unavailable; retry after the given time";
+    Internal = "internal", 500, "an internal error; it is logged, never described";
+}
+
+impl Default for ProblemCode {
+    /// Only for `Problem`'s skipped field; every problem is built with its code.
+    fn default() -> ProblemCode {
+        ProblemCode::Internal
+    }
+}
 
 impl Problem {
-    pub fn new(code: &str, detail: impl Into<String>) -> Problem {
-        let (status, title) =
-            PROBLEM_TYPES.iter().find(|(c, ..)| *c == code).map_or((500, "internal"), |(_, s, t)| (*s, *t));
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Problem {
         Problem {
-            kind: format!("urn:ordo:problem:{code}"),
-            title: title.to_string(),
-            status,
+            code,
+            kind: format!("urn:ordo:problem:{}", code.code()),
+            title: code.title().to_string(),
+            status: code.status(),
             detail: detail.into(),
             state: None,
             allowed: None,
@@ -185,10 +230,10 @@ pub enum Reply<T: ToJSON> {
 fn malformed<T: ToJSON>(err: poem::Error) -> Reply<T> {
     match err.downcast_ref::<poem_openapi::error::ParseParamError>() {
         Some(p) if p.name == IDEMPOTENCY_KEY => Reply::BadRequest(Json(Problem::new(
-            "missing-idempotency-key",
+            ProblemCode::MissingKey,
             "send an Idempotency-Key header with every POST",
         ))),
-        _ => Reply::BadRequest(Json(Problem::new("malformed-request", err.to_string()))),
+        _ => Reply::BadRequest(Json(Problem::new(ProblemCode::Malformed, err.to_string()))),
     }
 }
 
@@ -199,17 +244,25 @@ const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub const RETRY_AFTER_S: u64 = 1;
 
 impl<T: ToJSON> Reply<T> {
+    /// A route's answer with a problem: the variant of the problem's status.
     pub(crate) fn problem(p: Problem, replayed: Option<String>) -> Reply<T> {
-        match p.status {
-            400 => Reply::BadRequest(Json(p)),
-            401 => Reply::Unauthorized(Json(p), "Bearer".to_string()),
-            403 => Reply::Forbidden(Json(p)),
-            404 => Reply::NotFound(Json(p), replayed),
-            409 => Reply::Conflict(Json(p), None, replayed),
-            412 => Reply::PreconditionFailed(Json(p), replayed),
-            422 => Reply::Unprocessable(Json(p), replayed),
-            503 => Reply::Unavailable(Json(p), RETRY_AFTER_S),
-            _ => Reply::Internal(Json(p)),
+        use ProblemCode::*;
+        match p.code {
+            Malformed | MissingKey | BadKey => Reply::BadRequest(Json(p)),
+            Unauthorized => Reply::Unauthorized(Json(p), "Bearer".to_string()),
+            ShadowNotAllowed => Reply::Forbidden(Json(p)),
+            NotFound => Reply::NotFound(Json(p), replayed),
+            InvalidTransition | ResourceCheck | KeyInUse => Reply::Conflict(Json(p), None, replayed),
+            StaleVersion => Reply::PreconditionFailed(Json(p), replayed),
+            InvalidInput | GuardFailed | CheckFailed | KeyReused => Reply::Unprocessable(Json(p), replayed),
+            RateLimited => Reply::TooManyRequests(Json(p), RETRY_AFTER_S),
+            Overloaded => Reply::Unavailable(Json(p), RETRY_AFTER_S),
+            Internal => Reply::Internal(Json(p)),
+            PayloadTooLarge | RequestTimeout => {
+                // The middleware answers these before any route runs.
+                tracing::error!(code = p.code.code(), "a route answered a problem only the middleware gives");
+                Reply::Internal(Json(Problem::new(Internal, "internal error")))
+            }
         }
     }
 }
@@ -220,7 +273,7 @@ impl Reply<Value> {
         let parse = |v: Value| T::parse_from_json(Some(v)).map_err(|e| e.into_message());
         let internal = |e: String| {
             tracing::error!(error = %e, "a stored body does not fit its generated type");
-            Reply::Internal(Json(Problem::new("internal", "internal error")))
+            Reply::Internal(Json(Problem::new(ProblemCode::Internal, "internal error")))
         };
         match self {
             Reply::Ok(Json(v), etag, r) => parse(v).map_or_else(internal, |t| Reply::Ok(Json(t), etag, r)),
@@ -287,36 +340,37 @@ pub(crate) fn reply(done: &Executed, cmd: &Command) -> Reply<Value> {
 
 pub(crate) fn problem(r: &Rejection) -> Problem {
     match r {
-        Rejection::NotFound => Problem::new("not-found", "no such instance for this tenant"),
+        Rejection::NotFound => Problem::new(ProblemCode::NotFound, "no such instance for this tenant"),
         Rejection::InvalidInput { field, reason } => {
-            let mut p = Problem::new("invalid-input", format!("`{field}` {reason}"));
+            let mut p = Problem::new(ProblemCode::InvalidInput, format!("`{field}` {reason}"));
             p.field = Some(field.clone());
             p
         }
         Rejection::WrongState { state, allowed } => {
-            let mut p = Problem::new("invalid-transition", format!("not allowed in state `{state}`"));
+            let mut p =
+                Problem::new(ProblemCode::InvalidTransition, format!("not allowed in state `{state}`"));
             p.state = Some(state.clone());
             p.allowed = Some(allowed.clone());
             p
         }
         Rejection::GuardFailed { guard, condition } => {
-            let mut p = Problem::new("guard-failed", format!("`{condition}` does not hold"));
+            let mut p = Problem::new(ProblemCode::GuardFailed, format!("`{condition}` does not hold"));
             p.guard = Some(guard.clone());
             p
         }
         Rejection::StaleVersion { current } => {
-            let mut p = Problem::new("stale-version", format!("the current version is {current}"));
+            let mut p = Problem::new(ProblemCode::StaleVersion, format!("the current version is {current}"));
             p.current_version = Some(*current);
             p
         }
         Rejection::CheckFailed { field, reason } => {
-            let mut p = Problem::new("check-failed", format!("`{field}`: {reason}"));
+            let mut p = Problem::new(ProblemCode::CheckFailed, format!("`{field}`: {reason}"));
             p.field = Some(field.clone());
             p
         }
         Rejection::ResourceCheck { resource, key, field } => {
             let mut p = Problem::new(
-                "resource-check",
+                ProblemCode::ResourceCheck,
                 format!("{resource} `{key}`: `{field}` would break its check"),
             );
             p.resource = Some(resource.clone());
@@ -325,7 +379,7 @@ pub(crate) fn problem(r: &Rejection) -> Problem {
             p
         }
         Rejection::KeyReused => {
-            Problem::new("idempotency-key-reused", "this key was used for a different request")
+            Problem::new(ProblemCode::KeyReused, "this key was used for a different request")
         }
     }
 }
@@ -334,15 +388,37 @@ pub(crate) fn store_error(e: StoreError) -> Reply<Value> {
     match e {
         StoreError::Busy { .. } | StoreError::Unavailable(_) => {
             tracing::warn!(error = %e, "overloaded");
-            Reply::problem(Problem::new("overloaded", "busy; retry after the given time"), None)
+            Reply::problem(Problem::new(ProblemCode::Overloaded, "busy; retry after the given time"), None)
         }
         StoreError::UnknownTarget(what) => {
-            Reply::problem(Problem::new("not-found", format!("unknown {what}")), None)
+            Reply::problem(Problem::new(ProblemCode::NotFound, format!("unknown {what}")), None)
         }
-        StoreError::Invalid(what) => Reply::problem(Problem::new("malformed-request", what), None),
+        StoreError::Invalid(what) => Reply::problem(Problem::new(ProblemCode::Malformed, what), None),
         other => {
             tracing::error!(error = %other, "internal error");
-            Reply::problem(Problem::new("internal", "internal error"), None)
+            Reply::problem(Problem::new(ProblemCode::Internal, "internal error"), None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route's answer has the status its problem says: one table, one mapping.
+    #[test]
+    fn every_route_problem_answers_with_its_own_status() {
+        let middleware_only = [ProblemCode::PayloadTooLarge, ProblemCode::RequestTimeout];
+        let mut codes = std::collections::BTreeSet::new();
+        for &code in ProblemCode::ALL {
+            assert!(codes.insert(code.code()), "`{}` is the code of two problems", code.code());
+            let reply = Reply::<Value>::problem(Problem::new(code, "detail"), None);
+            let status = poem::IntoResponse::into_response(reply).status().as_u16();
+            if middleware_only.contains(&code) {
+                assert_eq!(status, 500, "{code:?} is the middleware's to answer");
+            } else {
+                assert_eq!(status, code.status(), "{code:?}");
+            }
         }
     }
 }

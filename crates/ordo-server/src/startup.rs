@@ -2,7 +2,7 @@
 //! health and readiness, and the limits around every request. It binds before it serves,
 //! so port 0 works and the bound port is known.
 
-use crate::api::{Ctx, Lane, Problem, RateLimit, Tenants};
+use crate::api::{Ctx, Lane, Problem, ProblemCode, RateLimit, Tenants};
 use crate::config::Config;
 use crate::generated::{GeneratedApi, SPECS};
 use crate::relay::RELAY_BATCH_MAX;
@@ -76,8 +76,13 @@ fn problem_doc() -> String {
          a repeated key gets the first outcome back with `Idempotent-Replayed: true`.\n\n\
          Errors are RFC 9457 `application/problem+json`; their `type` is one of:\n\n",
     );
-    for (code, status, meaning) in crate::api::PROBLEM_TYPES {
-        doc.push_str(&format!("- `urn:ordo:problem:{code}` ({status}): {meaning}\n"));
+    for code in ProblemCode::ALL {
+        doc.push_str(&format!(
+            "- `urn:ordo:problem:{}` ({}): {}\n",
+            code.code(),
+            code.status(),
+            code.title()
+        ));
     }
     doc
 }
@@ -225,8 +230,7 @@ impl Application {
                     // body without one is read only up to it.
                     let declared = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
                     let too_large = || {
-                        problem_response(Problem::new(
-                            "payload-too-large",
+                        problem_response(Problem::new(ProblemCode::PayloadTooLarge,
                             format!("bodies are limited to {body_max} bytes"),
                         ))
                     };
@@ -241,11 +245,11 @@ impl Application {
                         Ok(Ok(bytes)) => req.set_body(bytes),
                         Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => return Ok(too_large()),
                         Ok(Err(e)) => {
-                            let p = Problem::new("malformed-request", format!("the body could not be read: {e}"));
+                            let p = Problem::new(ProblemCode::Malformed, format!("the body could not be read: {e}"));
                             return Ok(problem_response(p));
                         }
                         Err(_) => {
-                            let p = Problem::new("request-timeout", "the body did not arrive within the request timeout");
+                            let p = Problem::new(ProblemCode::RequestTimeout, "the body did not arrive within the request timeout");
                             return Ok(problem_response(p));
                         }
                     }
@@ -279,7 +283,7 @@ impl Application {
                     let mut response = match call.await {
                         Ok(Ok(r)) => r.into_response(),
                         Ok(Err(e)) => e.into_response(),
-                        Err(_) => problem_response(Problem::new("overloaded", "the request took too long")),
+                        Err(_) => problem_response(Problem::new(ProblemCode::Overloaded, "the request took too long")),
                     };
                     // A method the route does not serve: say which it does (RFC 9110).
                     if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
@@ -519,14 +523,15 @@ pub fn contain_panics()
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
         tracing::error!(panic = %what, "a request panicked");
-        problem_response(Problem::new("internal", "internal error"))
+        problem_response(Problem::new(ProblemCode::Internal, "internal error"))
     })
 }
 
 fn problem_response(p: Problem) -> Response {
     let status =
-        poem::http::StatusCode::from_u16(p.status).unwrap_or(poem::http::StatusCode::INTERNAL_SERVER_ERROR);
-    let body = poem_openapi::types::ToJSON::to_json(&p).unwrap_or_default().to_string();
+        poem::http::StatusCode::from_u16(p.status).expect("every problem code has a valid HTTP status");
+    let body =
+        poem_openapi::types::ToJSON::to_json(&p).expect("a Problem serializes to a JSON object").to_string();
     let mut r = Response::builder().status(status).content_type("application/problem+json");
     if status == poem::http::StatusCode::SERVICE_UNAVAILABLE {
         r = r.header("Retry-After", crate::api::RETRY_AFTER_S.to_string());
