@@ -387,7 +387,7 @@ impl Gen {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<String>,
         body: Json<{name}Create>,
     ) -> Reply<{name}> {{
-        let input = body.0.to_json().unwrap_or_default();
+        let input = body.0.to_json().expect("a generated body is a JSON value");
         self.0.create(req, "{name}", idempotency_key.0, input).await.typed()
     }}
 
@@ -440,7 +440,7 @@ impl Gen {
         #[oai(name = "If-Match")] if_match: Header<Option<String>>,
         body: Json<{body_ty}>,
     ) -> Reply<{name}> {{
-        let params = body.0.to_json().unwrap_or_default();
+        let params = body.0.to_json().expect("a generated body is a JSON value");
         self.0.fire(req, "{name}", &id.0, "{event}", idempotency_key.0, if_match.0, params).await.typed()
     }}
 
@@ -460,7 +460,7 @@ impl Gen {
             r#"    /// Read a {name} row (a row that was never touched is not found).
     #[oai(path = "/{path}/:key", method = "get", tag = "Tag::{name}", operation_id = "get_{path}")]
     async fn get_{path}(&self, req: &Request, key: Path<{key_ty}>) -> Reply<{name}> {{
-        self.0.get_resource(req, "{name}", key.0.to_json().unwrap_or_default()).await.typed()
+        self.0.get_resource(req, "{name}", key.0.to_json().expect("a generated body is a JSON value")).await.typed()
     }}
 
 "#,
@@ -482,8 +482,8 @@ impl Gen {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<String>,
         body: Json<{body_ty}>,
     ) -> Reply<{name}> {{
-        let params = body.0.to_json().unwrap_or_default();
-        self.0.operate(req, "{name}", key.0.to_json().unwrap_or_default(), "{op}", idempotency_key.0, params).await.typed()
+        let params = body.0.to_json().expect("a generated body is a JSON value");
+        self.0.operate(req, "{name}", key.0.to_json().expect("a generated body is a JSON value"), "{op}", idempotency_key.0, params).await.typed()
     }}
 
 "#,

@@ -30,7 +30,7 @@ impl Recorder {
         tokio::spawn(async move {
             let mut out = tokio::io::BufWriter::new(file);
             while let Some(r) = rx.recv().await {
-                let mut line = serde_json::to_string(&r).unwrap_or_default();
+                let mut line = serde_json::to_string(&r).expect("a traffic record serializes");
                 line.push('\n');
                 let mut result = out.write_all(line.as_bytes()).await;
                 // Written through whenever the queue is empty, so a crash loses little.

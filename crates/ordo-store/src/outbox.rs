@@ -29,7 +29,7 @@ impl Store {
                 // schema's pattern says).
                 let parse = |x: &str| match x.len() {
                     1..=18 if x.bytes().all(|b| b.is_ascii_digit()) => {
-                        Ok(x.parse::<i64>().unwrap_or_default())
+                        Ok(x.parse::<i64>().expect("1 to 18 ASCII digits fit in an i64"))
                     }
                     _ => Err(StoreError::Invalid(format!("`{c}` is not an events cursor"))),
                 };
@@ -184,7 +184,8 @@ fn outbox_event(r: &sea_orm::QueryResult) -> Result<OutboxEvent, DbErr> {
     let payload: String = r.try_get("", "payload")?;
     Ok(OutboxEvent {
         cursor: format!("{txid}-{seq}"),
-        payload: serde_json::from_str(&payload).unwrap_or(Json::Null),
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| DbErr::Type(format!("an outbox payload is not JSON: {e}")))?,
         created_at: r.try_get("", "created_at")?,
     })
 }

@@ -36,19 +36,28 @@ impl Bind<'_> {
         slots
             .iter()
             .map(|slot| {
+                // A slot is bound only from what its statement's caller gives: one left
+                // out is a bug in the plan or its caller, never a NULL to store.
+                let given = |v: Option<Val>| {
+                    v.unwrap_or_else(|| panic!("slot {:?} of a statement was given no value", slot.source))
+                };
                 let v = match &slot.source {
                     Source::Tenant => Val::Text(self.tenant.to_string()),
-                    Source::Id => return sea_orm::Value::Uuid(self.id),
-                    Source::Key => self.key.cloned().unwrap_or(Val::Null),
-                    Source::Now => self.now.map_or(Val::Null, Val::Time),
-                    Source::Version => self.version.map_or(Val::Null, Val::Int),
-                    Source::Param(p) => self.params.and_then(|ps| ps.get(p)).cloned().unwrap_or(Val::Null),
-                    Source::Value(name) => self
-                        .values
-                        .get(name.as_str())
-                        .or_else(|| self.fields.and_then(|f| f.get(name)))
-                        .cloned()
-                        .unwrap_or(Val::Null),
+                    Source::Id => {
+                        return sea_orm::Value::Uuid(Some(
+                            self.id.expect("a statement on an instance is given its id"),
+                        ));
+                    }
+                    Source::Key => given(self.key.cloned()),
+                    Source::Now => given(self.now.map(Val::Time)),
+                    Source::Version => given(self.version.map(Val::Int)),
+                    Source::Param(p) => given(self.params.and_then(|ps| ps.get(p)).cloned()),
+                    Source::Value(name) => given(
+                        self.values
+                            .get(name.as_str())
+                            .or_else(|| self.fields.and_then(|f| f.get(name)))
+                            .cloned(),
+                    ),
                     Source::Const(c) => c.clone(),
                 };
                 match slot.ty {

@@ -587,7 +587,7 @@ pub fn fingerprint(spec: &ir::Spec) -> String {
             .collect(),
         resources: spec.resources.iter().map(|r| (r.table.as_str(), &r.key, r.fields.as_slice())).collect(),
     };
-    let bytes = serde_json::to_vec(&shape).unwrap_or_default();
+    let bytes = serde_json::to_vec(&shape).expect("a schema shape serializes: its maps have string keys");
     // FNV-1a: stable across builds and platforms, which `DefaultHasher` is not.
     let hash = bytes
         .iter()
