@@ -9,6 +9,7 @@ mod events;
 mod evolve;
 mod faults;
 mod illegal;
+mod migrations;
 mod plans;
 mod timers;
 
