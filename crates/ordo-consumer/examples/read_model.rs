@@ -43,6 +43,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "CREATE TABLE IF NOT EXISTS order_states (id TEXT PRIMARY KEY, state TEXT NOT NULL, version BIGINT NOT NULL)",
     )
     .await?;
+    // The processed-messages table, by the consumer's own migration (a deployment step).
+    ordo_consumer::migrate(&db).await?;
     let config = ConsumerConfig::new(&redis_url, "ordo:events:Order", "read-model", "worker-1");
     let consumer = Consumer::connect(config, db).await?;
     loop {

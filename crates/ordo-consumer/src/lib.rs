@@ -5,8 +5,10 @@
 //! stream so the group moves on.
 
 use fred::prelude::*;
+use sea_orm::sea_query::IntoIden;
 use sea_orm::sea_query::{Alias, ColumnDef, Expr, ExprTrait, Index, Query, Table};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager, async_trait};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +27,55 @@ pub const REDIS_TIMEOUT_MS: u64 = 2_000;
 
 /// The table that remembers which events a consumer group applied.
 pub const PROCESSED: &str = "ordo_processed";
+
+/// The consumer's own schema, by migration: the processed-messages table. Its history is
+/// kept in `ordo_consumer_migrations`, apart from the store's, so the worker's database may
+/// also be the store's.
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(ProcessedTable)]
+    }
+
+    fn migration_table_name() -> sea_orm::DynIden {
+        Alias::new("ordo_consumer_migrations").into_iden()
+    }
+}
+
+/// Applies the consumer's migrations that `db` lacks; a database that has them all is left
+/// as it is.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), ConsumerError> {
+    Ok(Migrator::up(db, None).await?)
+}
+
+struct ProcessedTable;
+
+impl MigrationName for ProcessedTable {
+    fn name(&self) -> &str {
+        "m0001_ordo_processed"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ProcessedTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+        // `if_not_exists`: a database whose table an earlier consumer made at run time.
+        let table = Table::create()
+            .table(Alias::new(PROCESSED))
+            .if_not_exists()
+            .col(ColumnDef::new(Alias::new("consumer")).text().not_null())
+            .col(ColumnDef::new(Alias::new("event_id")).text().not_null())
+            .col(ColumnDef::new(Alias::new("processed_at")).timestamp_with_time_zone().not_null())
+            .primary_key(Index::create().col(Alias::new("consumer")).col(Alias::new("event_id")))
+            .to_owned();
+        manager.create_table(table).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), sea_orm::DbErr> {
+        manager.drop_table(Table::drop().table(Alias::new(PROCESSED)).to_owned()).await
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -106,6 +157,8 @@ pub enum ConsumerError {
     Redis(#[from] fred::error::Error),
     #[error("database: {0}")]
     Database(#[from] sea_orm::DbErr),
+    #[error("the database has no `ordo_processed` table: run `ordo_consumer::migrate` on it first")]
+    NotMigrated,
 }
 
 /// What one poll did.
@@ -126,8 +179,9 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// Connects, creates the group (and the stream) if missing, and the processed-messages
-    /// table in `db` if missing.
+    /// Connects and creates the group (and the stream) if missing. `db` must hold the
+    /// processed-messages table: run [`migrate`] on it first (at deployment, as the store's
+    /// migrations are run).
     pub async fn connect(config: ConsumerConfig, db: DatabaseConnection) -> Result<Consumer, ConsumerError> {
         let redis = Builder::from_config(Config::from_url(&config.redis_url)?)
             .with_performance_config(|p| {
@@ -139,16 +193,10 @@ impl Consumer {
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build()?;
         redis.init().await?;
+        if !SchemaManager::new(&db).has_table(PROCESSED).await? {
+            return Err(ConsumerError::NotMigrated);
+        }
         group(&redis, &config).await?;
-        let table = Table::create()
-            .table(Alias::new(PROCESSED))
-            .if_not_exists()
-            .col(ColumnDef::new(Alias::new("consumer")).text().not_null())
-            .col(ColumnDef::new(Alias::new("event_id")).text().not_null())
-            .col(ColumnDef::new(Alias::new("processed_at")).timestamp_with_time_zone().not_null())
-            .primary_key(Index::create().col(Alias::new("consumer")).col(Alias::new("event_id")))
-            .to_owned();
-        db.execute(&table).await?;
         Ok(Consumer { redis, db, config })
     }
 

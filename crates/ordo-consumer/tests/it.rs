@@ -111,6 +111,7 @@ async fn setup_traced(n: usize, trace: Option<&str>) -> (Setup, Store) {
     while relay.round(&store, 100).await.unwrap() > 0 {}
     let worker_db = ordo_testkit::TestDb::postgres().await;
     let worker = sea_orm::Database::connect(&worker_db.url).await.unwrap();
+    ordo_consumer::migrate(&worker).await.unwrap();
     worker
         .execute_unprepared(
             "CREATE TABLE order_states (id TEXT PRIMARY KEY, state TEXT NOT NULL, version BIGINT NOT NULL)",
@@ -323,4 +324,27 @@ async fn a_lost_stream_is_published_again_and_applied_once() {
         count(&s.worker, "SELECT COUNT(*) FROM order_states WHERE state = 'paid'").await as usize,
         s.orders
     );
+}
+
+/// The processed-messages table comes from the consumer's migration, applied once however
+/// often `migrate` runs, with a history of its own beside the store's in one database; a
+/// consumer on a database without it is refused with the way out.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_processed_table_is_the_consumers_migration() {
+    let db_ = ordo_testkit::TestDb::postgres().await;
+    let db = sea_orm::Database::connect(&db_.url).await.unwrap();
+    let config = ConsumerConfig::new(&ordo_testkit::redis_url(), "s", "g", "c");
+    let refused = Consumer::connect(config.clone(), db.clone()).await.err().map(|e| e.to_string());
+    assert!(refused.as_deref().is_some_and(|e| e.contains("ordo_consumer::migrate")), "{refused:?}");
+    // The store's migrations and the consumer's share the database without tripping on each other.
+    let spec = ordo_spec::compile(include_str!("../../../specs/order.ordo")).unwrap();
+    let store = Store::open(StoreConfig::new(db_.url.clone()), "order", spec.clone(), true).await.unwrap();
+    ordo_consumer::migrate(&db).await.unwrap();
+    ordo_consumer::migrate(&db).await.unwrap();
+    drop(store);
+    Store::open(StoreConfig::new(db_.url.clone()), "order", spec, true).await.unwrap();
+    let applied = count(&db, "SELECT COUNT(*) FROM ordo_consumer_migrations").await;
+    assert_eq!(applied, 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM ordo_processed").await, 0);
+    Consumer::connect(config, db.clone()).await.unwrap();
 }

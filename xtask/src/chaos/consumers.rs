@@ -44,6 +44,7 @@ impl Consumers {
         use sea_orm::ConnectionTrait;
         let db = sea_orm::Database::connect(db_url).await?;
         db.execute_unprepared(ordo_pressure::audit::APPLIED_DDL).await?;
+        ordo_consumer::migrate(&db).await?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
         for stream in streams {
