@@ -11,7 +11,7 @@ CREATE TABLE "wallets" ( "tenant" text NOT NULL, "account" text NOT NULL, "balan
 
 -- ==== Order: create `place`
 
-INSERT INTO "orders" ("id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+INSERT INTO "orders" ("id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at") VALUES (CAST($1 AS UUID), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT), CAST($5 AS TEXT), CAST($6 AS BIGINT), CAST($7 AS TEXT), CAST($8 AS BIGINT), CAST($9 AS TEXT), CAST($10 AS TEXT), CAST($11 AS TIMESTAMPTZ), CAST($12 AS TIMESTAMPTZ)) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: id
   -- $2: tenant
   -- $3: constant "pending"
@@ -27,11 +27,11 @@ INSERT INTO "orders" ("id", "tenant", "state", "version", "sku", "quantity", "ac
 
 -- ==== Order: read, and lock (pessimistic mode)
 
-SELECT "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at" FROM "orders" WHERE "tenant" = $1 AND "id" = $2;
+SELECT "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at" FROM "orders" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS UUID);
   -- $1: tenant
   -- $2: id
 
-SELECT "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at" FROM "orders" WHERE "tenant" = $1 AND "id" = $2 FOR UPDATE;
+SELECT "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at" FROM "orders" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS UUID) FOR UPDATE;
   -- $1: tenant
   -- $2: id
 
@@ -53,7 +53,7 @@ WITH "ordo_new" ("c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "c1
 -- ==== Order: `pay` from `pending` to `paid`
 
 -- the conditional update
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "paid"
   -- $2: constant 1
   -- $3: now
@@ -62,7 +62,7 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $6: constant "pending"
 
 -- with If-Match
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 AND "version" = $7 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) AND "version" = CAST($7 AS BIGINT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "paid"
   -- $2: constant 1
   -- $3: now
@@ -72,14 +72,14 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $7: expected version
 
 -- when it changed nothing: why
-SELECT "state", "version" FROM "orders" WHERE "tenant" = $1 AND "id" = $2;
+SELECT "state", "version" FROM "orders" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS UUID);
   -- $1: tenant
   -- $2: id
 
 -- ==== Order: `cancel` from `pending` to `cancelled`
 
 -- the conditional update
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "cancelled"
   -- $2: constant 1
   -- $3: now
@@ -88,7 +88,7 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $6: constant "pending"
 
 -- with If-Match
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 AND "version" = $7 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) AND "version" = CAST($7 AS BIGINT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "cancelled"
   -- $2: constant 1
   -- $3: now
@@ -98,14 +98,14 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $7: expected version
 
 -- when it changed nothing: why
-SELECT "state", "version" FROM "orders" WHERE "tenant" = $1 AND "id" = $2;
+SELECT "state", "version" FROM "orders" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS UUID);
   -- $1: tenant
   -- $2: id
 
 -- ==== Order: `cancel` from `paid` to `cancelled`
 
 -- the conditional update
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "cancelled"
   -- $2: constant 1
   -- $3: now
@@ -114,7 +114,7 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $6: constant "paid"
 
 -- with If-Match
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 AND "version" = $7 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) AND "version" = CAST($7 AS BIGINT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "cancelled"
   -- $2: constant 1
   -- $3: now
@@ -124,14 +124,14 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $7: expected version
 
 -- when it changed nothing: why
-SELECT "state", "version" FROM "orders" WHERE "tenant" = $1 AND "id" = $2;
+SELECT "state", "version" FROM "orders" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS UUID);
   -- $1: tenant
   -- $2: id
 
 -- ==== Order: `ship` from `paid` to `shipped`
 
 -- the conditional update
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3, "carrier" = $4, "tracking" = $5 WHERE "tenant" = $6 AND "id" = $7 AND "state" = $8 AND $9 <> $10 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ), "carrier" = CAST($4 AS TEXT), "tracking" = CAST($5 AS TEXT) WHERE "tenant" = CAST($6 AS TEXT) AND "id" = CAST($7 AS UUID) AND "state" = CAST($8 AS TEXT) AND CAST($9 AS TEXT) <> CAST($10 AS TEXT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "shipped"
   -- $2: constant 1
   -- $3: now
@@ -144,7 +144,7 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3,
   -- $10: constant ""
 
 -- with If-Match
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3, "carrier" = $4, "tracking" = $5 WHERE "tenant" = $6 AND "id" = $7 AND "state" = $8 AND "version" = $9 AND $10 <> $11 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ), "carrier" = CAST($4 AS TEXT), "tracking" = CAST($5 AS TEXT) WHERE "tenant" = CAST($6 AS TEXT) AND "id" = CAST($7 AS UUID) AND "state" = CAST($8 AS TEXT) AND "version" = CAST($9 AS BIGINT) AND CAST($10 AS TEXT) <> CAST($11 AS TEXT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "shipped"
   -- $2: constant 1
   -- $3: now
@@ -158,7 +158,7 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3,
   -- $11: constant ""
 
 -- when it changed nothing: why
-SELECT "state", "version", $1 <> $2 AS "ordo_guard_0" FROM "orders" WHERE "tenant" = $3 AND "id" = $4;
+SELECT "state", "version", CAST($1 AS TEXT) <> CAST($2 AS TEXT) AS "ordo_guard_0" FROM "orders" WHERE "tenant" = CAST($3 AS TEXT) AND "id" = CAST($4 AS UUID);
   -- $1: param carrier
   -- $2: constant ""
   -- $3: tenant
@@ -167,7 +167,7 @@ SELECT "state", "version", $1 <> $2 AS "ordo_guard_0" FROM "orders" WHERE "tenan
 -- ==== Order: `deliver` from `shipped` to `delivered`
 
 -- the conditional update
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "delivered"
   -- $2: constant 1
   -- $3: now
@@ -176,7 +176,7 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $6: constant "shipped"
 
 -- with If-Match
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 AND "version" = $7 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) AND "version" = CAST($7 AS BIGINT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "delivered"
   -- $2: constant 1
   -- $3: now
@@ -186,14 +186,14 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $7: expected version
 
 -- when it changed nothing: why
-SELECT "state", "version" FROM "orders" WHERE "tenant" = $1 AND "id" = $2;
+SELECT "state", "version" FROM "orders" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS UUID);
   -- $1: tenant
   -- $2: id
 
 -- ==== Order: `refund` from `delivered` to `refunded`
 
 -- the conditional update
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 AND $7 <> $8 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) AND CAST($7 AS TEXT) <> CAST($8 AS TEXT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "refunded"
   -- $2: constant 1
   -- $3: now
@@ -204,7 +204,7 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $8: constant ""
 
 -- with If-Match
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 AND "version" = $7 AND $8 <> $9 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) AND "version" = CAST($7 AS BIGINT) AND CAST($8 AS TEXT) <> CAST($9 AS TEXT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "refunded"
   -- $2: constant 1
   -- $3: now
@@ -216,7 +216,7 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $9: constant ""
 
 -- when it changed nothing: why
-SELECT "state", "version", $1 <> $2 AS "ordo_guard_0" FROM "orders" WHERE "tenant" = $3 AND "id" = $4;
+SELECT "state", "version", CAST($1 AS TEXT) <> CAST($2 AS TEXT) AS "ordo_guard_0" FROM "orders" WHERE "tenant" = CAST($3 AS TEXT) AND "id" = CAST($4 AS UUID);
   -- $1: param reason
   -- $2: constant ""
   -- $3: tenant
@@ -225,7 +225,7 @@ SELECT "state", "version", $1 <> $2 AS "ordo_guard_0" FROM "orders" WHERE "tenan
 -- ==== Order: `complete` from `delivered` to `completed`
 
 -- the conditional update
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "completed"
   -- $2: constant 1
   -- $3: now
@@ -234,7 +234,7 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $6: constant "delivered"
 
 -- with If-Match
-UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "state" = $6 AND "version" = $7 RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
+UPDATE "orders" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS UUID) AND "state" = CAST($6 AS TEXT) AND "version" = CAST($7 AS BIGINT) RETURNING "id", "tenant", "state", "version", "sku", "quantity", "account", "amount", "carrier", "tracking", "created_at", "updated_at";
   -- $1: constant "completed"
   -- $2: constant 1
   -- $3: now
@@ -244,19 +244,19 @@ UPDATE "orders" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3 
   -- $7: expected version
 
 -- when it changed nothing: why
-SELECT "state", "version" FROM "orders" WHERE "tenant" = $1 AND "id" = $2;
+SELECT "state", "version" FROM "orders" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS UUID);
   -- $1: tenant
   -- $2: id
 
 -- ==== Inventory: read
 
-SELECT "sku", "available", "version", "created_at", "updated_at" FROM "inventories" WHERE "tenant" = $1 AND "sku" = $2;
+SELECT "sku", "available", "version", "created_at", "updated_at" FROM "inventories" WHERE "tenant" = CAST($1 AS TEXT) AND "sku" = CAST($2 AS TEXT);
   -- $1: tenant
   -- $2: key
 
 -- ==== Inventory: a missing row starts from zeros
 
-INSERT INTO "inventories" ("tenant", "sku", "available", "version", "created_at", "updated_at") VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ("tenant", "sku") DO NOTHING;
+INSERT INTO "inventories" ("tenant", "sku", "available", "version", "created_at", "updated_at") VALUES (CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($4 AS BIGINT), CAST($5 AS TIMESTAMPTZ), CAST($6 AS TIMESTAMPTZ)) ON CONFLICT ("tenant", "sku") DO NOTHING;
   -- $1: tenant
   -- $2: key
   -- $3: constant 0
@@ -266,7 +266,7 @@ INSERT INTO "inventories" ("tenant", "sku", "available", "version", "created_at"
 
 -- ==== Inventory: effect `available +=`
 
-UPDATE "inventories" SET "available" = "available" + $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "sku" = $5 AND "available" + $6 >= $7 RETURNING "version";
+UPDATE "inventories" SET "available" = "available" + CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "sku" = CAST($5 AS TEXT) AND "available" + CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "version";
   -- $1: value amount
   -- $2: constant 1
   -- $3: now
@@ -277,7 +277,7 @@ UPDATE "inventories" SET "available" = "available" + $1, "version" = "version" +
 
 -- ==== Inventory: effect `available -=`
 
-UPDATE "inventories" SET "available" = "available" - $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "sku" = $5 AND "available" - $6 >= $7 RETURNING "version";
+UPDATE "inventories" SET "available" = "available" - CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "sku" = CAST($5 AS TEXT) AND "available" - CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "version";
   -- $1: value amount
   -- $2: constant 1
   -- $3: now
@@ -288,7 +288,7 @@ UPDATE "inventories" SET "available" = "available" - $1, "version" = "version" +
 
 -- ==== Inventory: operation `restock`
 
-UPDATE "inventories" SET "available" = "available" + $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "sku" = $5 AND "available" + $6 >= $7 RETURNING "sku", "available", "version", "created_at", "updated_at";
+UPDATE "inventories" SET "available" = "available" + CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "sku" = CAST($5 AS TEXT) AND "available" + CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "sku", "available", "version", "created_at", "updated_at";
   -- $1: param quantity
   -- $2: constant 1
   -- $3: now
@@ -298,7 +298,7 @@ UPDATE "inventories" SET "available" = "available" + $1, "version" = "version" +
   -- $7: constant 0
 
 -- when it changed nothing: why
-SELECT "version", "available" + $1 >= $2 AS "ordo_check_0" FROM "inventories" WHERE "tenant" = $3 AND "sku" = $4;
+SELECT "version", "available" + CAST($1 AS BIGINT) >= CAST($2 AS BIGINT) AS "ordo_check_0" FROM "inventories" WHERE "tenant" = CAST($3 AS TEXT) AND "sku" = CAST($4 AS TEXT);
   -- $1: param quantity
   -- $2: constant 0
   -- $3: tenant
@@ -306,13 +306,13 @@ SELECT "version", "available" + $1 >= $2 AS "ordo_check_0" FROM "inventories" WH
 
 -- ==== Wallet: read
 
-SELECT "account", "balance", "version", "created_at", "updated_at" FROM "wallets" WHERE "tenant" = $1 AND "account" = $2;
+SELECT "account", "balance", "version", "created_at", "updated_at" FROM "wallets" WHERE "tenant" = CAST($1 AS TEXT) AND "account" = CAST($2 AS TEXT);
   -- $1: tenant
   -- $2: key
 
 -- ==== Wallet: a missing row starts from zeros
 
-INSERT INTO "wallets" ("tenant", "account", "balance", "version", "created_at", "updated_at") VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ("tenant", "account") DO NOTHING;
+INSERT INTO "wallets" ("tenant", "account", "balance", "version", "created_at", "updated_at") VALUES (CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($4 AS BIGINT), CAST($5 AS TIMESTAMPTZ), CAST($6 AS TIMESTAMPTZ)) ON CONFLICT ("tenant", "account") DO NOTHING;
   -- $1: tenant
   -- $2: key
   -- $3: constant 0
@@ -322,7 +322,7 @@ INSERT INTO "wallets" ("tenant", "account", "balance", "version", "created_at", 
 
 -- ==== Wallet: effect `balance +=`
 
-UPDATE "wallets" SET "balance" = "balance" + $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "account" = $5 AND "balance" + $6 >= $7 RETURNING "version";
+UPDATE "wallets" SET "balance" = "balance" + CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "account" = CAST($5 AS TEXT) AND "balance" + CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "version";
   -- $1: value amount
   -- $2: constant 1
   -- $3: now
@@ -333,7 +333,7 @@ UPDATE "wallets" SET "balance" = "balance" + $1, "version" = "version" + $2, "up
 
 -- ==== Wallet: effect `balance -=`
 
-UPDATE "wallets" SET "balance" = "balance" - $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "account" = $5 AND "balance" - $6 >= $7 RETURNING "version";
+UPDATE "wallets" SET "balance" = "balance" - CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "account" = CAST($5 AS TEXT) AND "balance" - CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "version";
   -- $1: value amount
   -- $2: constant 1
   -- $3: now
@@ -344,7 +344,7 @@ UPDATE "wallets" SET "balance" = "balance" - $1, "version" = "version" + $2, "up
 
 -- ==== Wallet: operation `deposit`
 
-UPDATE "wallets" SET "balance" = "balance" + $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "account" = $5 AND "balance" + $6 >= $7 RETURNING "account", "balance", "version", "created_at", "updated_at";
+UPDATE "wallets" SET "balance" = "balance" + CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "account" = CAST($5 AS TEXT) AND "balance" + CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "account", "balance", "version", "created_at", "updated_at";
   -- $1: param amount
   -- $2: constant 1
   -- $3: now
@@ -354,7 +354,7 @@ UPDATE "wallets" SET "balance" = "balance" + $1, "version" = "version" + $2, "up
   -- $7: constant 0
 
 -- when it changed nothing: why
-SELECT "version", "balance" + $1 >= $2 AS "ordo_check_0" FROM "wallets" WHERE "tenant" = $3 AND "account" = $4;
+SELECT "version", "balance" + CAST($1 AS BIGINT) >= CAST($2 AS BIGINT) AS "ordo_check_0" FROM "wallets" WHERE "tenant" = CAST($3 AS TEXT) AND "account" = CAST($4 AS TEXT);
   -- $1: param amount
   -- $2: constant 0
   -- $3: tenant
@@ -362,7 +362,7 @@ SELECT "version", "balance" + $1 >= $2 AS "ordo_check_0" FROM "wallets" WHERE "t
 
 -- ==== Wallet: operation `withdraw`
 
-UPDATE "wallets" SET "balance" = "balance" - $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "account" = $5 AND "balance" - $6 >= $7 RETURNING "account", "balance", "version", "created_at", "updated_at";
+UPDATE "wallets" SET "balance" = "balance" - CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "account" = CAST($5 AS TEXT) AND "balance" - CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "account", "balance", "version", "created_at", "updated_at";
   -- $1: param amount
   -- $2: constant 1
   -- $3: now
@@ -372,7 +372,7 @@ UPDATE "wallets" SET "balance" = "balance" - $1, "version" = "version" + $2, "up
   -- $7: constant 0
 
 -- when it changed nothing: why
-SELECT "version", "balance" - $1 >= $2 AS "ordo_check_0" FROM "wallets" WHERE "tenant" = $3 AND "account" = $4;
+SELECT "version", "balance" - CAST($1 AS BIGINT) >= CAST($2 AS BIGINT) AS "ordo_check_0" FROM "wallets" WHERE "tenant" = CAST($3 AS TEXT) AND "account" = CAST($4 AS TEXT);
   -- $1: param amount
   -- $2: constant 0
   -- $3: tenant

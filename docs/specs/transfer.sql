@@ -9,7 +9,7 @@ CREATE TABLE "accounts" ( "tenant" text NOT NULL, "id" text NOT NULL, "balance" 
 
 -- ==== Transfer: create `initiate`
 
-INSERT INTO "transfers" ("id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
+INSERT INTO "transfers" ("id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at") VALUES (CAST($1 AS UUID), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT), CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS BIGINT), CAST($8 AS TEXT), CAST($9 AS TEXT), CAST($10 AS TIMESTAMPTZ), CAST($11 AS TIMESTAMPTZ)) RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
   -- $1: id
   -- $2: tenant
   -- $3: constant "pending"
@@ -24,11 +24,11 @@ INSERT INTO "transfers" ("id", "tenant", "state", "version", "payer", "payee", "
 
 -- ==== Transfer: read, and lock (pessimistic mode)
 
-SELECT "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at" FROM "transfers" WHERE "tenant" = $1 AND "id" = $2;
+SELECT "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at" FROM "transfers" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS UUID);
   -- $1: tenant
   -- $2: id
 
-SELECT "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at" FROM "transfers" WHERE "tenant" = $1 AND "id" = $2 FOR UPDATE;
+SELECT "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at" FROM "transfers" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS UUID) FOR UPDATE;
   -- $1: tenant
   -- $2: id
 
@@ -49,7 +49,7 @@ WITH "ordo_new" ("c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9") AS 
 -- ==== Transfer: `settle` from `pending` to `settled`
 
 -- the conditional update
-UPDATE "transfers" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3, "reference" = $4 WHERE "tenant" = $5 AND "id" = $6 AND "state" = $7 AND $8 <> $9 RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
+UPDATE "transfers" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ), "reference" = CAST($4 AS TEXT) WHERE "tenant" = CAST($5 AS TEXT) AND "id" = CAST($6 AS UUID) AND "state" = CAST($7 AS TEXT) AND CAST($8 AS TEXT) <> CAST($9 AS TEXT) RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
   -- $1: constant "settled"
   -- $2: constant 1
   -- $3: now
@@ -61,7 +61,7 @@ UPDATE "transfers" SET "state" = $1, "version" = "version" + $2, "updated_at" = 
   -- $9: constant ""
 
 -- with If-Match
-UPDATE "transfers" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3, "reference" = $4 WHERE "tenant" = $5 AND "id" = $6 AND "state" = $7 AND "version" = $8 AND $9 <> $10 RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
+UPDATE "transfers" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ), "reference" = CAST($4 AS TEXT) WHERE "tenant" = CAST($5 AS TEXT) AND "id" = CAST($6 AS UUID) AND "state" = CAST($7 AS TEXT) AND "version" = CAST($8 AS BIGINT) AND CAST($9 AS TEXT) <> CAST($10 AS TEXT) RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
   -- $1: constant "settled"
   -- $2: constant 1
   -- $3: now
@@ -74,7 +74,7 @@ UPDATE "transfers" SET "state" = $1, "version" = "version" + $2, "updated_at" = 
   -- $10: constant ""
 
 -- when it changed nothing: why
-SELECT "state", "version", $1 <> $2 AS "ordo_guard_0" FROM "transfers" WHERE "tenant" = $3 AND "id" = $4;
+SELECT "state", "version", CAST($1 AS TEXT) <> CAST($2 AS TEXT) AS "ordo_guard_0" FROM "transfers" WHERE "tenant" = CAST($3 AS TEXT) AND "id" = CAST($4 AS UUID);
   -- $1: param reference
   -- $2: constant ""
   -- $3: tenant
@@ -83,7 +83,7 @@ SELECT "state", "version", $1 <> $2 AS "ordo_guard_0" FROM "transfers" WHERE "te
 -- ==== Transfer: `fail` from `pending` to `failed`
 
 -- the conditional update
-UPDATE "transfers" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3, "failure" = $4 WHERE "tenant" = $5 AND "id" = $6 AND "state" = $7 RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
+UPDATE "transfers" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ), "failure" = CAST($4 AS TEXT) WHERE "tenant" = CAST($5 AS TEXT) AND "id" = CAST($6 AS UUID) AND "state" = CAST($7 AS TEXT) RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
   -- $1: constant "failed"
   -- $2: constant 1
   -- $3: now
@@ -93,7 +93,7 @@ UPDATE "transfers" SET "state" = $1, "version" = "version" + $2, "updated_at" = 
   -- $7: constant "pending"
 
 -- with If-Match
-UPDATE "transfers" SET "state" = $1, "version" = "version" + $2, "updated_at" = $3, "failure" = $4 WHERE "tenant" = $5 AND "id" = $6 AND "state" = $7 AND "version" = $8 RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
+UPDATE "transfers" SET "state" = CAST($1 AS TEXT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ), "failure" = CAST($4 AS TEXT) WHERE "tenant" = CAST($5 AS TEXT) AND "id" = CAST($6 AS UUID) AND "state" = CAST($7 AS TEXT) AND "version" = CAST($8 AS BIGINT) RETURNING "id", "tenant", "state", "version", "payer", "payee", "amount", "reference", "failure", "created_at", "updated_at";
   -- $1: constant "failed"
   -- $2: constant 1
   -- $3: now
@@ -104,19 +104,19 @@ UPDATE "transfers" SET "state" = $1, "version" = "version" + $2, "updated_at" = 
   -- $8: expected version
 
 -- when it changed nothing: why
-SELECT "state", "version" FROM "transfers" WHERE "tenant" = $1 AND "id" = $2;
+SELECT "state", "version" FROM "transfers" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS UUID);
   -- $1: tenant
   -- $2: id
 
 -- ==== Account: read
 
-SELECT "id", "balance", "version", "created_at", "updated_at" FROM "accounts" WHERE "tenant" = $1 AND "id" = $2;
+SELECT "id", "balance", "version", "created_at", "updated_at" FROM "accounts" WHERE "tenant" = CAST($1 AS TEXT) AND "id" = CAST($2 AS TEXT);
   -- $1: tenant
   -- $2: key
 
 -- ==== Account: a missing row starts from zeros
 
-INSERT INTO "accounts" ("tenant", "id", "balance", "version", "created_at", "updated_at") VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT ("tenant", "id") DO NOTHING;
+INSERT INTO "accounts" ("tenant", "id", "balance", "version", "created_at", "updated_at") VALUES (CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($4 AS BIGINT), CAST($5 AS TIMESTAMPTZ), CAST($6 AS TIMESTAMPTZ)) ON CONFLICT ("tenant", "id") DO NOTHING;
   -- $1: tenant
   -- $2: key
   -- $3: constant 0
@@ -126,7 +126,7 @@ INSERT INTO "accounts" ("tenant", "id", "balance", "version", "created_at", "upd
 
 -- ==== Account: effect `balance +=`
 
-UPDATE "accounts" SET "balance" = "balance" + $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "balance" + $6 >= $7 RETURNING "version";
+UPDATE "accounts" SET "balance" = "balance" + CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS TEXT) AND "balance" + CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "version";
   -- $1: value amount
   -- $2: constant 1
   -- $3: now
@@ -137,7 +137,7 @@ UPDATE "accounts" SET "balance" = "balance" + $1, "version" = "version" + $2, "u
 
 -- ==== Account: effect `balance -=`
 
-UPDATE "accounts" SET "balance" = "balance" - $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "balance" - $6 >= $7 RETURNING "version";
+UPDATE "accounts" SET "balance" = "balance" - CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS TEXT) AND "balance" - CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "version";
   -- $1: value amount
   -- $2: constant 1
   -- $3: now
@@ -148,7 +148,7 @@ UPDATE "accounts" SET "balance" = "balance" - $1, "version" = "version" + $2, "u
 
 -- ==== Account: operation `deposit`
 
-UPDATE "accounts" SET "balance" = "balance" + $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "balance" + $6 >= $7 RETURNING "id", "balance", "version", "created_at", "updated_at";
+UPDATE "accounts" SET "balance" = "balance" + CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS TEXT) AND "balance" + CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "id", "balance", "version", "created_at", "updated_at";
   -- $1: param amount
   -- $2: constant 1
   -- $3: now
@@ -158,7 +158,7 @@ UPDATE "accounts" SET "balance" = "balance" + $1, "version" = "version" + $2, "u
   -- $7: constant 0
 
 -- when it changed nothing: why
-SELECT "version", "balance" + $1 >= $2 AS "ordo_check_0" FROM "accounts" WHERE "tenant" = $3 AND "id" = $4;
+SELECT "version", "balance" + CAST($1 AS BIGINT) >= CAST($2 AS BIGINT) AS "ordo_check_0" FROM "accounts" WHERE "tenant" = CAST($3 AS TEXT) AND "id" = CAST($4 AS TEXT);
   -- $1: param amount
   -- $2: constant 0
   -- $3: tenant
@@ -166,7 +166,7 @@ SELECT "version", "balance" + $1 >= $2 AS "ordo_check_0" FROM "accounts" WHERE "
 
 -- ==== Account: operation `withdraw`
 
-UPDATE "accounts" SET "balance" = "balance" - $1, "version" = "version" + $2, "updated_at" = $3 WHERE "tenant" = $4 AND "id" = $5 AND "balance" - $6 >= $7 RETURNING "id", "balance", "version", "created_at", "updated_at";
+UPDATE "accounts" SET "balance" = "balance" - CAST($1 AS BIGINT), "version" = "version" + CAST($2 AS BIGINT), "updated_at" = CAST($3 AS TIMESTAMPTZ) WHERE "tenant" = CAST($4 AS TEXT) AND "id" = CAST($5 AS TEXT) AND "balance" - CAST($6 AS BIGINT) >= CAST($7 AS BIGINT) RETURNING "id", "balance", "version", "created_at", "updated_at";
   -- $1: param amount
   -- $2: constant 1
   -- $3: now
@@ -176,7 +176,7 @@ UPDATE "accounts" SET "balance" = "balance" - $1, "version" = "version" + $2, "u
   -- $7: constant 0
 
 -- when it changed nothing: why
-SELECT "version", "balance" - $1 >= $2 AS "ordo_check_0" FROM "accounts" WHERE "tenant" = $3 AND "id" = $4;
+SELECT "version", "balance" - CAST($1 AS BIGINT) >= CAST($2 AS BIGINT) AS "ordo_check_0" FROM "accounts" WHERE "tenant" = CAST($3 AS TEXT) AND "id" = CAST($4 AS TEXT);
   -- $1: param amount
   -- $2: constant 0
   -- $3: tenant

@@ -14,6 +14,8 @@ use sea_orm::sea_query::{
 use std::collections::BTreeMap;
 use std::fmt;
 
+#[cfg(test)]
+mod agree;
 mod many;
 mod render;
 mod resource;
@@ -46,6 +48,19 @@ pub enum Source {
 pub enum SqlType {
     Of(Type),
     Uuid,
+}
+
+impl SqlType {
+    /// The type's name in PostgreSQL, as a bound value is cast to it.
+    pub fn pg_name(self) -> &'static str {
+        match self {
+            SqlType::Uuid => "UUID",
+            SqlType::Of(Type::Int | Type::Money) => "BIGINT",
+            SqlType::Of(Type::Text) => "TEXT",
+            SqlType::Of(Type::Bool) => "BOOLEAN",
+            SqlType::Of(Type::Timestamp) => "TIMESTAMPTZ",
+        }
+    }
 }
 
 impl From<Type> for SqlType {
@@ -100,6 +115,27 @@ pub struct PlanError {
     reason: String,
 }
 
+/// `$n` becomes `CAST($n AS <type>)`: a statement's text then says its values' types, so
+/// two statements alike but for a value's type are two prepared statements (sqlx caches
+/// them by text; one prepared for a `BIGINT` would read the bytes of a `TEXT` or, as bad,
+/// a `TIMESTAMPTZ` of the same width), and PostgreSQL never has to guess a value's type
+/// from its context. Slot values are never written into the text, so every `$` in it is a
+/// placeholder.
+fn cast_placeholders(sql: &str, slots: &[Slot]) -> String {
+    let mut out = String::with_capacity(sql.len() + slots.len() * 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        let n: usize = rest[at + 1..at + 1 + digits].parse().expect("a placeholder's number");
+        let ty = slots.get(n - 1).expect("a placeholder for every slot").ty.pg_name();
+        out.push_str(&format!("CAST(${n} AS {ty})"));
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Collects the slots of a statement under construction.
 #[derive(Default)]
 struct Slots {
@@ -144,7 +180,11 @@ impl Slots {
             })?;
             slots.push(slot.clone());
         }
-        Ok(Sql { sql: built.sql, slots })
+        let sql = match backend {
+            DbBackend::Postgres => cast_placeholders(&built.sql, &slots),
+            _ => built.sql,
+        };
+        Ok(Sql { sql, slots })
     }
 }
 

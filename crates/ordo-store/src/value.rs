@@ -180,10 +180,11 @@ pub fn eval(e: &Expr, env: &Env<'_>) -> Result<Val, EvalError> {
                 },
                 BinOp::Cmp(c) => {
                     // `x == null` is `x IS NULL` (the checker allows it only for optionals).
-                    let null_test = matches!(**rhs, Expr::Value(ir::Value::Null))
-                        || matches!(**lhs, Expr::Value(ir::Value::Null));
-                    if null_test {
-                        let is_null = a == Val::Null || b == Val::Null;
+                    let null_rhs = matches!(**rhs, Expr::Value(ir::Value::Null));
+                    let null_lhs = matches!(**lhs, Expr::Value(ir::Value::Null));
+                    if null_lhs || null_rhs {
+                        // The side that is not the literal is the one tested.
+                        let is_null = if null_rhs { a == Val::Null } else { b == Val::Null };
                         Val::Bool(if *c == CmpOp::Eq { is_null } else { !is_null })
                     } else {
                         compare(*c, &a, &b).map_or(Val::Null, Val::Bool)

@@ -309,11 +309,17 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
         let pg = self.pg();
         Ok(match kind {
             K::AddMachine { machine } => {
-                let table = self.new.machine(machine).expect("the diff adds machines of the new spec").table.clone();
+                let table =
+                    self.new.machine(machine).expect("the diff adds machines of the new spec").table.clone();
                 (vec![Op::Sql(self.create_table(&table, &table)?)], None, None)
             }
             K::AddResource { resource } => {
-                let table = self.new.resource(resource).expect("the diff adds resources of the new spec").table.clone();
+                let table = self
+                    .new
+                    .resource(resource)
+                    .expect("the diff adds resources of the new spec")
+                    .table
+                    .clone();
                 (vec![Op::Sql(self.create_table(&table, &table)?)], None, None)
             }
             K::RenameResource { from, to } => {

@@ -2,9 +2,8 @@
 //! rows from a list of values, for group commit's fast path (one round trip per table for
 //! a whole batch).
 
-use super::{PlanError, Slot, Sql, SqlType};
+use super::{PlanError, Slot, Sql};
 use crate::evolve::sql::ident as quote;
-use ordo_spec::ir::Type;
 use sea_orm::DbBackend;
 
 /// A one-row `INSERT` repeated for many rows in one statement (group commit writes a
@@ -16,8 +15,9 @@ pub struct Many {
     tail: String,
     pub slots: Vec<Slot>,
     backend: DbBackend,
-    /// Each slot's SQL type, cast to on PostgreSQL (a `VALUES` list outside an `INSERT`
-    /// has no columns to take its types from); empty for an insert.
+    /// Each slot's SQL type, cast to on PostgreSQL (as every compiled statement's values
+    /// are, and a `VALUES` list outside an `INSERT` has no columns to take its types from);
+    /// empty on SQLite.
     casts: Vec<&'static str>,
 }
 
@@ -27,16 +27,15 @@ impl Many {
     pub(super) fn of(one: &Sql, backend: DbBackend, what: &str) -> Result<Many, PlanError> {
         let fail = |reason: &str| PlanError { what: what.to_string(), reason: reason.to_string() };
         let start = one.sql.find(" VALUES (").ok_or_else(|| fail("no VALUES group"))? + " VALUES ".len();
-        let end = start + one.sql[start..].find(')').ok_or_else(|| fail("an unclosed VALUES group"))? + 1;
-        let (head, group, tail) = (&one.sql[..start], &one.sql[start..end], &one.sql[end..]);
-        let plain = Many {
-            head: String::new(),
-            tail: String::new(),
-            slots: one.slots.clone(),
-            backend,
-            casts: vec![],
+        // On PostgreSQL every compiled placeholder is cast to its type (`Slots::finish`).
+        let casts = match backend {
+            DbBackend::Postgres => one.slots.iter().map(|s| s.ty.pg_name()).collect(),
+            _ => vec![],
         };
+        let plain = Many { head: String::new(), tail: String::new(), slots: one.slots.clone(), backend, casts };
         let expected = plain.group(0);
+        let end = (start + expected.len()).min(one.sql.len());
+        let (head, group, tail) = (&one.sql[..start], &one.sql[start..end], &one.sql[end..]);
         if group != expected || tail.contains('?') || tail.contains('$') {
             return Err(fail(&format!("the VALUES group {group} is not {expected} alone")));
         }
@@ -70,16 +69,7 @@ impl Many {
         } else {
             format!(" RETURNING {}", returning.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "))
         };
-        let casts = columns
-            .iter()
-            .map(|(_, slot)| match slot.ty {
-                SqlType::Uuid => "UUID",
-                SqlType::Of(Type::Int | Type::Money) => "BIGINT",
-                SqlType::Of(Type::Text) => "TEXT",
-                SqlType::Of(Type::Bool) => "BOOLEAN",
-                SqlType::Of(Type::Timestamp) => "TIMESTAMPTZ",
-            })
-            .collect();
+        let casts = columns.iter().map(|(_, slot)| slot.ty.pg_name()).collect();
         Many {
             head: format!("WITH {new} ({}) AS (VALUES ", names.join(", ")),
             tail: format!(

@@ -193,3 +193,36 @@ on_both!(a_batch_gives_each_command_its_outcome, |backend| async move {
     let stock = store.resource("t1", "Inventory", &json!("sku-1")).await.unwrap().unwrap();
     assert_eq!(stock.fields["available"], json!(8));
 });
+
+// Two transitions whose statements are alike but for a value's type (an int, then a
+// text, tested for null) each run as written: the statement cache never hands one the
+// other's prepared types. And a null test in a create guard tests the named value.
+on_both!(statements_alike_but_for_a_type_and_null_tests_in_guards, |backend| async move {
+    let source = r#"
+machine Probe {
+  initial a
+  state b
+  final c
+  create open(tag: text?) { require tag != null }
+  on x(n: int?): a -> b { require n != null }
+  on y(s: text?): b -> c { require s != null }
+}
+"#;
+    let (store, _db) = open_source(backend, "probe", source).await;
+    assert!(matches!(
+        rejected(&run(&store, &create("Probe", json!({}))).await),
+        Rejection::GuardFailed { .. }
+    ));
+    let p = applied(&run(&store, &create("Probe", json!({"tag": "t"}))).await).clone();
+    assert!(matches!(
+        rejected(&run(&store, &fire("Probe", &p.id, "x", json!({}))).await),
+        Rejection::GuardFailed { .. }
+    ));
+    applied(&run(&store, &fire("Probe", &p.id, "x", json!({"n": 7}))).await);
+    assert!(matches!(
+        rejected(&run(&store, &fire("Probe", &p.id, "y", json!({}))).await),
+        Rejection::GuardFailed { .. }
+    ));
+    let done = applied(&run(&store, &fire("Probe", &p.id, "y", json!({"s": "ok"}))).await).clone();
+    assert_eq!(done.state.as_deref(), Some("c"));
+});

@@ -4,8 +4,8 @@
 
 use ordo_store::schema::Migrator;
 use ordo_store::sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
-use sea_orm_migration::MigratorTraitSelf as _;
 use ordo_testkit::{Backend, TestDb};
+use sea_orm_migration::MigratorTraitSelf as _;
 use std::sync::Arc;
 
 /// The schema as the database describes it: every table's columns, constraints and
@@ -26,10 +26,8 @@ async fn schema_text(db: &DatabaseConnection) -> String {
             "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() \
              AND tablename <> 'seaql_migrations' ORDER BY tablename, indexname",
         ],
-        _ => &[
-            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' \
-             AND tbl_name <> 'seaql_migrations' ORDER BY type, name",
-        ],
+        _ => &["SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' \
+             AND tbl_name <> 'seaql_migrations' ORDER BY type, name"],
     };
     let mut out = String::new();
     for q in queries {
