@@ -169,7 +169,8 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
             event: text(r, "event")?,
             from: r.try_get::<Option<String>>("", "from_state")?,
             to: r.try_get::<Option<String>>("", "to_state")?,
-            params: serde_json::from_str(&text(r, "params")?).context("a journal entry's params are not JSON")?,
+            params: serde_json::from_str(&text(r, "params")?)
+                .context("a journal entry's params are not JSON")?,
         })
     })
     .collect::<Result<_>>()?;

@@ -479,7 +479,8 @@ struct Allowed(Vec<(Vec<String>, String)>);
 
 impl Allowed {
     fn of(spec: &str) -> Allowed {
-        let doc: serde_json::Value = serde_json::from_str(spec).expect("the OpenAPI document poem-openapi wrote is JSON");
+        let doc: serde_json::Value =
+            serde_json::from_str(spec).expect("the OpenAPI document poem-openapi wrote is JSON");
         let mut paths: Vec<(Vec<String>, String)> = doc["paths"]
             .as_object()
             .into_iter()

@@ -32,7 +32,8 @@ impl Many {
             DbBackend::Postgres => one.slots.iter().map(|s| s.ty.pg_name()).collect(),
             _ => vec![],
         };
-        let plain = Many { head: String::new(), tail: String::new(), slots: one.slots.clone(), backend, casts };
+        let plain =
+            Many { head: String::new(), tail: String::new(), slots: one.slots.clone(), backend, casts };
         let expected = plain.group(0);
         let end = (start + expected.len()).min(one.sql.len());
         let (head, group, tail) = (&one.sql[..start], &one.sql[start..end], &one.sql[end..]);
