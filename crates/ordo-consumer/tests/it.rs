@@ -96,7 +96,7 @@ async fn setup_traced(n: usize, trace: Option<&str>) -> (Setup, Store) {
             }))
             .await
             .unwrap();
-        let ordo_store::Outcome::Applied { instance } = done.outcome else { panic!() };
+        let ordo_store::Outcome::Applied { row: instance } = done.outcome else { panic!() };
         let pay = Action::Fire {
             machine: "Order".into(),
             id: instance.id.parse().unwrap(),

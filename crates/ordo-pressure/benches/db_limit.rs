@@ -69,7 +69,7 @@ async fn executor(store: Arc<Store>, tasks: usize, secs: u64, workload: Workload
                 let mut transitions = 0u64;
                 if workload == Workload::Replays {
                     let placed = store.execute(&with_tenant(place(&sku, &account))).await.unwrap();
-                    let Outcome::Applied { instance } = placed.outcome else {
+                    let Outcome::Applied { row: instance } = placed.outcome else {
                         panic!("{:?}", placed.outcome)
                     };
                     let mut pay = with_tenant(fire(&instance.id, "pay", json!({})));
@@ -86,7 +86,7 @@ async fn executor(store: Arc<Store>, tasks: usize, secs: u64, workload: Workload
                 }
                 while Instant::now() < deadline {
                     let placed = store.execute(&with_tenant(place(&sku, &account))).await.unwrap();
-                    let Outcome::Applied { instance } = placed.outcome else {
+                    let Outcome::Applied { row: instance } = placed.outcome else {
                         panic!("{:?}", placed.outcome)
                     };
                     transitions += 1;

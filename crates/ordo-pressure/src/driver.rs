@@ -6,7 +6,7 @@
 //! share of requests lose their response and are sent again with the same key, at once in
 //! parallel or later, and each answer is checked against the first.
 
-use crate::report::Recorder;
+use crate::report::Tally;
 use crate::scenario::Scenario;
 use crate::traffic::{Answer, Op, OpKind, Seen, Target};
 use anyhow::Result;
@@ -37,7 +37,7 @@ pub struct Driver {
     world: Mutex<World>,
     later: Mutex<VecDeque<Later>>,
     seen: Mutex<Vec<Seen>>,
-    pub recorder: Mutex<Recorder>,
+    pub tally: Mutex<Tally>,
     in_flight: AtomicUsize,
     sent: AtomicU64,
     /// Which server the next send goes to.
@@ -74,7 +74,7 @@ impl Driver {
             seq: AtomicU64::new(0),
             later: Mutex::new(VecDeque::new()),
             seen: Mutex::new(Vec::new()),
-            recorder: Mutex::new(Recorder::new()),
+            tally: Mutex::new(Tally::new()),
             in_flight: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
             next_url: AtomicUsize::new(0),

@@ -71,7 +71,7 @@ pub async fn run(mut run: Run) -> Result<Report> {
         }
         None => None,
     };
-    let recorder = driver.recorder.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let tally = driver.tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let report = Report {
         target: run.target.label(),
         shadow: run.target.shadow,
@@ -79,11 +79,11 @@ pub async fn run(mut run: Run) -> Result<Report> {
         stages: stage_summaries,
         peak_per_s: peak,
         peak_steps,
-        timeline: recorder.timeline(),
-        ops: recorder.ops(),
-        errors: recorder.errors(),
-        retries: recorder.retries(),
-        done: recorder.done(),
+        timeline: tally.timeline(),
+        ops: tally.ops(),
+        errors: tally.errors(),
+        retries: tally.retries(),
+        done: tally.done(),
         audit,
     };
     if let Some(dir) = &run.out {

@@ -58,7 +58,9 @@ struct StageAcc {
     hist: Histogram<u64>,
 }
 
-pub struct Recorder {
+/// What the driver measured (its tally, not the traffic recording): answers and latencies
+/// per second and per stage, errors, retries and requests done.
+pub struct Tally {
     seconds: Vec<Bucket>,
     stages: Vec<StageAcc>,
     errors: BTreeMap<String, u64>,
@@ -148,15 +150,15 @@ pub struct OpCounts {
     pub errors: u64,
 }
 
-impl Default for Recorder {
-    fn default() -> Recorder {
-        Recorder::new()
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally::new()
     }
 }
 
-impl Recorder {
-    pub fn new() -> Recorder {
-        Recorder {
+impl Tally {
+    pub fn new() -> Tally {
+        Tally {
             seconds: Vec::new(),
             stages: Vec::new(),
             errors: BTreeMap::new(),

@@ -244,10 +244,16 @@ impl Ctx {
     }
 
     /// `POST /<machines>`.
-    pub async fn create(&self, req: &Request, machine: &str, key: String, input: Value) -> Reply<Value> {
+    pub async fn create(
+        &self,
+        req: &Request,
+        machine: &str,
+        idempotency_key: String,
+        input: Value,
+    ) -> Reply<Value> {
         let input = object(input);
         let action = Action::Create { machine: machine.to_string(), input: input.clone() };
-        self.command(req, machine, key, Value::Object(input), action).await
+        self.command(req, machine, idempotency_key, Value::Object(input), action).await
     }
 
     /// `POST /<machines>/{id}/<event>`. (One argument per part of the request.)
@@ -258,7 +264,7 @@ impl Ctx {
         machine: &str,
         id: &str,
         event: &str,
-        key: String,
+        idempotency_key: String,
         if_match: Option<String>,
         params: Value,
     ) -> Reply<Value> {
@@ -283,7 +289,7 @@ impl Ctx {
             params: params.clone(),
             if_match,
         };
-        self.command(req, machine, key, Value::Object(params), action).await
+        self.command(req, machine, idempotency_key, Value::Object(params), action).await
     }
 
     /// `POST /<resources>/{key}/<operation>`.
@@ -293,7 +299,7 @@ impl Ctx {
         resource: &str,
         row_key: Value,
         operation: &str,
-        key: String,
+        idempotency_key: String,
         params: Value,
     ) -> Reply<Value> {
         let params = object(params);
@@ -303,7 +309,7 @@ impl Ctx {
             operation: operation.to_string(),
             params: params.clone(),
         };
-        self.command(req, resource, key, Value::Object(params), action).await
+        self.command(req, resource, idempotency_key, Value::Object(params), action).await
     }
 
     /// `GET /<machines>/{id}`.
@@ -455,7 +461,7 @@ impl Ctx {
         &self,
         req: &Request,
         name: &str,
-        key: String,
+        idempotency_key: String,
         body: Value,
         action: Action,
     ) -> Reply<Value> {
@@ -465,7 +471,7 @@ impl Ctx {
         };
         // A missing header never gets here (the route's parameter is required; see
         // `malformed`); the schema states the pattern this checks.
-        let key = match ordo_idempotency::parse_key(&key) {
+        let idempotency_key = match ordo_idempotency::parse_key(&idempotency_key) {
             Ok(k) => k,
             Err(e) => return Reply::problem(Problem::new(ProblemCode::BadKey, e.to_string()), None),
         };
@@ -478,7 +484,8 @@ impl Ctx {
         span.record("machine", name);
         let fingerprint = ordo_idempotency::fingerprint(req.method().as_str(), req.uri().path(), &body);
         let trace = req.extensions().get::<TraceParent>().map(|t| t.0.clone());
-        let idempotency = Some(IdempotencyKey { key: key.clone(), fingerprint: fingerprint.clone() });
+        let idempotency =
+            Some(IdempotencyKey { key: idempotency_key.clone(), fingerprint: fingerprint.clone() });
         let cmd = Command { tenant, idempotency, action, trace };
         // The first insurance: hold the key in Redis while the request runs. A key decided
         // lately is answered by the claim itself. Redis away means no lease, never a
@@ -487,7 +494,7 @@ impl Ctx {
         // still have taken the key: it is ended all the same).
         let (lease, held) = match lane.leases.as_deref() {
             None => (None, false),
-            Some(leases) => match self.breakers.redis(leases.claim(&cmd.tenant, &key)).await {
+            Some(leases) => match self.breakers.redis(leases.claim(&cmd.tenant, &idempotency_key)).await {
                 // Redis failed repeatedly: go on at once, without waiting out its timeout.
                 None => {
                     self.metrics.idempotency(KeyResult::RedisUnavailable, shadow);

@@ -2,7 +2,7 @@
 //! problem+json with a stable `type` (`Problem`, `ProblemCode`), the response bodies of
 //! the fixed routes, and the mapping of outcomes, rejections and store errors to them.
 
-use ordo_store::{Action, Command, Executed, Outcome, Record, Rejection, StoreError};
+use ordo_store::{Action, Command, Executed, Outcome, Rejection, StoreError, StoredRow};
 use poem_openapi::payload::Json;
 use poem_openapi::types::{ParseFromJSON, ToJSON};
 use poem_openapi::{ApiResponse, Object};
@@ -304,7 +304,7 @@ pub fn etag(version: i64) -> String {
 }
 
 /// The JSON body of an instance or row: id, state, version, timestamps, and its fields.
-pub fn body(r: &Record) -> Value {
+pub fn body(r: &StoredRow) -> Value {
     let mut m = r.fields.clone();
     if r.state.is_some() {
         m.insert("id".to_string(), Value::from(r.id.clone()));
@@ -324,7 +324,7 @@ pub fn body(r: &Record) -> Value {
 pub(crate) fn reply(done: &Executed, cmd: &Command) -> Reply<Value> {
     let replayed = done.replayed.then(|| "true".to_string());
     match &done.outcome {
-        Outcome::Applied { instance } => {
+        Outcome::Applied { row: instance } => {
             let tag = etag(instance.version);
             if let Action::Create { .. } = cmd.action {
                 // Machines are served at their table's name: `/orders/{id}`.

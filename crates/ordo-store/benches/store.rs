@@ -45,7 +45,7 @@ fn benches(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let placed = rt.block_on(store.execute(&place("sku", "acct"))).expect("place");
-                let ordo_store::Outcome::Applied { instance } = placed.outcome else { panic!("placed") };
+                let ordo_store::Outcome::Applied { row: instance } = placed.outcome else { panic!("placed") };
                 common::fire(&instance.id, "pay", json!({}))
             },
             |pay| rt.block_on(store.execute(&pay)).expect("pay"),

@@ -25,9 +25,9 @@
 
 use crate::decide::{params_json, prepare_create, read_params, set_check_failed, wrong_state};
 use crate::exec::{Executor, PlannedEffect, Stop};
-use crate::rows::{Bind, Transition, journal_rows, machine_record, record_values, timer_rows};
+use crate::rows::{Bind, Transition, journal_rows, machine_row, record_values, timer_rows};
 use crate::value::{self, Env, Val};
-use crate::{Action, Command, Executed, Outcome, Record, Rejection, StoreError};
+use crate::{Action, Command, Executed, Outcome, Rejection, StoreError, StoredRow};
 use chrono::{DateTime, Utc};
 use ordo_spec::ir;
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
@@ -431,15 +431,15 @@ impl Executor {
         }
         // The instances written, new and moved, by id (a batch's events address distinct
         // instances, and new ids are new).
-        let mut written: HashMap<Uuid, Record> = HashMap::new();
+        let mut written: HashMap<Uuid, StoredRow> = HashMap::new();
         for (machine, (m, binds)) in &by_machine {
             for row in insert_many(txn, &self.plans.machines[*machine].insert_many, binds).await? {
-                written.insert(row.try_get("", "id")?, machine_record(m, &row)?);
+                written.insert(row.try_get("", "id")?, machine_row(m, &row)?);
             }
         }
         for (machine, (m, binds)) in &moved {
             for row in insert_many(txn, &self.plans.machines[*machine].write_many, binds).await? {
-                written.insert(row.try_get("", "id")?, machine_record(m, &row)?);
+                written.insert(row.try_get("", "id")?, machine_row(m, &row)?);
             }
         }
         if !left.is_empty() {
@@ -475,7 +475,7 @@ impl Executor {
                 Plan::Create { id, .. } | Plan::Fire { id, .. } => written.remove(id),
             };
             match instance {
-                Some(instance) => outcomes.push(Outcome::Applied { instance }),
+                Some(instance) => outcomes.push(Outcome::Applied { row: instance }),
                 None => return Ok(None),
             }
         }

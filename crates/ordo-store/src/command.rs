@@ -1,6 +1,6 @@
 //! What goes into the store and what comes out: a `Command` (tenant, idempotency key and
 //! fingerprint, action), its `Executed` outcome (applied with the row, or a typed
-//! `Rejection`), the rows read back (`Record`), and `StoreError` for what the lifecycle did
+//! `Rejection`), the rows read back (`StoredRow`), and `StoreError` for what the lifecycle did
 //! not decide.
 
 use crate::{exec, plan};
@@ -72,8 +72,14 @@ impl Executed {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    Applied { instance: Record },
-    Rejected { rejection: Rejection },
+    Applied {
+        /// Stored as `instance`, the name records written before carry.
+        #[serde(rename = "instance")]
+        row: StoredRow,
+    },
+    Rejected {
+        rejection: Rejection,
+    },
 }
 
 impl Outcome {
@@ -85,15 +91,15 @@ impl Outcome {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RecordKind {
+pub enum RowKind {
     Machine,
     Resource,
 }
 
 /// A machine instance or a resource row, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub kind: RecordKind,
+pub struct StoredRow {
+    pub kind: RowKind,
     /// The machine's or resource's name.
     pub name: String,
     /// The instance's id, or the resource row's key as text.

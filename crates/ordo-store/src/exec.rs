@@ -271,7 +271,7 @@ impl Executor {
         match self.apply(&inner, cmd, now).await {
             Ok(record) => {
                 inner.commit().await?;
-                Ok(Outcome::Applied { instance: record })
+                Ok(Outcome::Applied { row: record })
             }
             Err(Stop::Reject(r)) => {
                 inner.rollback().await?;

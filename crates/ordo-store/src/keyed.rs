@@ -64,7 +64,7 @@ impl Executor {
         }
         let applied = self.apply(&txn, cmd, now).instrument(tracing::debug_span!("db.apply")).await;
         let (txn, outcome) = match applied {
-            Ok(record) => (txn, Outcome::Applied { instance: record }),
+            Ok(record) => (txn, Outcome::Applied { row: record }),
             Err(Stop::Reject(rejection)) => {
                 txn.rollback().await?;
                 (self.begin(ir::Isolation::ReadCommitted).await?, Outcome::Rejected { rejection })

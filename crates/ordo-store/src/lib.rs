@@ -24,7 +24,7 @@ pub use batch::{
     KEY_QUEUE_MAX_DEFAULT,
 };
 pub use command::{
-    Action, Command, Executed, IdempotencyKey, Outcome, Record, RecordKind, Rejection, StoreError,
+    Action, Command, Executed, IdempotencyKey, Outcome, Rejection, RowKind, StoreError, StoredRow,
 };
 pub use config::{
     ACQUIRE_TIMEOUT_MS_DEFAULT, IDEMPOTENCY_TTL_MS_DEFAULT, IDLE_TIMEOUT_MS_DEFAULT,

@@ -1,8 +1,8 @@
 //! Reads outside any command: an instance, a resource row, an instance's journal.
 
 use crate::exec::stop_to_error;
-use crate::rows::{Bind, machine_record, resource_record};
-use crate::{Record, Store, StoreError, schema, value};
+use crate::rows::{Bind, machine_row, resource_row};
+use crate::{Store, StoreError, StoredRow, schema, value};
 use sea_orm::{ConnectionTrait, DbErr};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -15,13 +15,13 @@ impl Store {
         tenant: &str,
         machine: &str,
         id: Uuid,
-    ) -> Result<Option<Record>, StoreError> {
+    ) -> Result<Option<StoredRow>, StoreError> {
         let exec = &self.exec;
         let m = exec.machine(machine)?;
         let b = Bind { tenant, id: Some(id), ..Bind::default() };
         let row =
             exec.db.query_one_raw(b.statement(exec.backend(), &exec.plans.machines[machine].select)).await?;
-        row.map(|r| machine_record(m, &r).map_err(stop_to_error)).transpose()
+        row.map(|r| machine_row(m, &r).map_err(stop_to_error)).transpose()
     }
 
     /// A resource row by its key, or `None` when the tenant has no such row.
@@ -30,7 +30,7 @@ impl Store {
         tenant: &str,
         resource: &str,
         key: &Json,
-    ) -> Result<Option<Record>, StoreError> {
+    ) -> Result<Option<StoredRow>, StoreError> {
         let exec = &self.exec;
         let r = exec.resource(resource)?;
         let key = value::from_json(&r.key, Some(key))
@@ -40,7 +40,7 @@ impl Store {
             .db
             .query_one_raw(b.statement(exec.backend(), &exec.plans.resources[resource].select))
             .await?;
-        row.map(|r2| resource_record(r, &r2).map_err(stop_to_error)).transpose()
+        row.map(|r2| resource_row(r, &r2).map_err(stop_to_error)).transpose()
     }
 
     /// An instance's journal in version order, after `after_version`, at most

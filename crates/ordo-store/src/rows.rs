@@ -5,7 +5,7 @@
 use crate::exec::Stop;
 use crate::plan::{self, Source, Sql, SqlType};
 use crate::value::Val;
-use crate::{Command, Record};
+use crate::{Command, StoredRow};
 use chrono::{DateTime, Utc};
 use ordo_spec::ir::{self, Type};
 use sea_orm::{DbBackend, DbErr, QueryResult, Statement};
@@ -182,11 +182,11 @@ pub(crate) fn record_values(m: &ir::Machine, row: &QueryResult) -> Result<BTreeM
     Ok(out)
 }
 
-pub(crate) fn machine_record(m: &ir::Machine, row: &QueryResult) -> Result<Record, Stop> {
+pub(crate) fn machine_row(m: &ir::Machine, row: &QueryResult) -> Result<StoredRow, Stop> {
     let id: Uuid = row.try_get("", "id")?;
     let fields = record_values(m, row)?.into_iter().map(|(k, v)| (k, v.to_json())).collect();
-    Ok(Record {
-        kind: crate::RecordKind::Machine,
+    Ok(StoredRow {
+        kind: crate::RowKind::Machine,
         name: m.name.clone(),
         id: id.to_string(),
         state: Some(row.try_get("", "state")?),
@@ -197,15 +197,15 @@ pub(crate) fn machine_record(m: &ir::Machine, row: &QueryResult) -> Result<Recor
     })
 }
 
-pub(crate) fn resource_record(r: &ir::Resource, row: &QueryResult) -> Result<Record, Stop> {
+pub(crate) fn resource_row(r: &ir::Resource, row: &QueryResult) -> Result<StoredRow, Stop> {
     let key = get_val(row, &r.key.name, r.key.ty)?;
     let mut fields = Map::new();
     fields.insert(r.key.name.clone(), key.to_json());
     for f in &r.fields {
         fields.insert(f.name.clone(), get_val(row, &f.name, f.ty)?.to_json());
     }
-    Ok(Record {
-        kind: crate::RecordKind::Resource,
+    Ok(StoredRow {
+        kind: crate::RowKind::Resource,
         name: r.name.clone(),
         id: key.to_key_text(),
         state: None,

@@ -45,7 +45,7 @@ impl Driver {
             (None, None) => None,
         };
         {
-            let mut rec = lock(&self.recorder);
+            let mut rec = lock(&self.tally);
             let t = intended.saturating_duration_since(self.started);
             for a in &answers {
                 rec.record(
@@ -99,7 +99,7 @@ impl Driver {
         self.sent.fetch_add(1, Relaxed);
         if self.in_flight.load(Relaxed) >= self.scenario.max_in_flight {
             let t = intended.saturating_duration_since(self.started);
-            lock(&self.recorder).record_unsent(t, stage, "client saturated (max_in_flight)".to_string());
+            lock(&self.tally).record_unsent(t, stage, "client saturated (max_in_flight)".to_string());
             return true;
         }
         self.in_flight.fetch_add(1, Relaxed);
@@ -177,9 +177,9 @@ impl Driver {
         per_s: f64,
         schedule: impl Iterator<Item = (Duration, Slot)>,
     ) -> StageSummary {
-        let stage = lock(&self.recorder).begin_stage(label, per_s, self.started.elapsed());
+        let stage = lock(&self.tally).begin_stage(label, per_s, self.started.elapsed());
         self.run_schedule(schedule, stage).await;
-        lock(&self.recorder).end_stage(stage, self.started.elapsed(), &self.scenario.thresholds)
+        lock(&self.tally).end_stage(stage, self.started.elapsed(), &self.scenario.thresholds)
     }
 
     /// One stage at a constant rate.
@@ -304,7 +304,7 @@ async fn progress(d: Arc<Driver>) {
     tick.tick().await;
     for n in 1u64.. {
         tick.tick().await;
-        let line = lock(&d.recorder).progress_line(d.started.elapsed());
+        let line = lock(&d.tally).progress_line(d.started.elapsed());
         if terminal {
             eprint!("\r{line}   ");
         } else if n % 5 == 0 {

@@ -43,7 +43,7 @@ async fn workload(store: &Store) {
             input: obj(json!({"sku": "sku", "quantity": 1, "account": "a", "amount": 0})),
         };
         let done = store.execute(&cmd(place)).await.unwrap();
-        let ordo_store::Outcome::Applied { instance } = done.outcome else { panic!() };
+        let ordo_store::Outcome::Applied { row: instance } = done.outcome else { panic!() };
         let pay = Action::Fire {
             machine: "Order".into(),
             id: instance.id.parse().unwrap(),

@@ -7,11 +7,9 @@ use crate::decide::{
     overflow, params_json, prepare_create, read_params, read_values, reject_unknown, why, wrong_state,
 };
 use crate::plan::{self, TransitionPlan};
-use crate::rows::{
-    Bind, Transition, journal_rows, machine_record, record_values, resource_record, timer_rows,
-};
+use crate::rows::{Bind, Transition, journal_rows, machine_row, record_values, resource_row, timer_rows};
 use crate::value::{self, Env, Val};
-use crate::{Action, Command, Record, Rejection, StoreError};
+use crate::{Action, Command, Rejection, StoreError, StoredRow};
 use chrono::{DateTime, Utc};
 use ordo_spec::ir;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, QueryResult};
@@ -24,7 +22,7 @@ impl Executor {
         conn: &DatabaseTransaction,
         cmd: &Command,
         now: DateTime<Utc>,
-    ) -> Result<Record, Stop> {
+    ) -> Result<StoredRow, Stop> {
         match &cmd.action {
             Action::Create { machine, input } => self.create(conn, cmd, machine, input, now).await,
             Action::Fire { machine, id, event, params, if_match } => {
@@ -43,7 +41,7 @@ impl Executor {
         machine: &str,
         input: &Map<String, Json>,
         now: DateTime<Utc>,
-    ) -> Result<Record, Stop> {
+    ) -> Result<StoredRow, Stop> {
         let m = self.machine(machine)?;
         let plan = &self.plans.machines[machine];
         let create = &m.create;
@@ -60,7 +58,7 @@ impl Executor {
             .query_one_raw(b.statement(self.backend(), &plan.insert))
             .await?
             .ok_or_else(|| Stop::Fail(StoreError::Internal("INSERT returned no row".to_string())))?;
-        let record = machine_record(m, &row)?;
+        let record = machine_row(m, &row)?;
         let env = Env { fields: &fields, params: &params, now };
         self.effects(conn, &cmd.tenant, &create.body.effects, &env).await?;
         let entity = id.to_string();
@@ -82,7 +80,7 @@ impl Executor {
         params: &Map<String, Json>,
         if_match: Option<i64>,
         now: DateTime<Utc>,
-    ) -> Result<Record, Stop> {
+    ) -> Result<StoredRow, Stop> {
         let m = self.machine(machine)?;
         let e = m
             .event(event)
@@ -139,7 +137,7 @@ impl Executor {
         let (Some(row), Some(t)) = (applied, chosen) else {
             return Err(self.explain(conn, &b, m, transitions, if_match).await);
         };
-        let record = machine_record(m, &row)?;
+        let record = machine_row(m, &row)?;
         let fields = record_values(m, &row)?;
         let transition = e
             .transition_from(&t.from)
@@ -229,7 +227,7 @@ impl Executor {
         operation: &str,
         params: &Map<String, Json>,
         now: DateTime<Utc>,
-    ) -> Result<Record, Stop> {
+    ) -> Result<StoredRow, Stop> {
         let r = self.resource(resource)?;
         let op = r
             .operations
@@ -271,7 +269,7 @@ impl Executor {
                 },
             });
         };
-        let record = resource_record(r, &row)?;
+        let record = resource_row(r, &row)?;
         let mut journal_params = Map::new();
         journal_params.insert(r.key.name.clone(), key.to_json());
         for (k, v) in &params {

@@ -169,7 +169,7 @@ on_both!(commands_that_wait_too_long_are_answered_busy_and_not_run, |backend| as
 /// rejection; ids and times differ from one run to the next.
 fn gist(e: &Executed) -> Json {
     match &e.outcome {
-        Outcome::Applied { instance } => {
+        Outcome::Applied { row: instance } => {
             json!({"state": instance.state, "version": instance.version, "fields": instance.fields})
         }
         Outcome::Rejected { rejection } => json!({"rejected": rejection}),

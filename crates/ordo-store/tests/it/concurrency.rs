@@ -161,7 +161,7 @@ on_both!(random_transfers_conserve_money, |backend| async move {
                     // Every command must come back decided: a deadlock or serialization
                     // failure is retried inside the store and never reaches the caller.
                     let created = store.execute(&create("Transfer", input)).await.unwrap();
-                    if let ordo_store::Outcome::Applied { instance } = &created.outcome {
+                    if let ordo_store::Outcome::Applied { row: instance } = &created.outcome {
                         let (event, params) =
                             if rng.bool() { ("settle", json!({"reference": "r"})) } else { ("fail", json!({})) };
                         if rng.u8(..10) > 0 {
@@ -252,7 +252,7 @@ async fn seeded_workload(store: &Store, seed: u64) -> Vec<String> {
         };
         let done = run(store, &c).await;
         let line = match &done.outcome {
-            ordo_store::Outcome::Applied { instance } => {
+            ordo_store::Outcome::Applied { row: instance } => {
                 if matches!(c.action, ordo_store::Action::Create { .. }) {
                     ids.push(instance.id.clone());
                 }

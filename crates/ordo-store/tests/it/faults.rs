@@ -152,7 +152,7 @@ async fn a_connection_cut_during_a_batch_commit_loses_and_doubles_nothing() {
         if let Some(early) = &first[i] {
             assert_eq!(early.outcome, done.outcome, "buyer {i}: an acknowledged answer never changes");
         }
-        if let Outcome::Applied { instance } = &done.outcome {
+        if let Outcome::Applied { row: instance } = &done.outcome {
             assert!(applied.insert(instance.id.clone()), "one order per buyer");
         }
     }

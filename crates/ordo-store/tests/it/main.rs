@@ -13,7 +13,9 @@ mod migrations;
 mod plans;
 mod timers;
 
-use ordo_store::{Action, Command, Executed, IdempotencyKey, Outcome, Record, Rejection, Store, StoreConfig};
+use ordo_store::{
+    Action, Command, Executed, IdempotencyKey, Outcome, Rejection, Store, StoreConfig, StoredRow,
+};
 use ordo_testkit::{Backend, TestDb};
 use serde_json::{Map, Value as Json, json};
 use std::path::Path;
@@ -80,9 +82,9 @@ pub fn operate(resource: &str, key: &str, op: &str, params: Json) -> Command {
     })
 }
 
-pub fn applied(e: &Executed) -> &Record {
+pub fn applied(e: &Executed) -> &StoredRow {
     match &e.outcome {
-        Outcome::Applied { instance } => instance,
+        Outcome::Applied { row: instance } => instance,
         Outcome::Rejected { rejection } => panic!("expected applied, got {rejection:?}"),
     }
 }
@@ -90,7 +92,7 @@ pub fn applied(e: &Executed) -> &Record {
 pub fn rejected(e: &Executed) -> &Rejection {
     match &e.outcome {
         Outcome::Rejected { rejection } => rejection,
-        Outcome::Applied { instance } => panic!("expected a rejection, got {instance:?}"),
+        Outcome::Applied { row: instance } => panic!("expected a rejection, got {instance:?}"),
     }
 }
 
