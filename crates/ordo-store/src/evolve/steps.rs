@@ -10,13 +10,14 @@
 use super::SAMPLE_IDS_MAX;
 use super::op::Op;
 
+mod fields;
 mod tables;
-use super::sql::{self, ident, text};
+use super::sql::{ident, text};
 use crate::{StoreError, schema};
 use chrono::{DateTime, Utc};
 use ordo_spec::diff::{self, ChangeKind as K, Diff, Owner, Problem};
 use ordo_spec::ir::{self, Field};
-use sea_orm::sea_query::{Alias, PostgresQueryBuilder, SqliteQueryBuilder, Table};
+use sea_orm::sea_query::{Alias, PostgresQueryBuilder, SqliteQueryBuilder};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -255,56 +256,6 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
         Some(Problem { code, message })
     }
 
-    /// A backfill over the deployed row (for counts and SQLite's copy).
-    fn backfill_old(&self, owner: &str, e: &ir::Expr) -> String {
-        sql::expr(e, &|f: &str| self.names.field(owner, f), &self.now)
-    }
-
-    /// A backfill over the row after renames (PostgreSQL's UPDATE).
-    fn backfill_new(&self, e: &ir::Expr) -> String {
-        sql::expr(e, &|f: &str| f.to_string(), &self.now)
-    }
-
-    /// The refusal of a backfill that gives null or breaks the field's checks on some rows
-    /// matching `rows` (a condition over the deployed row).
-    async fn backfill_refusal(
-        &self,
-        t: &TableOf<'_>,
-        owner: &str,
-        f: &Field,
-        rows: &str,
-    ) -> Result<Option<Problem>, StoreError> {
-        let Some(b) = &f.backfill else { return Ok(None) };
-        let value = self.backfill_old(owner, b);
-        let null = self.count(&t.old, &format!("({rows}) AND ({value}) IS NULL")).await?;
-        if null > 0 && !f.optional {
-            let sample = self.sample(t, &format!("({rows}) AND ({value}) IS NULL")).await?;
-            return Ok(Self::refuse(
-                diff::NEEDS_BACKFILL,
-                format!(
-                    "{owner}.{}: the backfill is null for {null} row(s) (e.g. {})",
-                    f.name,
-                    sample.join(", ")
-                ),
-            ));
-        }
-        let Some(check) = check_on(&value, &f.checks) else { return Ok(None) };
-        let cond = format!("({rows}) AND NOT ({check})");
-        let broken = self.count(&t.old, &cond).await?;
-        if broken == 0 {
-            return Ok(None);
-        }
-        let sample = self.sample(t, &cond).await?;
-        Ok(Self::refuse(
-            diff::BREAKS_CHECK,
-            format!(
-                "{owner}.{}: the backfill breaks the field's check on {broken} row(s) (e.g. {})",
-                f.name,
-                sample.join(", ")
-            ),
-        ))
-    }
-
     async fn step(&self, kind: &K) -> Result<Made, StoreError> {
         let pg = self.pg();
         Ok(match kind {
@@ -333,20 +284,13 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                 )
             }
             K::DropMachine { machine } => {
-                let table = self.deployed.machine(machine).map(|m| m.table.clone()).unwrap_or_default();
-                let rows =
-                    super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {}", ident(&table)))
-                        .await?;
-                let a = Affected { rows, what: "instances lost".into(), sample: Vec::new() };
-                (vec![Op::Sql(format!("DROP TABLE {}", ident(&table)))], Some(a), None)
+                let m = self.deployed.machine(machine).expect("the diff drops machines of the deployed spec");
+                self.drop_table(&m.table, "instances lost").await?
             }
             K::DropResource { resource } => {
-                let table = self.deployed.resource(resource).map(|r| r.table.clone()).unwrap_or_default();
-                let rows =
-                    super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {}", ident(&table)))
-                        .await?;
-                let a = Affected { rows, what: "rows lost".into(), sample: Vec::new() };
-                (vec![Op::Sql(format!("DROP TABLE {}", ident(&table)))], Some(a), None)
+                let r =
+                    self.deployed.resource(resource).expect("the diff drops resources of the deployed spec");
+                self.drop_table(&r.table, "rows lost").await?
             }
             K::AddField { owner, field } => self.add_field(owner, field).await?,
             K::DropField { owner, field } => {
@@ -359,63 +303,8 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                 };
                 (vec![op], Some(a), None)
             }
-            K::RenameField { owner, from, to } => {
-                let Some(t) = self.table(owner) else { return Ok((Vec::new(), None, None)) };
-                let op = if pg {
-                    Op::Sql(format!(
-                        "ALTER TABLE {} RENAME COLUMN {} TO {}",
-                        ident(&t.new),
-                        ident(from),
-                        ident(to)
-                    ))
-                } else {
-                    Op::Note(format!(
-                        "the rebuild of {} copies {} into {}",
-                        ident(&t.new),
-                        ident(from),
-                        ident(to)
-                    ))
-                };
-                (vec![op], None, None)
-            }
-            K::RequireField { owner, field } => {
-                let Some(t) = self.table(owner) else { return Ok((Vec::new(), None, None)) };
-                let old_col = self.names.field(owner.name(), &field.name);
-                let nulls = format!("{} IS NULL", ident(&old_col));
-                let a = self.affected(&t, &nulls, "rows holding null").await?;
-                let mut refusal = None;
-                if a.rows > 0 && field.backfill.is_none() {
-                    refusal = Self::refuse(
-                        diff::NEEDS_BACKFILL,
-                        format!(
-                            "{}.{}: {} row(s) hold null (e.g. {}); give the field a `backfill`",
-                            owner.name(),
-                            field.name,
-                            a.rows,
-                            a.sample.join(", ")
-                        ),
-                    );
-                } else if a.rows > 0 {
-                    refusal = self.backfill_refusal(&t, owner.name(), field, &nulls).await?;
-                }
-                let mut ops = Vec::new();
-                if pg {
-                    if let Some(b) = &field.backfill {
-                        ops.push(Op::Sql(format!(
-                            "UPDATE {t} SET {c} = {} WHERE {c} IS NULL",
-                            self.backfill_new(b),
-                            t = ident(&t.new),
-                            c = ident(&field.name)
-                        )));
-                    }
-                    ops.push(Op::Sql(format!(
-                        "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL",
-                        ident(&t.new),
-                        ident(&field.name)
-                    )));
-                }
-                (ops, Some(a), refusal)
-            }
+            K::RenameField { owner, from, to } => self.rename_field(owner, from, to)?,
+            K::RequireField { owner, field } => self.require_field(owner, field).await?,
             K::RelaxField { owner, field } => {
                 let Some(t) = self.table(owner) else { return Ok((Vec::new(), None, None)) };
                 let ops = if pg {
@@ -429,63 +318,13 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                 };
                 (ops, None, None)
             }
-            K::Checks { owner, field, widened, .. } => {
-                let Some(t) = self.table(owner) else { return Ok((Vec::new(), None, None)) };
-                let mut affected = None;
-                let mut refusal = None;
-                if !widened
-                    && let Some(check) =
-                        sql::check(&self.names.field(owner.name(), &field.name), &field.checks)
-                {
-                    let a =
-                        self.affected(&t, &format!("NOT ({check})"), "rows breaking the new check").await?;
-                    if a.rows > 0 {
-                        refusal = Self::refuse(
-                            diff::BREAKS_CHECK,
-                            format!(
-                                "{}.{}: {} live row(s) break the new check (e.g. {}); change those rows first, or keep the check",
-                                owner.name(),
-                                field.name,
-                                a.rows,
-                                a.sample.join(", ")
-                            ),
-                        );
-                    }
-                    affected = Some(a);
-                }
-                let ops = if pg {
-                    vec![Op::Checks {
-                        table: t.new.clone(),
-                        column: field.name.clone(),
-                        check: sql::check(&field.name, &field.checks),
-                    }]
-                } else {
-                    Vec::new()
-                };
-                (ops, affected, refusal)
-            }
+            K::Checks { owner, field, widened, .. } => self.checks(owner, field, *widened).await?,
             K::AddState { .. } => (Vec::new(), None, None),
             K::RenameState { machine, from, to } => self.moves(machine, from, to, true).await?,
             K::RemoveState { machine, state, into: Some(into) } => {
                 self.moves(machine, state, into, false).await?
             }
-            K::RemoveState { machine, state, into: None } => {
-                let Some(t) = self.table(&Owner::Machine(machine.clone())) else {
-                    return Ok((Vec::new(), None, None));
-                };
-                let a = self
-                    .affected(&t, &format!("{} = {}", ident("state"), text(state)), "live instances")
-                    .await?;
-                let refusal = (a.rows > 0).then(|| Problem {
-                    code: diff::STRANDED_INSTANCES,
-                    message: format!(
-                        "{machine}: {} live instance(s) are in `{state}` (e.g. {}); say where they go with `removed {state} -> <state>`",
-                        a.rows,
-                        a.sample.join(", ")
-                    ),
-                });
-                (Vec::new(), Some(a), refusal)
-            }
+            K::RemoveState { machine, state, into: None } => self.stranded(machine, state).await?,
             K::RenameEvent { machine, from, to } => {
                 let sql = format!(
                     "UPDATE {} SET event = {} WHERE machine = {} AND event = {}",
@@ -497,28 +336,7 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
                 let pending = self.pending(machine, None, Some(from)).await?;
                 (vec![Op::Sql(sql)], Some(pending), None)
             }
-            K::AddTimer { machine, timer } => {
-                let Some(t) = self.table(&Owner::Machine(machine.clone())) else {
-                    return Ok((Vec::new(), None, None));
-                };
-                let old_state = self.names.state(machine, &timer.state);
-                let a = self
-                    .affected(
-                        &t,
-                        &format!("{} = {}", ident("state"), text(&old_state)),
-                        "live instances to arm",
-                    )
-                    .await?;
-                (
-                    vec![Op::ArmTimers {
-                        machine: machine.clone(),
-                        table: t.new.clone(),
-                        timer: timer.clone(),
-                    }],
-                    Some(a),
-                    None,
-                )
-            }
+            K::AddTimer { machine, timer } => self.arm_timers(machine, timer).await?,
             K::RemoveTimer { machine, timer } => {
                 let state = self.names.state(machine, &timer.state);
                 let event = self.names.event(machine, &timer.event);
@@ -549,6 +367,47 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
             | K::RemoveOperation { .. }
             | K::Operation { .. } => (Vec::new(), None, None),
         })
+    }
+
+    /// A state removed without saying where its instances go: refused while any is in it.
+    async fn stranded(&self, machine: &str, state: &str) -> Result<Made, StoreError> {
+        let Some(t) = self.table(&Owner::Machine(machine.to_string())) else {
+            return Ok((Vec::new(), None, None));
+        };
+        let a = self.affected(&t, &format!("{} = {}", ident("state"), text(state)), "live instances").await?;
+        let refusal = (a.rows > 0).then(|| Problem {
+            code: diff::STRANDED_INSTANCES,
+            message: format!(
+                "{machine}: {} live instance(s) are in `{state}` (e.g. {}); say where they go with `removed {state} -> <state>`",
+                a.rows,
+                a.sample.join(", ")
+            ),
+        });
+        Ok((Vec::new(), Some(a), refusal))
+    }
+
+    /// A timer added: armed for the live instances already in its state.
+    async fn arm_timers(&self, machine: &str, timer: &ir::Timer) -> Result<Made, StoreError> {
+        let Some(t) = self.table(&Owner::Machine(machine.to_string())) else {
+            return Ok((Vec::new(), None, None));
+        };
+        let old_state = self.names.state(machine, &timer.state);
+        let a = self
+            .affected(&t, &format!("{} = {}", ident("state"), text(&old_state)), "live instances to arm")
+            .await?;
+        Ok((
+            vec![Op::ArmTimers { machine: machine.to_string(), table: t.new.clone(), timer: timer.clone() }],
+            Some(a),
+            None,
+        ))
+    }
+
+    /// A table dropped, counting the rows it held (`what` they are).
+    async fn drop_table(&self, table: &str, what: &str) -> Result<Made, StoreError> {
+        let rows =
+            super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {}", ident(table))).await?;
+        let a = Affected { rows, what: what.into(), sample: Vec::new() };
+        Ok((vec![Op::Sql(format!("DROP TABLE {}", ident(table)))], Some(a), None))
     }
 
     fn table(&self, owner: &Owner) -> Option<TableOf<'_>> {
@@ -597,68 +456,6 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
         Ok((vec![op], Some(a), None))
     }
 
-    async fn add_field(&self, owner: &Owner, field: &Field) -> Result<Made, StoreError> {
-        let Some(t) = self.table(owner) else { return Ok((Vec::new(), None, None)) };
-        let rows =
-            super::count(self.db, self.backend, &format!("SELECT COUNT(*) FROM {}", ident(&t.old))).await?;
-        let affected = Some(Affected { rows, what: "rows".into(), sample: Vec::new() });
-        let mut refusal = None;
-        if rows > 0 && !field.optional && field.backfill.is_none() {
-            refusal = Self::refuse(
-                diff::NEEDS_BACKFILL,
-                format!(
-                    "{}.{}: a new required field on a table with {rows} row(s) needs a `backfill` (a value or an expression over the row)",
-                    owner.name(),
-                    field.name
-                ),
-            );
-        } else if rows > 0 {
-            refusal = self.backfill_refusal(&t, owner.name(), field, "1 = 1").await?;
-        }
-        if !self.pg() {
-            return Ok((Vec::new(), affected, refusal));
-        }
-        let constant = match &field.backfill {
-            Some(ir::Expr::Value(v)) => Some(v),
-            _ => None,
-        };
-        // A computed backfill fills a nullable column first; NOT NULL comes after the UPDATE.
-        let nullable = field.optional || (field.backfill.is_some() && constant.is_none());
-        let mut column = schema::field_column(&Field {
-            optional: nullable,
-            checks: Vec::new(),
-            backfill: None,
-            ..field.clone()
-        });
-        // A constant is also the column's default: an old server's insert leaves the column
-        // out and still satisfies NOT NULL.
-        if let Some(v) = constant {
-            column.default(schema::inline(v));
-        }
-        let mut ops = Vec::new();
-        let alter = Table::alter().table(Alias::new(&t.new)).add_column(column).to_owned();
-        ops.push(Op::Sql(alter.to_string(PostgresQueryBuilder)));
-        if let (Some(b), None) = (&field.backfill, constant) {
-            ops.push(Op::Sql(format!(
-                "UPDATE {} SET {} = {}",
-                ident(&t.new),
-                ident(&field.name),
-                self.backfill_new(b)
-            )));
-            if !field.optional {
-                ops.push(Op::Sql(format!(
-                    "ALTER TABLE {} ALTER COLUMN {} SET NOT NULL",
-                    ident(&t.new),
-                    ident(&field.name)
-                )));
-            }
-        }
-        if let Some(check) = sql::check(&field.name, &field.checks) {
-            ops.push(Op::Checks { table: t.new.clone(), column: field.name.clone(), check: Some(check) });
-        }
-        Ok((ops, affected, refusal))
-    }
-
     /// `CREATE TABLE` of the new spec's `table`, named `as_name`.
     fn create_table(&self, table: &str, as_name: &str) -> Result<String, StoreError> {
         let mut stmt = schema::tables_named(self.new)
@@ -672,9 +469,4 @@ impl<C: ConnectionTrait> Ctx<'_, C> {
             _ => stmt.to_string(SqliteQueryBuilder),
         })
     }
-}
-
-/// The checks of a field applied to an SQL value instead of its column.
-fn check_on(value: &str, checks: &[ir::Check]) -> Option<String> {
-    sql::check("\u{0}", checks).map(|c| c.replace(&ident("\u{0}"), &format!("({value})")))
 }
