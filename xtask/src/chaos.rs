@@ -410,8 +410,8 @@ pub fn chaos(root: &Path, args: ChaosArgs) -> Result<ExitCode> {
     };
     // The streams of what the servers serve (`specs/`): one per machine and resource.
     let mut streams = Vec::new();
-    for file in crate::spec_files(&[])? {
-        let spec = crate::compile_or_report(&file)?;
+    for file in crate::spec::spec_files(&[])? {
+        let spec = crate::spec::compile_or_report(&file)?;
         streams.extend(spec.machines.iter().map(|m| m.name.clone()));
         streams.extend(spec.resources.iter().map(|r| r.name.clone()));
     }

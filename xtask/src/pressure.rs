@@ -262,7 +262,7 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
     let migration = match &args.migrate_to {
         Some(dir) => {
             let url = database.clone().context("--migrate-to needs the server's --database-url")?;
-            Some((url, crate::spec_sources(std::slice::from_ref(dir))?))
+            Some((url, crate::spec::spec_sources(std::slice::from_ref(dir))?))
         }
         None => None,
     };

@@ -1,0 +1,205 @@
+//! `cargo xtask test`, the README's test command (formatting, lints, every test, the
+//! generated client, schemathesis, small pressure and chaos runs), and `cargo xtask bench`.
+
+use crate::{Cli, Top, cargo, chaos, pressure, services, workspace_root};
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+/// The README's test command. Everything a change must pass, in one run, against real
+/// PostgreSQL and Redis (found or started by `services`) as well as SQLite.
+pub fn test(extra: &[String]) -> Result<ExitCode> {
+    let root = workspace_root();
+    let cargo = cargo();
+    let services = services::ensure()?;
+    eprintln!("== PostgreSQL: {}  Redis: {}", services.pg_url, services.redis_url);
+    let steps: [(&str, Vec<&str>); 3] = [
+        ("formatting", vec!["fmt", "--all", "--", "--check"]),
+        ("lints", vec!["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
+        ("tests", vec!["test", "--workspace", "--all-targets", "--locked"]),
+    ];
+    for (what, args) in steps {
+        eprintln!("== {what}: cargo {}", args.join(" "));
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&root)
+            .args(&args)
+            .env("ORDO_TEST_PG_URL", &services.pg_url)
+            .env("ORDO_TEST_REDIS_URL", &services.redis_url);
+        if what == "tests" {
+            cmd.args(extra);
+        }
+        let status = cmd.status().with_context(|| format!("running cargo {}", args.join(" ")))?;
+        if !status.success() {
+            eprintln!("== {what} failed");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    eprintln!("== clients: a Python client generated from docs/openapi.json places an order");
+    if let Err(e) = python_client(&root) {
+        eprintln!("== clients failed: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
+    eprintln!("== edge: schemathesis (every check, fixed seed) against the running server's /openapi.json");
+    if let Err(e) = schemathesis(&root) {
+        eprintln!("== edge failed: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
+    eprintln!(
+        "== pressure: a small audited run on the embedded default with a transaction per command, then on PostgreSQL + Redis with group commit and an online migration"
+    );
+    let databases = [(None, None), (Some(services.pg_url.as_str()), Some(services.redis_url.as_str()))];
+    let edited = std::env::temp_dir().join(format!("ordo-online-edit-{}", std::process::id()));
+    pressure::online_edit(&root, &edited)?;
+    let edited_arg = edited.display().to_string();
+    for (database, redis) in databases {
+        let mut argv = vec!["cargo xtask", "pressure", "--profile", "dev", "--stages", "100/s:3s"];
+        // A dev build on a shared CI machine: p99 within 500 ms (150 ms is the release default).
+        argv.extend(["--p99-ms", "500"]);
+        let out = std::env::temp_dir().join(format!("ordo-pressure-ci-{}", std::process::id()));
+        let out_arg = out.display().to_string();
+        argv.extend(["--out", &out_arg]);
+        if let (Some(db), Some(redis)) = (database, redis) {
+            argv.extend(["--database-url", db, "--redis-url", redis]);
+            argv.extend(["--migrate-to", &edited_arg, "--migrate-after-s", "1.5"]);
+        } else {
+            // Group commit is the default; the embedded run audits the other path end to end.
+            argv.push("--no-group-commit");
+        }
+        let Top::Pressure(args) = Cli::try_parse_from(&argv)?.command else { unreachable!() };
+        let code = pressure::pressure(&root, *args)?;
+        let _ = std::fs::remove_dir_all(&out);
+        if database.is_some() {
+            let _ = std::fs::remove_dir_all(&edited);
+        }
+        if code != ExitCode::SUCCESS {
+            eprintln!("== pressure failed");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    eprintln!(
+        "== chaos: every fault once under load on two server processes (dev build), with its own PostgreSQL, replica and Redis"
+    );
+    let argv = [
+        "cargo xtask",
+        "chaos",
+        "--profile",
+        "dev",
+        "--servers",
+        "2",
+        "--rate",
+        "20",
+        "--warmup",
+        "1s",
+        "--fault-for",
+        "1s",
+        "--recover-for",
+        "4s",
+    ];
+    let Top::Chaos(args) = Cli::try_parse_from(argv)?.command else { unreachable!() };
+    let out = std::env::temp_dir().join(format!("ordo-chaos-ci-{}", std::process::id()));
+    let mut args = *args;
+    args.out = Some(out.clone());
+    let code = chaos::chaos(&root, args)?;
+    let _ = std::fs::remove_dir_all(&out);
+    if code != ExitCode::SUCCESS {
+        eprintln!("== chaos failed");
+        return Ok(ExitCode::FAILURE);
+    }
+    eprintln!("== all passed");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Examples per operation and phase in the test command's schemathesis run (a long run:
+/// `schemathesis run <url>/openapi.json --checks all --max-examples 500` by hand).
+const SCHEMATHESIS_EXAMPLES: &str = "25";
+/// Its fixed seed, so that a failure reproduces.
+const SCHEMATHESIS_SEED: &str = "20261202";
+
+/// Runs schemathesis (from PyPI) with every check it has, in all its phases (examples,
+/// coverage, fuzzing, stateful), against the server built by the tests, on a scratch
+/// SQLite database: no 5xx, responses that match the schema, only documented statuses,
+/// content types and headers, bad input refused, good input taken (or refused by a guard,
+/// see `xtask/clients/schemathesis.toml`).
+fn schemathesis(root: &Path) -> Result<()> {
+    let runner =
+        services::which("schemathesis").context("schemathesis not found: pip install schemathesis")?;
+    let dir = std::env::temp_dir().join(format!("ordo-schemathesis-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let server = pressure::start_server(
+        &pressure::build_server(root, pressure::Profile::Dev)?,
+        &[
+            ("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.join("edge.db").display())),
+            // Schemathesis sends many requests at once; the rate limit is tested elsewhere.
+            ("ORDO_RATE_PER_S", "1000000".to_string()),
+            ("ORDO_RATE_BURST", "1000000".to_string()),
+        ],
+    )?;
+    // Its configuration and hooks (a fresh key for every schema-valid one) are beside the
+    // Python client's check; it runs in the scratch directory, where it keeps its cache.
+    let clients = root.join("xtask/clients");
+    let status = Command::new(runner)
+        .current_dir(&dir)
+        .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+        .env("PYTHONPATH", &clients)
+        .arg("--config-file")
+        .arg(clients.join("schemathesis.toml"))
+        .args(["run", &format!("{}/openapi.json", server.url), "--checks", "all"])
+        .args(["--seed", SCHEMATHESIS_SEED, "--max-examples", SCHEMATHESIS_EXAMPLES, "--workers", "2"])
+        .args(["--request-timeout", "10", "--no-color"])
+        .status()?;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    if status.success() { Ok(()) } else { bail!("schemathesis found failures (above)") }
+}
+
+/// Generates the Python client from `docs/openapi.json` (openapi-python-client, from PyPI),
+/// starts the server built by the tests on a free port with a scratch SQLite database, and
+/// places and pays an order through the client.
+fn python_client(root: &Path) -> Result<()> {
+    let generator = services::which("openapi-python-client")
+        .context("openapi-python-client not found: pip install openapi-python-client")?;
+    let dir = std::env::temp_dir().join(format!("ordo-pyclient-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let out = Command::new(generator)
+        .args(["generate", "--meta", "none", "--overwrite", "--path"])
+        .arg(root.join("docs/openapi.json"))
+        .arg("--output-path")
+        .arg(dir.join("ordo_client"))
+        .output()?;
+    if !out.status.success() || !dir.join("ordo_client/models/order.py").exists() {
+        bail!(
+            "generating the client failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let server = pressure::start_server(
+        &pressure::build_server(root, pressure::Profile::Dev)?,
+        &[("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.join("client.db").display()))],
+    )?;
+    let check = root.join("xtask/clients/python_check.py");
+    let status = Command::new("python3").arg(check).arg(&dir).arg(&server.url).status()?;
+    drop(server);
+    let result =
+        if status.success() { Ok(()) } else { Err(anyhow::anyhow!("the Python client check failed")) };
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// `cargo xtask bench`: every criterion bench (release build), with PostgreSQL and Redis
+/// found or started as for the tests, for the database benches.
+pub fn bench(extra: &[String]) -> Result<ExitCode> {
+    let services = services::ensure()?;
+    let status = Command::new(cargo())
+        .current_dir(workspace_root())
+        .args(["bench", "--workspace", "--locked", "--"])
+        .args(extra)
+        .env("ORDO_TEST_PG_URL", &services.pg_url)
+        .env("ORDO_TEST_REDIS_URL", &services.redis_url)
+        .status()
+        .context("running cargo bench")?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
