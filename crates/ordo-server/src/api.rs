@@ -13,7 +13,7 @@ pub use crate::reply::{
     AllowedEvents, DiagramReply, EventPage, FeedEvent, Problem, ProblemCode, RETRY_AFTER_S, Reply,
     TransitionEntry, TransitionPage,
 };
-pub use access::{DEFAULT_TENANT, Lane, RateLimit, ShadowTenants, Tenants, is_shadow};
+pub use access::{API_KEY_BYTES_MIN, DEFAULT_TENANT, Lane, RateLimit, ShadowTenants, Tenants, is_shadow};
 use ordo_idempotency::Leases;
 use ordo_store::{Action, Store};
 use poem::Request;

@@ -123,8 +123,30 @@ impl Default for Config {
     }
 }
 
-fn number<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{name}: `{v}` is not a number"))
+/// A configuration the server cannot start from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Parse { path: std::path::PathBuf, source: Box<toml::de::Error> },
+    #[error("{name}: `{value}` is not {expected}")]
+    Variable { name: String, value: String, expected: &'static str },
+    #[error("ORDO_API_KEYS: an entry is not tenant:key")]
+    ApiKeyEntry,
+    #[error(
+        "ORDO_API_KEYS: tenant `{tenant}`: a name and a key of at least {} characters are needed",
+        crate::api::API_KEY_BYTES_MIN
+    )]
+    ApiKeyShort { tenant: String },
+}
+
+fn variable(name: &str, value: String, expected: &'static str) -> ConfigError {
+    ConfigError::Variable { name: name.to_string(), value, expected }
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: String) -> Result<T, ConfigError> {
+    v.parse().map_err(|_| variable(name, v, "a number"))
 }
 
 impl Config {
@@ -132,18 +154,18 @@ impl Config {
     pub fn load(
         file: Option<&std::path::Path>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, String> {
+    ) -> Result<Config, ConfigError> {
         let path = file.map(std::path::Path::to_path_buf).unwrap_or_else(|| "ordo.toml".into());
         let mut config = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?,
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse { path: path.clone(), source: Box::new(e) })?,
             Err(_) if file.is_none() => Config::default(),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(source) => return Err(ConfigError::Read { path, source }),
         };
         let var = |names: &[&str]| names.iter().find_map(|n| env(n));
         if let Some(v) = var(&["ORDO_LISTEN"]) {
-            config.listen = v
-                .parse()
-                .map_err(|_| format!("ORDO_LISTEN: `{v}` is not an address such as 127.0.0.1:8080"))?;
+            config.listen =
+                v.parse().map_err(|_| variable("ORDO_LISTEN", v, "an address such as 127.0.0.1:8080"))?;
         }
         if let Some(v) = var(&["ORDO_DATABASE_URL", "DATABASE_URL"]) {
             config.database_url = v;
@@ -169,7 +191,7 @@ impl Config {
         let flag = |name: &str, v: String| match v.as_str() {
             "true" | "1" => Ok(true),
             "false" | "0" => Ok(false),
-            _ => Err(format!("{name}: `{v}` is not true or false")),
+            _ => Err(variable(name, v, "true or false")),
         };
         if let Some(v) = var(&["ORDO_MIGRATE"]) {
             config.migrate = flag("ORDO_MIGRATE", v)?;

@@ -19,13 +19,8 @@ pub struct Recorder {
 
 impl Recorder {
     /// Appends to `path` (created if missing) from a task of its own.
-    pub async fn open(path: &Path) -> Result<Recorder, String> {
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await
-            .map_err(|e| format!("ORDO_RECORD {}: {e}", path.display()))?;
+    pub async fn open(path: &Path) -> std::io::Result<Recorder> {
+        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<TrafficRecord>(RECORD_QUEUE_MAX);
         tokio::spawn(async move {
             let mut out = tokio::io::BufWriter::new(file);

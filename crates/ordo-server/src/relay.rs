@@ -36,6 +36,18 @@ pub const STREAM_TRIM_INTERVAL_MS: u64 = 60_000;
 /// How long one relay holds the recovery of lost streams before another may take it over.
 pub const RECOVERY_HOLD_MS: i64 = 10_000;
 
+/// What stops a relay call: Redis or the database failing, or Redis answering otherwise
+/// than the relay's commands promise.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error("database: {0}")]
+    Store(#[from] ordo_store::StoreError),
+    #[error("redis answered unexpectedly: {0}")]
+    Unexpected(String),
+}
+
 /// What [`Relay::recover`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
@@ -74,16 +86,15 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Relay, String> {
-        let config = Config::from_url(url).map_err(|e| e.to_string())?;
+    pub async fn connect(url: &str, prefix: &str) -> Result<Relay, RelayError> {
+        let config = Config::from_url(url)?;
         let timeout = Duration::from_millis(RELAY_REDIS_TIMEOUT_MS);
         let client = Builder::from_config(config)
             .with_performance_config(|p| p.default_command_timeout = timeout)
             // Pipelined XADDs must not wait for a delayed ACK (Nagle).
             .with_connection_config(|c| c.tcp.nodelay = Some(true))
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2))
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         // The connection task lives with the runtime; its handle is not needed.
         drop(client.connect());
         let _ = tokio::time::timeout(timeout, client.wait_for_connect()).await;
@@ -109,34 +120,30 @@ impl Relay {
     /// the recovery waits only for rounds that were already under way (their rows are
     /// included). A relay that dies mid-recovery leaves the hold to expire and the next one
     /// starts over: rows published twice, never a row lost.
-    pub async fn recover(&self, store: &Store) -> Result<Recovery, String> {
+    pub async fn recover(&self, store: &Store) -> Result<Recovery, RelayError> {
         let key = self.epoch_key();
-        let present: u64 = self.client.exists(&key).await.map_err(|e| e.to_string())?;
+        let present: u64 = self.client.exists(&key).await?;
         if present > 0 {
             return Ok(Recovery::Healthy);
         }
         let hold = format!("{}relay:recovering", self.prefix);
         let expire = Some(Expiration::PX(RECOVERY_HOLD_MS));
-        let took: Option<String> = self
-            .client
-            .set(&hold, "1", expire, Some(SetOptions::NX), false)
-            .await
-            .map_err(|e| e.to_string())?;
+        let took: Option<String> = self.client.set(&hold, "1", expire, Some(SetOptions::NX), false).await?;
         if took.is_none() {
             return Ok(Recovery::Waiting);
         }
         // Another relay may have finished just before the hold was free: it sets the marker
         // before it lets go.
-        let present: u64 = self.client.exists(&key).await.map_err(|e| e.to_string())?;
+        let present: u64 = self.client.exists(&key).await?;
         if present > 0 {
-            let _: u64 = self.client.del(&hold).await.map_err(|e| e.to_string())?;
+            let _: u64 = self.client.del(&hold).await?;
             return Ok(Recovery::Healthy);
         }
         let window = chrono::Duration::milliseconds(i64::try_from(self.republish_ms).unwrap_or(i64::MAX));
-        let waiting = store.republish_since(chrono::Utc::now() - window).await.map_err(|e| e.to_string())?;
+        let waiting = store.republish_since(chrono::Utc::now() - window).await?;
         let now = chrono::Utc::now().to_rfc3339();
-        let () = self.client.set(&key, now, None, None, false).await.map_err(|e| e.to_string())?;
-        let _: u64 = self.client.del(&hold).await.map_err(|e| e.to_string())?;
+        let () = self.client.set(&key, now, None, None, false).await?;
+        let _: u64 = self.client.del(&hold).await?;
         tracing::warn!(
             waiting,
             window_ms = self.republish_ms,
@@ -153,11 +160,11 @@ impl Relay {
     /// One round: recover lost streams (see [`Relay::recover`]), claim a batch, `XADD` each
     /// event, mark the batch sent. Returns how many were published. On a Redis error the batch is released unsent.
     #[tracing::instrument(level = "debug", name = "relay.batch", skip_all, fields(events))]
-    pub async fn round(&self, store: &Store, limit: u64) -> Result<usize, String> {
+    pub async fn round(&self, store: &Store, limit: u64) -> Result<usize, RelayError> {
         if self.recover(store).await? == Recovery::Waiting {
             return Ok(0);
         }
-        let batch = store.claim_outbox(limit).await.map_err(|e| e.to_string())?;
+        let batch = store.claim_outbox(limit).await?;
         let span = tracing::Span::current();
         span.record("events", batch.events.len());
         // Each event's request trace, linked from the batch that publishes it.
@@ -193,57 +200,58 @@ impl Relay {
             if p["traceparent"].is_string() {
                 fields.push(("traceparent".to_string(), field("traceparent")));
             }
-            let () = pipeline
-                .xadd(self.stream(&e.machine), false, None::<()>, "*", fields)
-                .await
-                .map_err(|err| err.to_string())?;
+            let () = pipeline.xadd(self.stream(&e.machine), false, None::<()>, "*", fields).await?;
         }
         if !batch.events.is_empty() {
             let ids: Vec<String> = pipeline
                 .all()
                 .instrument(tracing::debug_span!("redis.xadd", events = batch.events.len()))
-                .await
-                .map_err(|err| err.to_string())?;
+                .await?;
             if ids.len() != batch.events.len() {
-                return Err(format!("the pipeline gave {} ids for {} events", ids.len(), batch.events.len()));
+                return Err(RelayError::Unexpected(format!(
+                    "the pipeline gave {} ids for {} events",
+                    ids.len(),
+                    batch.events.len()
+                )));
             }
         }
-        batch.mark_sent(chrono::Utc::now()).await.map_err(|e| e.to_string())
+        Ok(batch.mark_sent(chrono::Utc::now()).await?)
     }
 
     /// Trims one stream as the module says: removes the entries older than `retention_ms`
     /// (before `now_ms`) that every consumer group has read and acknowledged. Returns how
     /// many entries went.
     #[tracing::instrument(level = "debug", name = "relay.trim", skip(self))]
-    pub async fn trim(&self, stream: &str, now_ms: u64, retention_ms: u64) -> Result<u64, String> {
-        let exists: u64 = self.client.exists(stream).await.map_err(|e| e.to_string())?;
+    pub async fn trim(&self, stream: &str, now_ms: u64, retention_ms: u64) -> Result<u64, RelayError> {
+        let exists: u64 = self.client.exists(stream).await?;
         if exists == 0 {
             return Ok(0);
         }
         let mut keep_from = EntryId(now_ms.saturating_sub(retention_ms), 0);
-        let groups: Vec<HashMap<String, Value>> =
-            self.client.xinfo_groups(stream).await.map_err(|e| e.to_string())?;
+        let groups: Vec<HashMap<String, Value>> = self.client.xinfo_groups(stream).await?;
         for group in groups {
             let text = |k: &str| group.get(k).and_then(Value::as_string);
             let (Some(name), Some(last)) = (text("name"), text("last-delivered-id")) else {
-                return Err(format!("{stream}: a consumer group without a name or last-delivered-id"));
+                return Err(RelayError::Unexpected(format!(
+                    "{stream}: a consumer group without a name or last-delivered-id"
+                )));
             };
-            let last = EntryId::parse(&last).ok_or_else(|| format!("{stream}: entry id `{last}`"))?;
+            let last = EntryId::parse(&last)
+                .ok_or_else(|| RelayError::Unexpected(format!("{stream}: entry id `{last}`")))?;
             let pending = group.get("pending").and_then(Value::as_u64).unwrap_or(0);
             let first_unacked = if pending > 0 {
                 // XPENDING's summary: [count, smallest id, greatest id, consumers].
-                let summary: Vec<Value> =
-                    self.client.xpending(stream, name.as_str(), ()).await.map_err(|e| e.to_string())?;
+                let summary: Vec<Value> = self.client.xpending(stream, name.as_str(), ()).await?;
                 let smallest = summary.get(1).and_then(Value::as_string);
                 smallest
                     .and_then(|s| EntryId::parse(&s))
-                    .ok_or_else(|| format!("{stream}: XPENDING {summary:?}"))?
+                    .ok_or_else(|| RelayError::Unexpected(format!("{stream}: XPENDING {summary:?}")))?
             } else {
                 last.next()
             };
             keep_from = keep_from.min(first_unacked);
         }
         let cut = format!("{}-{}", keep_from.0, keep_from.1);
-        self.client.xtrim(stream, ("MINID", "=", cut)).await.map_err(|e| e.to_string())
+        Ok(self.client.xtrim(stream, ("MINID", "=", cut)).await?)
     }
 }

@@ -2,18 +2,49 @@
 //! health and readiness, and the limits around every request. It binds before it serves,
 //! so port 0 works and the bound port is known.
 
-use crate::api::{Ctx, Lane, Problem, ProblemCode, RateLimit, Tenants};
+use crate::api::{Ctx, Lane, ProblemCode, RateLimit, Tenants};
 use crate::config::Config;
 use crate::generated::{GeneratedApi, SPECS};
+use crate::middleware::{Allowed, Edge, contain_panics};
 use crate::relay::RELAY_BATCH_MAX;
 use ordo_idempotency::{LeaseConfig, Leases};
 use ordo_store::{SpecSource, Store, StoreConfig};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, get, handler};
+use poem::{EndpointExt, Response, Route, get, handler};
 use poem_openapi::OpenApiService;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Why the server does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error(
+        "refusing to serve {listen} without API keys: set ORDO_API_KEYS=tenant:key,... or listen on 127.0.0.1"
+    )]
+    PublicWithoutKeys { listen: SocketAddr },
+    /// A spec the server was built from does not check: its rendered diagnostics.
+    #[error("{0}")]
+    Spec(String),
+    /// The database does not run the specs the server was built from, and may not be
+    /// migrated to them at start-up: what differs and the commands that apply it.
+    #[error("{0}")]
+    Drift(String),
+    #[error("database: {0}")]
+    Store(#[from] ordo_store::StoreError),
+    #[error("redis: {0}")]
+    Leases(#[from] ordo_idempotency::LeaseError),
+    #[error("relay: {0}")]
+    Relay(#[from] crate::relay::RelayError),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error("ORDO_RECORD {}: {source}", path.display())]
+    Recording { path: std::path::PathBuf, source: std::io::Error },
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
 
 pub struct Application {
     acceptor: TcpAcceptor,
@@ -56,18 +87,11 @@ fn documented(spec: &str) -> String {
 
 /// The OpenAPI document of the generated routes, as checked in at `docs/openapi.json`.
 pub fn openapi_json() -> String {
-    let metrics = crate::telemetry::Metrics::new().map(Arc::new);
-    match metrics {
-        Ok(m) => {
-            let nothing = Lane::new(Vec::new(), None);
-            let breakers = Arc::new(crate::breaker::Breakers::new(1, 1));
-            documented(
-                &openapi(Arc::new(Ctx::new(nothing, Tenants::default(), RateLimit::new(1, 1), m, breakers)))
-                    .spec(),
-            )
-        }
-        Err(e) => e,
-    }
+    let metrics = Arc::new(crate::telemetry::Metrics::new().expect("metrics build on a fresh registry"));
+    let nothing = Lane::new(Vec::new(), None);
+    let breakers = Arc::new(crate::breaker::Breakers::new(1, 1));
+    let ctx = Ctx::new(nothing, Tenants::default(), RateLimit::new(1, 1), metrics, breakers);
+    documented(&openapi(Arc::new(ctx)).spec())
 }
 
 fn problem_doc() -> String {
@@ -88,13 +112,13 @@ fn problem_doc() -> String {
 }
 
 /// The specs the server was built from, checked.
-pub fn specs() -> Result<Vec<SpecSource>, String> {
+pub fn specs() -> Result<Vec<SpecSource>, StartError> {
     SPECS
         .iter()
         .map(|(name, source)| {
             ordo_spec::compile(source)
                 .map(|ir| SpecSource { name: name.to_string(), source: source.to_string(), ir })
-                .map_err(|d| ordo_spec::render(&format!("specs/{name}.ordo"), source, &d))
+                .map_err(|d| StartError::Spec(ordo_spec::render(&format!("specs/{name}.ordo"), source, &d)))
         })
         .collect()
 }
@@ -107,36 +131,35 @@ async fn reconcile(
     db: &sea_orm::DatabaseConnection,
     specs: &[SpecSource],
     migrate: bool,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     use ordo_store::evolve::{self, Serving};
-    ordo_store::install(db, specs).await.map_err(|e| e.to_string())?;
+    ordo_store::install(db, specs).await?;
     for spec in specs {
-        match evolve::serving(db, spec).await.map_err(|e| e.to_string())? {
+        match evolve::serving(db, spec).await? {
             Serving::Current { .. } => {}
             Serving::Older { version, deployed } => tracing::warn!(
                 spec = %spec.name,
                 "serving spec version {version} on tables of version {deployed}: every change since is expand-only"
             ),
             Serving::Differs { summary } if !migrate => {
-                return Err(format!(
+                return Err(StartError::Drift(format!(
                     "spec `{}`: {summary}; review with `cargo xtask migrate plan`, apply with `cargo xtask migrate up`, or start with --migrate to apply safe, expand-only changes",
                     spec.name
-                ));
+                )));
             }
             Serving::Differs { .. } => {
                 let plan =
                     evolve::evolve(db, spec, ordo_store::Apply::ExpandOnly, &evolve::EvolveOptions::new())
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        .await?;
                 match plan.applied {
                     Some(v) => {
                         tracing::info!(spec = %spec.name, "migrated to spec version {v}: {} safe change(s)", plan.steps.len())
                     }
                     None => {
-                        return Err(format!(
+                        return Err(StartError::Drift(format!(
                             "{}; --migrate applies only safe, expand-only changes: review with `cargo xtask migrate plan`, apply with `cargo xtask migrate up`",
                             plan.summary()
-                        ));
+                        )));
                     }
                 }
             }
@@ -146,14 +169,11 @@ async fn reconcile(
 }
 
 impl Application {
-    pub async fn build(config: &Config) -> Result<Application, String> {
+    pub async fn build(config: &Config) -> Result<Application, StartError> {
         let tenants = Tenants::parse(&config.api_keys)?;
         if tenants.single_tenant() {
             if !config.listen.ip().is_loopback() {
-                return Err(format!(
-                    "refusing to serve {} without API keys: set ORDO_API_KEYS=tenant:key,... or listen on 127.0.0.1",
-                    config.listen
-                ));
+                return Err(StartError::PublicWithoutKeys { listen: config.listen });
             }
             tracing::warn!(
                 "no API keys configured: single-tenant mode WITHOUT authentication (loopback only)"
@@ -184,7 +204,7 @@ impl Application {
         // Shadow traffic (`X-Load-Test: true`) gets tables and Redis keys of its own.
         let shadow_tenants = crate::api::ShadowTenants::parse(&config.shadow_tenants);
         if shadow_tenants.any() {
-            let shadow_config = store_config.shadow().map_err(|e| e.to_string())?;
+            let shadow_config = store_config.shadow()?;
             let prefix = format!("{}shadow:", config.redis_prefix);
             let shadow = open_lane(config, &specs, shadow_config, &prefix, &metrics, true).await?;
             ctx = ctx.with_shadow(shadow, shadow_tenants);
@@ -193,16 +213,25 @@ impl Application {
         let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
         let docs = service.swagger_ui();
         let document = documented(&service.spec());
-        let allowed = Arc::new(Allowed::of(&document));
+        let allowed = Allowed::of(&document);
         let spec_json = get(poem::endpoint::make_sync(move |_| {
             Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
         }));
         let recorder = match &config.record {
-            Some(path) => Some(Arc::new(crate::record::Recorder::open(path).await?)),
+            Some(path) => Some(Arc::new(
+                crate::record::Recorder::open(path)
+                    .await
+                    .map_err(|source| StartError::Recording { path: path.clone(), source })?,
+            )),
             None => None,
         };
-        let timeout = Duration::from_millis(config.request_timeout_ms);
-        let body_max = config.body_bytes_max;
+        let edge = Arc::new(Edge {
+            metrics: metrics.clone(),
+            recorder,
+            allowed,
+            timeout: Duration::from_millis(config.request_timeout_ms),
+            body_bytes_max: config.body_bytes_max,
+        });
         let app = Route::new()
             .nest("/", service)
             .nest("/docs", docs)
@@ -211,114 +240,17 @@ impl Application {
             .at("/readyz", get(readyz.data(ctx.clone())))
             .at("/metrics", get(metrics_text.data(metrics.clone()).data(ctx.clone())))
             .with(contain_panics())
-            .around(move |ep, mut req| {
-                let metrics = metrics.clone();
-                let recorder = recorder.clone();
-                let allowed = allowed.clone();
-                async move {
-                    let started = std::time::Instant::now();
-                    let method = req.method().to_string();
-                    let path = req.uri().path().to_string();
-                    let route = crate::telemetry::route_of(&path);
-                    let shadow = crate::api::is_shadow(&req).unwrap_or(false);
-                    let arrived_ms = chrono::Utc::now().timestamp_millis();
-                    let key = recorder
-                        .as_ref()
-                        .and_then(|_| req.header("idempotency-key"))
-                        .map(crate::record::key_hash);
-                    // The body limit: a declared length past it is refused before reading, and a
-                    // body without one is read only up to it.
-                    let declared = req.header("content-length").and_then(|v| v.parse::<usize>().ok());
-                    let too_large = || {
-                        problem_response(Problem::new(ProblemCode::PayloadTooLarge,
-                            format!("bodies are limited to {body_max} bytes"),
-                        ))
-                    };
-                    if declared.is_some_and(|n| n > body_max) {
-                        return Ok(too_large());
-                    }
-                    // The body is read here, within the request's time: a client that stops
-                    // sending mid-body is answered 408 and holds nothing past it, and one
-                    // that closes mid-body is a 400.
-                    let deadline = tokio::time::Instant::now() + timeout;
-                    match tokio::time::timeout_at(deadline, req.take_body().into_bytes_limit(body_max)).await {
-                        Ok(Ok(bytes)) => req.set_body(bytes),
-                        Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => return Ok(too_large()),
-                        Ok(Err(e)) => {
-                            let p = Problem::new(ProblemCode::Malformed, format!("the body could not be read: {e}"));
-                            return Ok(problem_response(p));
-                        }
-                        Err(_) => {
-                            let p = Problem::new(ProblemCode::RequestTimeout, "the body did not arrive within the request timeout");
-                            return Ok(problem_response(p));
-                        }
-                    }
-                    // A request id for every log line of the request: the caller's, when it
-                    // sends a sane one, else a new one; echoed in the response.
-                    let request_id = req
-                        .header("x-request-id")
-                        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-                        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
-                    let span = tracing::info_span!(
-                        "request",
-                        otel.name = %format!("{method} {route}"),
-                        otel.kind = "server",
-                        request_id = %request_id,
-                        trace_id = tracing::field::Empty,
-                        method = %method,
-                        route = %route,
-                        status = tracing::field::Empty,
-                        tenant = tracing::field::Empty,
-                        machine = tracing::field::Empty,
-                        event = tracing::field::Empty,
-                        outcome = tracing::field::Empty,
-                        idempotency = tracing::field::Empty,
-                    );
-                    let trace = crate::telemetry::join_trace(&span, req.headers());
-                    span.record("trace_id", tracing::field::display(trace.trace_id()));
-                    req.extensions_mut().insert(crate::telemetry::TraceParent(crate::telemetry::traceparent(&trace)));
-                    let call = tracing::Instrument::instrument(tokio::time::timeout_at(deadline, ep.call(req)), span.clone());
-                    // Errors of the routing itself (404, 405) become their responses here, so
-                    // that metrics and the record see their real status.
-                    let mut response = match call.await {
-                        Ok(Ok(r)) => r.into_response(),
-                        Ok(Err(e)) => e.into_response(),
-                        Err(_) => problem_response(Problem::new(ProblemCode::Overloaded, "the request took too long")),
-                    };
-                    // A method the route does not serve: say which it does (RFC 9110).
-                    if response.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
-                        && let Some(v) = allowed.at(&path).and_then(|m| poem::http::HeaderValue::from_str(m).ok())
-                    {
-                        response.headers_mut().insert("allow", v);
-                    }
-                    let status = response.status().as_u16();
-                    let elapsed = started.elapsed();
-                    metrics.http(&method, &route, status, shadow, elapsed.as_secs_f64());
-                    span.record("status", status);
-                    if let Some(recorder) = recorder.as_ref().filter(|_| crate::record::recorded(&route)) {
-                        recorder.record(crate::record::TrafficRecord {
-                            at_ms: arrived_ms,
-                            method: method.clone(),
-                            route: route.clone(),
-                            status,
-                            key,
-                            shadow,
-                        });
-                    }
-                    tracing::debug!(parent: &span, status, elapsed_ms = elapsed.as_secs_f64() * 1e3, "answered");
-                    if let Ok(v) = poem::http::HeaderValue::from_str(&request_id) {
-                        response.headers_mut().insert("x-request-id", v);
-                    }
-                    Ok(response)
-                }
+            .around(move |ep, req| {
+                let edge = edge.clone();
+                async move { edge.serve(ep, req).await }
             })
             .boxed();
-        let acceptor = TcpListener::bind(config.listen).into_acceptor().await.map_err(|e| e.to_string())?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .ok_or("no local address")?;
+        let listen = |source| StartError::Listen { addr: config.listen, source };
+        let acceptor = TcpListener::bind(config.listen).into_acceptor().await.map_err(listen)?;
+        let addr =
+            acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).ok_or_else(|| {
+                listen(std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, "no local address"))
+            })?;
         Ok(Application { acceptor, app, addr })
     }
 
@@ -345,16 +277,14 @@ async fn open_lane(
     redis_prefix: &str,
     metrics: &crate::telemetry::Metrics,
     shadow: bool,
-) -> Result<Lane, String> {
-    let db = ordo_store::connect(&store_config).await.map_err(|e| e.to_string())?;
+) -> Result<Lane, StartError> {
+    let db = ordo_store::connect(&store_config).await?;
     let reconciled = reconcile(&db, specs, config.migrate).await;
     let _ = db.close().await;
     reconciled?;
     let mut stores = Vec::new();
     for spec in specs {
-        let store = Store::open(store_config.clone(), &spec.name, spec.ir.clone(), false)
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = Store::open(store_config.clone(), &spec.name, spec.ir.clone(), false).await?;
         stores.push((spec.name.clone(), Arc::new(store)));
     }
     let leases = match &config.redis_url {
@@ -364,7 +294,7 @@ async fn open_lane(
             // An answer kept past its record's retention could replay a key the database
             // has already let go.
             lc.answer_ms = config.answer_ms.min(config.idempotency_ttl_ms);
-            Some(Arc::new(Leases::connect(lc).await.map_err(|e| e.to_string())?))
+            Some(Arc::new(Leases::connect(lc).await?))
         }
         None => None,
     };
@@ -395,7 +325,7 @@ async fn open_lane(
                 for stream in &streams {
                     trimmed += relay.trim(stream, now_ms, retention).await?;
                 }
-                Ok(trimmed)
+                Ok::<_, crate::relay::RelayError>(trimmed)
             }
         }));
     }
@@ -409,13 +339,10 @@ async fn open_lane(
             let store = store.clone();
             async move {
                 let now = chrono::Utc::now();
-                let records = store.purge_expired(now, SWEEP_BATCH_MAX).await.map_err(|e| e.to_string())?;
-                let sent = store
-                    .purge_sent_outbox(now - retention, SWEEP_BATCH_MAX)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let records = store.purge_expired(now, SWEEP_BATCH_MAX).await?;
+                let sent = store.purge_sent_outbox(now - retention, SWEEP_BATCH_MAX).await?;
                 // Drained while either comes back full.
-                Ok(records.max(sent))
+                Ok::<_, ordo_store::StoreError>(records.max(sent))
             }
         }));
     }
@@ -425,13 +352,7 @@ async fn open_lane(
         let every = Duration::from_millis(config.timer_interval_ms);
         tokio::spawn(periodically("timers", every, TIMER_BATCH_MAX, move || {
             let store = store.clone();
-            async move {
-                store
-                    .fire_due_timers(chrono::Utc::now(), TIMER_BATCH_MAX)
-                    .await
-                    .map(|n| n as u64)
-                    .map_err(|e| e.to_string())
-            }
+            async move { store.fire_due_timers(chrono::Utc::now(), TIMER_BATCH_MAX).await.map(|n| n as u64) }
         }));
     }
     metrics.watch_stores(&stores, shadow);
@@ -447,10 +368,11 @@ const TIMER_BATCH_MAX: u64 = 100;
 /// Runs a batched chore until the runtime stops: a round every `every`, and rounds back to
 /// back while one comes back full (`batch_max` done), so a backlog drains at once. A failed
 /// round is logged and retried on the next tick.
-async fn periodically<F, Fut>(what: &'static str, every: Duration, batch_max: u64, mut round: F)
+async fn periodically<F, Fut, E>(what: &'static str, every: Duration, batch_max: u64, mut round: F)
 where
     F: FnMut() -> Fut + Send,
-    Fut: Future<Output = Result<u64, String>> + Send,
+    Fut: Future<Output = Result<u64, E>> + Send,
+    E: std::fmt::Display,
 {
     let mut tick = tokio::time::interval(every);
     loop {
@@ -471,73 +393,6 @@ where
             }
         }
     }
-}
-
-/// The methods each path serves, for the `Allow` header of a 405: the OpenAPI document's
-/// paths (`{param}` segments match any one segment), and the plain routes (all GET).
-struct Allowed(Vec<(Vec<String>, String)>);
-
-impl Allowed {
-    fn of(spec: &str) -> Allowed {
-        let doc: serde_json::Value =
-            serde_json::from_str(spec).expect("the OpenAPI document poem-openapi wrote is JSON");
-        let mut paths: Vec<(Vec<String>, String)> = doc["paths"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(path, ops)| {
-                let methods: Vec<String> =
-                    ops.as_object().into_iter().flatten().map(|(m, _)| m.to_ascii_uppercase()).collect();
-                (path.split('/').map(str::to_string).collect(), methods.join(", "))
-            })
-            .collect();
-        for plain in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"] {
-            paths.push((plain.split('/').map(str::to_string).collect(), "GET".to_string()));
-        }
-        Allowed(paths)
-    }
-
-    fn at(&self, path: &str) -> Option<&str> {
-        let segments: Vec<&str> = path.split('/').collect();
-        self.0
-            .iter()
-            .find(|(template, _)| {
-                template.len() == segments.len()
-                    && template
-                        .iter()
-                        .zip(&segments)
-                        .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
-            })
-            .map(|(_, methods)| methods.as_str())
-    }
-}
-
-/// A panic while serving a request is that request's 500 (problem+json, logged with the
-/// request's span), never a dropped connection; the process and every other request carry
-/// on. (A command's own work runs in a task of its own, whose panic is caught the same way.)
-pub fn contain_panics()
--> poem::middleware::CatchPanic<impl poem::middleware::PanicHandler<Response = Response>> {
-    poem::middleware::CatchPanic::new().with_handler(|panic: Box<dyn std::any::Any + Send>| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::error!(panic = %what, "a request panicked");
-        problem_response(Problem::new(ProblemCode::Internal, "internal error"))
-    })
-}
-
-fn problem_response(p: Problem) -> Response {
-    let status =
-        poem::http::StatusCode::from_u16(p.status).expect("every problem code has a valid HTTP status");
-    let body =
-        poem_openapi::types::ToJSON::to_json(&p).expect("a Problem serializes to a JSON object").to_string();
-    let mut r = Response::builder().status(status).content_type("application/problem+json");
-    if status == poem::http::StatusCode::SERVICE_UNAVAILABLE {
-        r = r.header("Retry-After", crate::api::RETRY_AFTER_S.to_string());
-    }
-    r.body(body)
 }
 
 #[handler]

@@ -45,14 +45,22 @@ impl KeyResult {
     }
 }
 
+/// What stops telemetry from starting: an exporter that cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("metrics exporter: {0}")]
+    Metrics(#[from] opentelemetry_sdk::error::OTelSdkError),
+    #[error("OTLP exporter: {0}")]
+    Otlp(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
 impl Metrics {
-    pub fn new() -> Result<Metrics, String> {
+    pub fn new() -> Result<Metrics, TelemetryError> {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
             .without_target_info()
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         let provider = SdkMeterProvider::builder()
             .with_reader(exporter)
             .with_view(|i: &opentelemetry_sdk::metrics::Instrument| {
@@ -296,7 +304,7 @@ const OTLP_TIMEOUT_MS: u64 = 5_000;
 /// A tracer provider exporting spans by OTLP over HTTP (protobuf) to `endpoint`: the
 /// collector's base URL (`/v1/traces` is added unless it is there). Spans leave in batches
 /// from the exporter's own thread, so a slow collector never holds a request.
-pub fn otlp_tracer(endpoint: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, String> {
+pub fn otlp_tracer(endpoint: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::WithExportConfig as _;
     let base = endpoint.trim_end_matches('/');
     let url = if base.ends_with("/v1/traces") { base.to_string() } else { format!("{base}/v1/traces") };
@@ -304,8 +312,7 @@ pub fn otlp_tracer(endpoint: &str) -> Result<opentelemetry_sdk::trace::SdkTracer
         .with_http()
         .with_endpoint(url)
         .with_timeout(std::time::Duration::from_millis(OTLP_TIMEOUT_MS))
-        .build()
-        .map_err(|e| format!("OTLP exporter: {e}"))?;
+        .build()?;
     let resource = opentelemetry_sdk::Resource::builder().with_service_name("ordo-server").build();
     Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_batch_exporter(exporter)

@@ -3,6 +3,7 @@
 //! latter.
 
 use super::{Ctx, Problem, ProblemCode, Reply};
+use crate::config::ConfigError;
 use ordo_idempotency::Leases;
 use ordo_store::Store;
 use poem::Request;
@@ -19,16 +20,17 @@ pub struct Tenants {
 
 pub const DEFAULT_TENANT: &str = "default";
 
+/// The shortest API key accepted, in bytes.
+pub const API_KEY_BYTES_MIN: usize = 16;
+
 impl Tenants {
-    /// From `tenant:key,tenant:key`.
-    pub fn parse(spec: &str) -> Result<Tenants, String> {
+    /// From `tenant:key,tenant:key`. (An error never repeats a key.)
+    pub fn parse(spec: &str) -> Result<Tenants, ConfigError> {
         let mut by_key = BTreeMap::new();
         for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (tenant, key) = pair.split_once(':').ok_or_else(|| format!("`{pair}` is not tenant:key"))?;
-            if tenant.is_empty() || key.len() < 16 {
-                return Err(format!(
-                    "tenant `{tenant}`: a name and a key of at least 16 characters are needed"
-                ));
+            let (tenant, key) = pair.split_once(':').ok_or(ConfigError::ApiKeyEntry)?;
+            if tenant.is_empty() || key.len() < API_KEY_BYTES_MIN {
+                return Err(ConfigError::ApiKeyShort { tenant: tenant.to_string() });
             }
             by_key.insert(key.to_string(), tenant.to_string());
         }

@@ -289,7 +289,7 @@ async fn a_panic_in_one_request_is_its_500_and_nothing_else() {
     let app = Route::new()
         .at("/boom", get(boom))
         .at("/fine", get(fine))
-        .with(ordo_server::startup::contain_panics());
+        .with(ordo_server::middleware::contain_panics());
     let client = poem::test::TestClient::new(app);
     let (panicked, beside) = tokio::join!(client.get("/boom").send(), client.get("/fine").send());
     panicked.assert_status(StatusCode::INTERNAL_SERVER_ERROR);

@@ -43,7 +43,7 @@ async fn deploy(db: &TestDb, spec: &SpecSource) {
 async fn build(db: &TestDb, migrate: bool) -> Result<Application, String> {
     let mut config = Config { database_url: db.url.clone(), migrate, ..Config::default() };
     config.listen = "127.0.0.1:0".parse().unwrap();
-    Application::build(&config).await
+    Application::build(&config).await.map_err(|e| e.to_string())
 }
 
 ordo_testkit::on_both!(
