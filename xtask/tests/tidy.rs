@@ -146,3 +146,41 @@ fn dependency_rules_hold() {
     broken.dedup();
     assert!(broken.is_empty(), "layering broken:\n{}", broken.join("\n"));
 }
+
+/// One build reused: every member outside `.config/hakari.toml`'s excludes depends on the
+/// workspace-hack crate, so the server, the tests and xtask agree on the features of what they
+/// share and a `cargo build` after `cargo test` recompiles nothing but our own crates. A new
+/// member that forgets it brings the 40-crate rebuild back; `cargo hakari generate` then
+/// refreshes crates/ordo-hack.
+#[test]
+fn every_linking_member_uses_the_workspace_hack() {
+    let hakari = std::fs::read_to_string(root().join(".config/hakari.toml")).expect("hakari.toml");
+    let excluded = hakari
+        .lines()
+        .find_map(|l| l.strip_prefix("workspace-members = "))
+        .expect("hakari.toml lists its excluded members");
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
+        .expect("crates/")
+        .map(|e| e.expect("entry").path().join("Cargo.toml"))
+        .collect();
+    manifests.push(root().join("xtask/Cargo.toml"));
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for manifest in manifests {
+        let text =
+            std::fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+        let name = text
+            .lines()
+            .find_map(|l| l.strip_prefix("name = "))
+            .unwrap_or_else(|| panic!("{}: no package name", manifest.display()));
+        if name == "\"ordo-hack\"" || excluded.contains(name) {
+            continue;
+        }
+        checked += 1;
+        if !text.contains("ordo-hack.workspace = true") {
+            missing.push(name.to_string());
+        }
+    }
+    assert!(checked >= 5, "found only {checked} members to check");
+    assert!(missing.is_empty(), "members without `ordo-hack.workspace = true`: {missing:?}");
+}
