@@ -18,7 +18,7 @@
 
 mod consumers;
 mod measure;
-use measure::{Injected, label, measure, table};
+use measure::{Injected, Measured, label, measure, table};
 
 use crate::pressure::{self, Profile, Server};
 use crate::services::{self, PgNode};
@@ -431,16 +431,10 @@ pub fn chaos(root: &Path, args: ChaosArgs) -> Result<ExitCode> {
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn run(
-    out: &Path,
-    binary: &Path,
-    args: &ChaosArgs,
-    faults: Vec<Fault>,
-    (warmup, hold, gap): (Duration, Duration, Duration),
-    streams: &[String],
-) -> Result<bool> {
-    // PostgreSQL: a primary and its replica, each with settings given at start so that the
-    // replica does not inherit the primary's `synchronous_standby_names`.
+/// PostgreSQL: a primary, and with a failover among the faults its replica, each with
+/// settings given at start so that the replica does not inherit the primary's
+/// `synchronous_standby_names`.
+async fn postgres(args: &ChaosArgs, faults: &[Fault]) -> Result<Cluster> {
     // In the temporary directory: the `postgres` user must reach it when we are root.
     let pg_dir = std::env::temp_dir().join(format!("ordo-chaos-pg-{}", pressure::stamp()));
     let common = "-c max_connections=200 -c wal_level=replica -c max_wal_senders=4";
@@ -470,7 +464,6 @@ async fn run(
         node.start()?;
         cluster.nodes.push(node);
     }
-    let pg_url = cluster.primary().url();
     eprintln!(
         "== chaos: PostgreSQL on 127.0.0.1:{}{}",
         cluster.primary().port,
@@ -480,6 +473,19 @@ async fn run(
             (None, _) => String::new(),
         }
     );
+    Ok(cluster)
+}
+
+async fn run(
+    out: &Path,
+    binary: &Path,
+    args: &ChaosArgs,
+    faults: Vec<Fault>,
+    (warmup, hold, gap): (Duration, Duration, Duration),
+    streams: &[String],
+) -> Result<bool> {
+    let cluster = postgres(args, &faults).await?;
+    let pg_url = cluster.primary().url();
     let redis_port = services::free_port()?;
     let redis = Redis { port: redis_port, child: Some(services::spawn_redis(redis_port)?) };
     let pg_proxy = FaultProxy::start(ordo_testkit::socket_of(&pg_url)).await;
@@ -569,12 +575,21 @@ async fn run(
     std::fs::write(out.join("requests.json"), serde_json::to_string(&report.done)?)?;
     print!("{}", report.summary());
     print!("{}", table(&measured));
+    let servers = world.servers.lock().map_err(poisoned)?.running.len();
+    let passed = verdict(&report, &measured, servers);
+    eprintln!("== chaos report: {}", out.display());
+    Ok(passed)
+}
+
+/// The last lines: what ran, what failed for good, which faults did not recover; passed
+/// when the run's checks passed and every fault recovered.
+fn verdict(report: &ordo_pressure::report::Report, measured: &[Measured], servers: usize) -> bool {
     let failed: usize = report.done.iter().filter(|d| d.error).count();
     let unrecovered: Vec<String> =
         measured.iter().filter(|m| m.recovery_ms.is_none()).map(|m| label(m.injected.fault)).collect();
     println!(
         "chaos: {} server(s), {} requests, {} retries, {} failed for good, {} fault(s) injected{}",
-        world.servers.lock().map_err(poisoned)?.running.len(),
+        servers,
         report.done.len(),
         report.retries,
         failed,
@@ -587,6 +602,5 @@ async fn run(
     );
     let passed = report.passed() && unrecovered.is_empty();
     println!("chaos verdict: {}", if passed { "PASS" } else { "FAIL" });
-    eprintln!("== chaos report: {}", out.display());
-    Ok(passed)
+    passed
 }

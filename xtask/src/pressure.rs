@@ -171,7 +171,9 @@ pub fn stamp() -> String {
     format!("{}_{}", now.as_secs(), std::process::id())
 }
 
-pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
+/// The scenario (its file or the default, then the flags over it) and the recording to
+/// replay, if any.
+fn load_of(args: &PressureArgs) -> Result<(Scenario, Option<ordo_pressure::Replay>)> {
     let mut scenario = match &args.scenario {
         Some(file) => Scenario::from_toml(
             &std::fs::read_to_string(file).with_context(|| format!("{}", file.display()))?,
@@ -200,6 +202,59 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    Ok((scenario, replay))
+}
+
+/// Starts a server of this tree with a database (and Redis keys) of its own; the database
+/// and the prefix are handed back through `created_db` and `created_prefix`, so they are
+/// dropped, or kept, with the run. Returns the server, its API key and its database URL.
+fn start_own(
+    root: &Path,
+    args: &PressureArgs,
+    runtime: &tokio::runtime::Runtime,
+    out: &Path,
+    created_db: &mut Option<ordo_testkit::TestDb>,
+    created_prefix: &mut Option<ordo_testkit::RedisPrefix>,
+) -> Result<(Server, String, String)> {
+    let binary = match &args.server_binary {
+        Some(b) => b.clone(),
+        None => build_server(root, args.profile)?,
+    };
+    let database = match args.database_url.as_deref() {
+        Some(url) if url.starts_with("postgres") => {
+            let db = runtime.block_on(ordo_testkit::TestDb::postgres_on(url)).map_err(anyhow::Error::msg)?;
+            let db_url = db.url.clone();
+            *created_db = Some(db);
+            db_url
+        }
+        Some(url) => url.to_string(),
+        None => format!("sqlite://{}?mode=rwc", out.join("ordo.db").display()),
+    };
+    let key = format!("pressure-{}", stamp());
+    let mut env = vec![
+        ("DATABASE_URL", database.clone()),
+        ("ORDO_API_KEYS", format!("load:{key}")),
+        ("ORDO_SHADOW_TENANTS", "load".to_string()),
+        // The load is the point: the tenant's rate limit must not shape it.
+        ("ORDO_RATE_PER_S", "1000000".to_string()),
+        ("ORDO_RATE_BURST", "1000000".to_string()),
+    ];
+    if let Some(r) = &args.redis_url {
+        // Keys of their own, deleted at the end as the database is.
+        let prefix = ordo_testkit::redis_prefix_on(r);
+        env.push(("REDIS_URL", r.clone()));
+        env.push(("ORDO_REDIS_PREFIX", prefix.to_string()));
+        *created_prefix = Some(prefix);
+    }
+    if args.no_group_commit {
+        env.push(("ORDO_GROUP_COMMIT", "false".to_string()));
+    }
+    let server = start_server(&binary, &env)?;
+    Ok((server, key, database))
+}
+
+pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
+    let (scenario, replay) = load_of(&args)?;
     // A replay of real traffic's shape always goes to the shadow tables.
     let shadow = args.shadow || replay.is_some();
     let out = args.out.clone().unwrap_or_else(|| root.join("target/pressure").join(stamp()));
@@ -214,42 +269,8 @@ pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
             (None, url.clone(), args.api_key.clone(), args.tenant.clone(), args.database_url.clone())
         }
         None => {
-            let binary = match &args.server_binary {
-                Some(b) => b.clone(),
-                None => build_server(root, args.profile)?,
-            };
-            let database = match args.database_url.as_deref() {
-                Some(url) if url.starts_with("postgres") => {
-                    let db = runtime
-                        .block_on(ordo_testkit::TestDb::postgres_on(url))
-                        .map_err(anyhow::Error::msg)?;
-                    let db_url = db.url.clone();
-                    created_db = Some(db);
-                    db_url
-                }
-                Some(url) => url.to_string(),
-                None => format!("sqlite://{}?mode=rwc", out.join("ordo.db").display()),
-            };
-            let key = format!("pressure-{}", stamp());
-            let mut env = vec![
-                ("DATABASE_URL", database.clone()),
-                ("ORDO_API_KEYS", format!("load:{key}")),
-                ("ORDO_SHADOW_TENANTS", "load".to_string()),
-                // The load is the point: the tenant's rate limit must not shape it.
-                ("ORDO_RATE_PER_S", "1000000".to_string()),
-                ("ORDO_RATE_BURST", "1000000".to_string()),
-            ];
-            if let Some(r) = &args.redis_url {
-                // Keys of their own, deleted at the end as the database is.
-                let prefix = ordo_testkit::redis_prefix_on(r);
-                env.push(("REDIS_URL", r.clone()));
-                env.push(("ORDO_REDIS_PREFIX", prefix.to_string()));
-                created_prefix = Some(prefix);
-            }
-            if args.no_group_commit {
-                env.push(("ORDO_GROUP_COMMIT", "false".to_string()));
-            }
-            let server = start_server(&binary, &env)?;
+            let (server, key, database) =
+                start_own(root, &args, &runtime, &out, &mut created_db, &mut created_prefix)?;
             let url = server.url.clone();
             (Some(server), url, Some(key), "load".to_string(), Some(database))
         }

@@ -87,7 +87,7 @@ fn int(r: &QueryResult, col: &str) -> Result<i64> {
 async fn count(db: &DatabaseConnection, table: &str, condition: &str, tenant: &str) -> Result<usize> {
     let sql =
         format!("SELECT COUNT(*) AS n FROM {table} WHERE tenant = {} AND {condition}", placeholder(db, 1));
-    let found = rows(db, &sql, vec![sea_orm::Value::from(tenant.to_string())]).await?;
+    let found = of_tenant(db, tenant, &sql).await?;
     Ok(found.first().map(|r| int(r, "n")).transpose()?.unwrap_or(0) as usize)
 }
 
@@ -102,20 +102,45 @@ struct Entry {
     params: Value,
 }
 
+/// `tenant`'s rows by `sql`, whose one placeholder is the tenant.
+async fn of_tenant(db: &DatabaseConnection, tenant: &str, sql: &str) -> Result<Vec<QueryResult>> {
+    rows(db, sql, vec![sea_orm::Value::from(tenant.to_string())]).await
+}
+
 /// Runs every check over `tenant`'s rows; `seen` is what the client saw succeed.
 pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Result<Audit> {
     let mut audit = Audit::default();
     let p = placeholder(db, 1);
-    let t = || vec![sea_orm::Value::from(tenant.to_string())];
-
-    // One effect per key.
-    let dup = rows(
+    keys(&mut audit, db, tenant).await?;
+    let journal = journal(db, tenant).await?;
+    let orders = of_tenant(
         db,
+        tenant,
+        &format!("SELECT id, state, version, sku, quantity, account, amount FROM orders WHERE tenant = {p}"),
+    )
+    .await?;
+    let transfers = of_tenant(
+        db,
+        tenant,
+        &format!("SELECT id, state, version, payer, payee, amount FROM transfers WHERE tenant = {p}"),
+    )
+    .await?;
+    let instances = replays(&mut audit, &journal, &orders, &transfers)?;
+    conserved(&mut audit, db, tenant, &journal, &orders, &transfers).await?;
+    answers(&mut audit, db, tenant, seen, &instances).await?;
+    Ok(audit)
+}
+
+/// One effect per key, timers at most once, and every keyed effect with its record.
+async fn keys(audit: &mut Audit, db: &DatabaseConnection, tenant: &str) -> Result<()> {
+    let p = placeholder(db, 1);
+    let dup = of_tenant(
+        db,
+        tenant,
         &format!(
             "SELECT idempotency_key AS k, COUNT(*) AS n FROM ordo_transitions WHERE tenant = {p} \
              AND idempotency_key IS NOT NULL GROUP BY idempotency_key HAVING COUNT(*) > 1"
         ),
-        t(),
     )
     .await?;
     let keyed = count(db, "ordo_transitions", "idempotency_key IS NOT NULL", tenant).await?;
@@ -136,28 +161,32 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
     audit.check("no timer fired twice", timers, "timers fired", twice);
 
     // Every effect has its record (the second insurance was written with it).
-    let orphans = rows(
+    let orphans = of_tenant(
         db,
+        tenant,
         &format!(
             "SELECT t.idempotency_key AS k FROM ordo_transitions t LEFT JOIN ordo_idempotency i \
              ON i.tenant = t.tenant AND i.key = t.idempotency_key \
              WHERE t.tenant = {p} AND t.idempotency_key IS NOT NULL AND i.key IS NULL"
         ),
-        t(),
     )
     .await?;
     let violations =
         orphans.iter().map(|r| Ok(format!("key {} has no record", text(r, "k")?))).collect::<Result<_>>()?;
     audit.check("every keyed effect has its idempotency record", keyed, "keyed effects", violations);
+    Ok(())
+}
 
-    // The journal, replayed.
-    let journal: Vec<Entry> = rows(
+/// `tenant`'s journal, in order per instance.
+async fn journal(db: &DatabaseConnection, tenant: &str) -> Result<Vec<Entry>> {
+    let p = placeholder(db, 1);
+    of_tenant(
         db,
+        tenant,
         &format!(
             "SELECT machine, entity, version, event, from_state, to_state, params FROM ordo_transitions \
              WHERE tenant = {p} ORDER BY machine, entity, version"
         ),
-        t(),
     )
     .await?
     .iter()
@@ -173,28 +202,25 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
                 .context("a journal entry's params are not JSON")?,
         })
     })
-    .collect::<Result<_>>()?;
+    .collect()
+}
+
+/// Each order's and transfer's state is the replay of its journal, and no journal belongs to
+/// an instance that is not there. Returns the instances' ids.
+fn replays(
+    audit: &mut Audit,
+    journal: &[Entry],
+    orders: &[QueryResult],
+    transfers: &[QueryResult],
+) -> Result<BTreeSet<String>> {
     let mut by_instance: BTreeMap<(&str, &str), Vec<&Entry>> = BTreeMap::new();
-    for e in &journal {
+    for e in journal {
         by_instance.entry((e.machine.as_str(), e.entity.as_str())).or_default().push(e);
     }
-
-    let orders = rows(
-        db,
-        &format!("SELECT id, state, version, sku, quantity, account, amount FROM orders WHERE tenant = {p}"),
-        t(),
-    )
-    .await?;
-    let transfers = rows(
-        db,
-        &format!("SELECT id, state, version, payer, payee, amount FROM transfers WHERE tenant = {p}"),
-        t(),
-    )
-    .await?;
     let mut violations = Vec::new();
     let mut instances = BTreeSet::new();
-    for (machine, list) in [("Order", &orders), ("Transfer", &transfers)] {
-        for r in list.iter() {
+    for (machine, list) in [("Order", orders), ("Transfer", transfers)] {
+        for r in list {
             let id = r.try_get::<uuid::Uuid>("", "id")?.to_string();
             let (state, version) = (text(r, "state")?, int(r, "version")?);
             instances.insert(id.clone());
@@ -204,7 +230,6 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
             }
         }
     }
-    // And no journal of an instance that is not there.
     for ((machine, entity), _) in by_instance.iter().filter(|((m, _), _)| matches!(*m, "Order" | "Transfer"))
     {
         if !instances.contains(*entity) {
@@ -217,10 +242,23 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
         "orders and transfers",
         violations,
     );
+    Ok(instances)
+}
 
+/// Stock and money conserved: each resource's balance is what the journal added to it less
+/// what live orders and transfers hold.
+async fn conserved(
+    audit: &mut Audit,
+    db: &DatabaseConnection,
+    tenant: &str,
+    journal: &[Entry],
+    orders: &[QueryResult],
+    transfers: &[QueryResult],
+) -> Result<()> {
+    let p = placeholder(db, 1);
     // Operations on resources, summed from the journal: restock, deposit, withdraw.
     let mut added: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for e in &journal {
+    for e in journal {
         let amount = |name: &str| e.params[name].as_i64().unwrap_or(0);
         let delta = match (e.machine.as_str(), e.event.as_str()) {
             ("Inventory", "restock") => amount("quantity"),
@@ -234,7 +272,7 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
     // Stock: what is available plus what live orders hold is what was restocked.
     let mut held: BTreeMap<String, i64> = BTreeMap::new();
     let mut charged: BTreeMap<String, i64> = BTreeMap::new();
-    for r in &orders {
+    for r in orders {
         let state = text(r, "state")?;
         if state != "cancelled" {
             *held.entry(text(r, "sku")?).or_default() += int(r, "quantity")?;
@@ -243,26 +281,10 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
             *charged.entry(text(r, "account")?).or_default() += int(r, "amount")?;
         }
     }
-    let conserved = |resource: &'static str, sql: String, pending: BTreeMap<String, i64>| {
-        let added = &added;
-        async move {
-            let found = rows(db, &sql, vec![sea_orm::Value::from(tenant.to_string())]).await?;
-            conservation(resource, &found, added, pending)
-        }
-    };
-    let stock = format!("SELECT sku AS k, available AS v FROM inventories WHERE tenant = {p}");
-    let (n, violations) = conserved("Inventory", stock, held).await?;
-    audit.check("stock + held = restocked, never negative", n, "SKUs", violations);
-
-    // Wallets: deposits less withdrawals less what live paid orders were charged.
-    let wallets = format!("SELECT account AS k, balance AS v FROM wallets WHERE tenant = {p}");
-    let (n, violations) = conserved("Wallet", wallets, charged).await?;
-    audit.check("money conserved across wallets", n, "wallets", violations);
-
     // Accounts: deposits less withdrawals, less what pending and settled transfers took
     // from the payer, plus what settled ones gave the payee.
     let mut moved: BTreeMap<String, i64> = BTreeMap::new();
-    for r in &transfers {
+    for r in transfers {
         let (state, amount) = (text(r, "state")?, int(r, "amount")?);
         if matches!(state.as_str(), "pending" | "settled") {
             *moved.entry(text(r, "payer")?).or_default() += amount;
@@ -271,13 +293,39 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
             *moved.entry(text(r, "payee")?).or_default() -= amount;
         }
     }
-    let accounts = format!("SELECT id AS k, balance AS v FROM accounts WHERE tenant = {p}");
-    let (n, violations) = conserved("Account", accounts, moved).await?;
-    audit.check("money conserved across accounts", n, "accounts", violations);
+    let checks = [
+        (
+            "Inventory",
+            "inventories",
+            "sku",
+            "available",
+            held,
+            "stock + held = restocked, never negative",
+            "SKUs",
+        ),
+        ("Wallet", "wallets", "account", "balance", charged, "money conserved across wallets", "wallets"),
+        ("Account", "accounts", "id", "balance", moved, "money conserved across accounts", "accounts"),
+    ];
+    for (resource, table, key, value, pending, name, what) in checks {
+        let sql = format!("SELECT {key} AS k, {value} AS v FROM {table} WHERE tenant = {p}");
+        let found = of_tenant(db, tenant, &sql).await?;
+        let (n, violations) = conservation(resource, &found, &added, pending)?;
+        audit.check(name, n, what, violations);
+    }
+    Ok(())
+}
 
-    // Every 2xx the client saw.
+/// Every 2xx the client saw has its applied record, and what it created exists.
+async fn answers(
+    audit: &mut Audit,
+    db: &DatabaseConnection,
+    tenant: &str,
+    seen: &[Seen],
+    instances: &BTreeSet<String>,
+) -> Result<()> {
+    let p = placeholder(db, 1);
     let records: BTreeMap<String, String> =
-        rows(db, &format!("SELECT key, outcome FROM ordo_idempotency WHERE tenant = {p}"), t())
+        of_tenant(db, tenant, &format!("SELECT key, outcome FROM ordo_idempotency WHERE tenant = {p}"))
             .await?
             .iter()
             .map(|r| Ok((text(r, "key")?, text(r, "outcome")?)))
@@ -298,7 +346,7 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
         }
     }
     audit.check("every 2xx the client saw exists", seen.len(), "2xx answers", violations);
-    Ok(audit)
+    Ok(())
 }
 
 /// How long the audit waits for the relay to publish what the run committed.

@@ -17,12 +17,15 @@ use scenario::Scenario;
 use std::path::PathBuf;
 use traffic::Target;
 
+/// A recorded traffic shape to replay, and how much faster.
+pub type Replay = (Vec<TrafficRecord>, f64);
+
 /// A run.
 pub struct Run {
     pub target: Target,
     pub scenario: Scenario,
     /// Instead of the scenario's stages: a recorded traffic shape, and how much faster.
-    pub replay: Option<(Vec<TrafficRecord>, f64)>,
+    pub replay: Option<Replay>,
     /// The server's database, for the audit (none: no audit).
     pub database: Option<StoreConfig>,
     /// The tenant the load runs as (the API key's).
