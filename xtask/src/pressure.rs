@@ -253,6 +253,8 @@ fn start_own(
     Ok((server, key, database))
 }
 
+/// `cargo xtask pressure`: the load against the given server or one started here, with an
+/// online migration during it when asked; fails when a threshold, the audit or the migration does.
 pub fn pressure(root: &Path, args: PressureArgs) -> Result<ExitCode> {
     let (scenario, replay) = load_of(&args)?;
     // A replay of real traffic's shape always goes to the shadow tables.
