@@ -245,6 +245,18 @@ fn replays(
     Ok(instances)
 }
 
+/// Where a resource keeps its balance, and what live instances hold of it per key.
+struct Ledger {
+    resource: &'static str,
+    table: &'static str,
+    key: &'static str,
+    value: &'static str,
+    held: BTreeMap<String, i64>,
+    /// The check's name in the audit, and what it counts.
+    check: &'static str,
+    what: &'static str,
+}
+
 /// Stock and money conserved: each resource's balance is what the journal added to it less
 /// what live orders and transfers hold.
 async fn conserved(
@@ -293,24 +305,40 @@ async fn conserved(
             *moved.entry(text(r, "payee")?).or_default() -= amount;
         }
     }
-    let checks = [
-        (
-            "Inventory",
-            "inventories",
-            "sku",
-            "available",
+    let ledgers = [
+        Ledger {
+            resource: "Inventory",
+            table: "inventories",
+            key: "sku",
+            value: "available",
             held,
-            "stock + held = restocked, never negative",
-            "SKUs",
-        ),
-        ("Wallet", "wallets", "account", "balance", charged, "money conserved across wallets", "wallets"),
-        ("Account", "accounts", "id", "balance", moved, "money conserved across accounts", "accounts"),
+            check: "stock + held = restocked, never negative",
+            what: "SKUs",
+        },
+        Ledger {
+            resource: "Wallet",
+            table: "wallets",
+            key: "account",
+            value: "balance",
+            held: charged,
+            check: "money conserved across wallets",
+            what: "wallets",
+        },
+        Ledger {
+            resource: "Account",
+            table: "accounts",
+            key: "id",
+            value: "balance",
+            held: moved,
+            check: "money conserved across accounts",
+            what: "accounts",
+        },
     ];
-    for (resource, table, key, value, pending, name, what) in checks {
-        let sql = format!("SELECT {key} AS k, {value} AS v FROM {table} WHERE tenant = {p}");
+    for l in ledgers {
+        let sql = format!("SELECT {} AS k, {} AS v FROM {} WHERE tenant = {p}", l.key, l.value, l.table);
         let found = of_tenant(db, tenant, &sql).await?;
-        let (n, violations) = conservation(resource, &found, &added, pending)?;
-        audit.check(name, n, what, violations);
+        let (n, violations) = conservation(l.resource, &found, &added, l.held)?;
+        audit.check(l.check, n, l.what, violations);
     }
     Ok(())
 }
