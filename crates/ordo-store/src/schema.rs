@@ -165,6 +165,7 @@ impl MigratorTraitSelf for Migrator {
         all.push(Box::new(SpecVersions));
         all.push(Box::new(OutboxUnsent));
         all.push(Box::new(TenantKeys));
+        all.push(Box::new(OutboxLean));
         all
     }
 }
@@ -315,6 +316,54 @@ impl MigrationTrait for TenantKeys {
     /// The keys stay: `(tenant, id)` is as unique as `(id)`, and the tables made since
     /// `m0006` never had another.
     async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Ok(())
+    }
+}
+
+/// The outbox's indexes that every relay round paid for and no query needed. Marking a
+/// row sent changes `sent_at`, which the unsent-only indexes name, so PostgreSQL writes a
+/// new row version with an entry in every full index of the table. Two of them were left
+/// from before `m0005`: `(sent_at, created_at)`, whose new entries all went to one page
+/// (every unsent row has a null `sent_at`), and `(tenant, machine, entity, version)`, which
+/// the unsent-only index of the same columns replaced. Their one reader, the retention
+/// sweep, now finds old rows by `created_at` (which marking never changes), through a BRIN
+/// index on PostgreSQL (a summary per block range of a table written in time order: a few
+/// pages, nothing per row) and a plain one on SQLite (whose updates touch only the indexes
+/// of the columns they change).
+struct OutboxLean;
+
+impl MigrationName for OutboxLean {
+    fn name(&self) -> &str {
+        "m0007_ordo_outbox_lean"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for OutboxLean {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_unsent").await?;
+        conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_instance").await?;
+        let using = match manager.get_database_backend() {
+            sea_orm::DbBackend::Postgres => " USING brin",
+            _ => "",
+        };
+        conn.execute_unprepared(&format!(
+            "CREATE INDEX ordo_outbox_created ON ordo_outbox{using} (created_at)"
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        conn.execute_unprepared("DROP INDEX IF EXISTS ordo_outbox_created").await?;
+        conn.execute_unprepared("CREATE INDEX ordo_outbox_unsent ON ordo_outbox (sent_at, created_at)")
+            .await?;
+        conn.execute_unprepared(
+            "CREATE INDEX ordo_outbox_instance ON ordo_outbox (tenant, machine, entity, version)",
+        )
+        .await?;
         Ok(())
     }
 }

@@ -123,21 +123,20 @@ impl Store {
 
     /// Deletes outbox rows the relay published at or before `before`, at most `limit` per
     /// call (the sweeper calls it until it returns fewer); unpublished rows are never
-    /// deleted. Returns how many went.
+    /// deleted. Returns how many went. A row is published after it is made, so its
+    /// `created_at` is at or before `before` too: that condition is what the index
+    /// (`m0007`) finds old rows by, and changes what goes only when servers' clocks
+    /// disagree (a row made on a clock ahead of the relay's then stays that much longer).
     pub async fn purge_sent_outbox(
         &self,
         before: chrono::DateTime<chrono::Utc>,
         limit: u64,
     ) -> Result<u64, StoreError> {
         use sea_orm::sea_query::{Alias, Expr, ExprTrait};
-        let sent_at = Expr::col(Alias::new("sent_at"));
-        self.purge(
-            schema::OUTBOX,
-            &["tenant", "id"],
-            sent_at.clone().is_not_null().and(sent_at.lte(before)),
-            limit,
-        )
-        .await
+        let col = |c: &str| Expr::col(Alias::new(c));
+        let published = col("sent_at").is_not_null().and(col("sent_at").lte(before));
+        self.purge(schema::OUTBOX, &["tenant", "id"], col("created_at").lte(before).and(published), limit)
+            .await
     }
 
     /// Deletes at most `limit` rows of `table` matching `condition` (rows picked by their
