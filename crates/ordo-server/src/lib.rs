@@ -4,6 +4,7 @@
 pub mod api;
 pub mod breaker;
 pub mod config;
+pub mod document;
 pub mod middleware;
 pub mod record;
 pub mod relay;

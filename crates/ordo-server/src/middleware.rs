@@ -19,7 +19,7 @@ pub const REQUEST_ID_BYTES_MAX: usize = 64;
 pub struct Edge {
     pub metrics: Arc<Metrics>,
     pub recorder: Option<Arc<Recorder>>,
-    pub allowed: Allowed,
+    pub routes: Routes,
     pub timeout: Duration,
     pub body_bytes_max: usize,
 }
@@ -67,11 +67,31 @@ impl Edge {
             Ok(Err(e)) => e.into_response(),
             Err(_) => problem_response(Problem::new(ProblemCode::Overloaded, "the request took too long")),
         };
-        // A method the route does not serve: say which it does (RFC 9110).
-        if response.status() == StatusCode::METHOD_NOT_ALLOWED
-            && let Some(v) = self.allowed.at(&path).and_then(|m| HeaderValue::from_str(m).ok())
-        {
-            response.headers_mut().insert("allow", v);
+        // The router's own 404 and 405 are problems like every other answer; a 405 says
+        // which methods the route serves (RFC 9110).
+        let routing = |code, detail: String| {
+            let problem = problem_response(Problem::new(code, detail));
+            let plain =
+                response.headers().get("content-type").is_none_or(|t| t != "application/problem+json");
+            plain.then_some(problem)
+        };
+        match response.status() {
+            StatusCode::NOT_FOUND => {
+                if let Some(r) = routing(ProblemCode::NotFound, format!("no route {method} {path}")) {
+                    response = r;
+                }
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let allow = self.routes.at(&path).map(|r| r.methods.clone()).unwrap_or_default();
+                let detail = format!("{path} does not serve {method}; it serves {allow}");
+                if let Some(r) = routing(ProblemCode::MethodNotAllowed, detail) {
+                    response = r;
+                }
+                if let Ok(v) = HeaderValue::from_str(&allow) {
+                    response.headers_mut().insert("allow", v);
+                }
+            }
+            _ => {}
         }
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
@@ -90,7 +110,8 @@ impl Edge {
     /// Reads the body within the limit and the request's time, or answers for it: a
     /// declared length past the limit is refused before reading, a body without one is read
     /// only up to it; a client that stops sending mid-body is answered 408 and holds
-    /// nothing past it, and one that closes mid-body is a 400.
+    /// nothing past it, and one that closes mid-body is a 400. An empty body with no
+    /// `Content-Type`, where the route's body may be left out, reads as `{}`.
     async fn read_body(&self, req: &mut Request, deadline: tokio::time::Instant) -> Result<(), Response> {
         let max = self.body_bytes_max;
         let too_large = || {
@@ -105,7 +126,12 @@ impl Edge {
         }
         match tokio::time::timeout_at(deadline, req.take_body().into_bytes_limit(max)).await {
             Ok(Ok(bytes)) => {
-                req.set_body(bytes);
+                if bytes.is_empty() && self.routes.body_may_be_left_out(req) {
+                    req.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                    req.set_body("{}");
+                } else {
+                    req.set_body(bytes);
+                }
                 Ok(())
             }
             Ok(Err(poem::error::ReadBodyError::PayloadTooLarge)) => Err(too_large()),
@@ -131,42 +157,59 @@ fn request_id(req: &Request) -> String {
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string)
 }
 
-/// The methods each path serves, for the `Allow` header of a 405: the OpenAPI document's
-/// paths (`{param}` segments match any one segment), and the plain routes (all GET).
-pub struct Allowed(Vec<(Vec<String>, String)>);
+/// What the middleware knows of each route from the OpenAPI document (`{param}` segments
+/// match any one segment) and the plain routes (all GET): the methods it serves, for the
+/// `Allow` header of a 405; and whether its POST may come without a body (an event without
+/// parameters), which then reads as `{}`.
+pub struct Routes(Vec<Route>);
 
-impl Allowed {
-    pub fn of(spec: &str) -> Allowed {
-        let doc: serde_json::Value =
-            serde_json::from_str(spec).expect("the OpenAPI document poem-openapi wrote is JSON");
-        let mut paths: Vec<(Vec<String>, String)> = doc["paths"]
+struct Route {
+    template: Vec<String>,
+    methods: String,
+    optional_body: bool,
+}
+
+impl Routes {
+    pub fn of(document: &str) -> Routes {
+        let doc: serde_json::Value = serde_json::from_str(document).expect("the OpenAPI document is JSON");
+        let mut routes: Vec<Route> = doc["paths"]
             .as_object()
             .into_iter()
             .flatten()
             .map(|(path, ops)| {
                 let methods: Vec<String> =
                     ops.as_object().into_iter().flatten().map(|(m, _)| m.to_ascii_uppercase()).collect();
-                (path.split('/').map(str::to_string).collect(), methods.join(", "))
+                Route {
+                    template: path.split('/').map(str::to_string).collect(),
+                    methods: methods.join(", "),
+                    optional_body: ops["post"]["requestBody"]["required"] == false,
+                }
             })
             .collect();
         for plain in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"] {
-            paths.push((plain.split('/').map(str::to_string).collect(), "GET".to_string()));
+            let template = plain.split('/').map(str::to_string).collect();
+            routes.push(Route { template, methods: "GET".to_string(), optional_body: false });
         }
-        Allowed(paths)
+        Routes(routes)
     }
 
-    fn at(&self, path: &str) -> Option<&str> {
+    fn at(&self, path: &str) -> Option<&Route> {
         let segments: Vec<&str> = path.split('/').collect();
-        self.0
-            .iter()
-            .find(|(template, _)| {
-                template.len() == segments.len()
-                    && template
-                        .iter()
-                        .zip(&segments)
-                        .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
-            })
-            .map(|(_, methods)| methods.as_str())
+        self.0.iter().find(|r| {
+            r.template.len() == segments.len()
+                && r.template
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+        })
+    }
+
+    /// Whether this POST, with no body, may also leave out its `Content-Type`: a route whose
+    /// body may be left out (then it reads as `{}`, as if the client had sent that).
+    fn body_may_be_left_out(&self, req: &Request) -> bool {
+        req.method() == poem::http::Method::POST
+            && req.header("content-type").is_none()
+            && self.at(req.uri().path()).is_some_and(|r| r.optional_body)
     }
 }
 

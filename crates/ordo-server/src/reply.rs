@@ -147,6 +147,8 @@ problem_codes! {
     KeyInUse = "idempotency-key-in-use", 409, "a request with this key is still in flight";
     KeyReused = "idempotency-key-reused", 422, "this key was used for a different request";
     Malformed = "malformed-request", 400, "the body or a parameter does not parse";
+    UnsupportedMediaType = "unsupported-media-type", 415, "the body is not `application/json`";
+    MethodNotAllowed = "method-not-allowed", 405, "the route does not serve this method; `Allow` lists those it does";
     PayloadTooLarge = "payload-too-large", 413, "the body is larger than the configured limit";
     RequestTimeout = "request-timeout", 408, "the body did not arrive within the request timeout";
     Unauthorized = "unauthorized", 401, "no valid API key";
@@ -215,6 +217,8 @@ pub enum Reply<T: ToJSON> {
     ),
     #[oai(status = 412, content_type = "application/problem+json")]
     PreconditionFailed(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>, #[oai(header = "Idempotent-Replayed")] Option<String>),
     #[oai(status = 429, content_type = "application/problem+json")]
@@ -225,9 +229,14 @@ pub enum Reply<T: ToJSON> {
     Unavailable(Json<Problem>, #[oai(header = "Retry-After")] u64),
 }
 
-/// A request the routes' types refuse: a body or parameter that does not parse, or no
-/// `Idempotency-Key` (a required header; its value is checked by `parse_key`).
+/// A request the routes' types refuse: a body or parameter that does not parse, no
+/// `Idempotency-Key` (a required header; its value is checked by `parse_key`), or a body
+/// that is not JSON by its `Content-Type` (or has none).
 fn malformed<T: ToJSON>(err: poem::Error) -> Reply<T> {
+    if err.is::<poem_openapi::error::ContentTypeError>() {
+        let detail = format!("{err}; send the body as `Content-Type: application/json`");
+        return Reply::UnsupportedMediaType(Json(Problem::new(ProblemCode::UnsupportedMediaType, detail)));
+    }
     match err.downcast_ref::<poem_openapi::error::ParseParamError>() {
         Some(p) if p.name == IDEMPOTENCY_KEY => Reply::BadRequest(Json(Problem::new(
             ProblemCode::MissingKey,
@@ -258,7 +267,8 @@ impl<T: ToJSON> Reply<T> {
             RateLimited => Reply::TooManyRequests(Json(p), RETRY_AFTER_S),
             Overloaded => Reply::Unavailable(Json(p), RETRY_AFTER_S),
             Internal => Reply::Internal(Json(p)),
-            PayloadTooLarge | RequestTimeout => {
+            UnsupportedMediaType => Reply::UnsupportedMediaType(Json(p)),
+            PayloadTooLarge | RequestTimeout | MethodNotAllowed => {
                 // The middleware answers these before any route runs.
                 tracing::error!(code = p.code.code(), "a route answered a problem only the middleware gives");
                 Reply::Internal(Json(Problem::new(Internal, "internal error")))
@@ -286,6 +296,7 @@ impl Reply<Value> {
             Reply::NotFound(p, r) => Reply::NotFound(p, r),
             Reply::Conflict(p, a, r) => Reply::Conflict(p, a, r),
             Reply::PreconditionFailed(p, r) => Reply::PreconditionFailed(p, r),
+            Reply::UnsupportedMediaType(p) => Reply::UnsupportedMediaType(p),
             Reply::Unprocessable(p, r) => Reply::Unprocessable(p, r),
             Reply::TooManyRequests(p, a) => Reply::TooManyRequests(p, a),
             Reply::Internal(p) => Reply::Internal(p),
@@ -408,7 +419,8 @@ mod tests {
     /// A route's answer has the status its problem says: one table, one mapping.
     #[test]
     fn every_route_problem_answers_with_its_own_status() {
-        let middleware_only = [ProblemCode::PayloadTooLarge, ProblemCode::RequestTimeout];
+        let middleware_only =
+            [ProblemCode::PayloadTooLarge, ProblemCode::RequestTimeout, ProblemCode::MethodNotAllowed];
         let mut codes = std::collections::BTreeSet::new();
         for &code in ProblemCode::ALL {
             assert!(codes.insert(code.code()), "`{}` is the code of two problems", code.code());

@@ -5,7 +5,7 @@
 use crate::api::{Ctx, Lane, ProblemCode, RateLimit, Tenants};
 use crate::config::Config;
 use crate::generated::{GeneratedApi, SPECS};
-use crate::middleware::{Allowed, Edge, contain_panics};
+use crate::middleware::{Edge, Routes, contain_panics};
 use crate::relay::RELAY_BATCH_MAX;
 use ordo_idempotency::{LeaseConfig, Leases};
 use ordo_store::{SpecSource, Store, StoreConfig};
@@ -57,41 +57,13 @@ pub fn openapi(ctx: Arc<Ctx>) -> OpenApiService<GeneratedApi, ()> {
     OpenApiService::new(GeneratedApi(ctx), "Ordo", env!("CARGO_PKG_VERSION")).description(problem_doc())
 }
 
-/// The OpenAPI document poem-openapi made, with the fields' checks and the parameters'
-/// patterns stated in their schemas (`generated::SCHEMA_KEYWORDS`, `PARAMETER_KEYWORDS`).
-fn documented(spec: &str) -> String {
-    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else { return spec.to_string() };
-    let merge = |into: &mut serde_json::Value, keywords: &str| {
-        if let (Some(into), Ok(serde_json::Value::Object(keywords))) =
-            (into.as_object_mut(), serde_json::from_str(keywords))
-        {
-            into.extend(keywords);
-        }
-    };
-    for (schema, field, keywords) in crate::generated::SCHEMA_KEYWORDS {
-        merge(&mut doc["components"]["schemas"][*schema]["properties"][*field], keywords);
-    }
-    for (path, ops) in doc["paths"].as_object_mut().into_iter().flatten() {
-        for op in ops.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
-            for param in op["parameters"].as_array_mut().into_iter().flatten() {
-                for (at, name, keywords) in crate::generated::PARAMETER_KEYWORDS {
-                    if (*at == "*" || at == path) && param["name"] == *name {
-                        merge(&mut param["schema"], keywords);
-                    }
-                }
-            }
-        }
-    }
-    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
-}
-
 /// The OpenAPI document of the generated routes, as checked in at `docs/openapi.json`.
 pub fn openapi_json() -> String {
     let metrics = Arc::new(crate::telemetry::Metrics::new().expect("metrics build on a fresh registry"));
     let nothing = Lane::new(Vec::new(), None);
     let breakers = Arc::new(crate::breaker::Breakers::new(1, 1));
     let ctx = Ctx::new(nothing, Tenants::default(), RateLimit::new(1, 1), metrics, breakers);
-    documented(&openapi(Arc::new(ctx)).spec())
+    crate::document::documented(&openapi(Arc::new(ctx)).spec(), crate::document::DEFAULT_SERVER, true)
 }
 
 fn problem_doc() -> String {
@@ -171,6 +143,7 @@ async fn reconcile(
 impl Application {
     pub async fn build(config: &Config) -> Result<Application, StartError> {
         let tenants = Tenants::parse(&config.api_keys)?;
+        let keyed = !tenants.single_tenant();
         if tenants.single_tenant() {
             if !config.listen.ip().is_loopback() {
                 return Err(StartError::PublicWithoutKeys { listen: config.listen });
@@ -210,10 +183,11 @@ impl Application {
             ctx = ctx.with_shadow(shadow, shadow_tenants);
         }
         let ctx = Arc::new(ctx);
-        let service = openapi(ctx.clone()).server(format!("http://{}", config.listen));
+        let service = openapi(ctx.clone());
         let docs = service.swagger_ui();
-        let document = documented(&service.spec());
-        let allowed = Allowed::of(&document);
+        let server = format!("http://{}", config.listen);
+        let document = crate::document::documented(&service.spec(), &server, keyed);
+        let routes = Routes::of(&document);
         let spec_json = get(poem::endpoint::make_sync(move |_| {
             Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
         }));
@@ -228,7 +202,7 @@ impl Application {
         let edge = Arc::new(Edge {
             metrics: metrics.clone(),
             recorder,
-            allowed,
+            routes,
             timeout: Duration::from_millis(config.request_timeout_ms),
             body_bytes_max: config.body_bytes_max,
         });

@@ -314,7 +314,63 @@ fn a_method_a_path_does_not_serve_is_405_with_allow() {
             text.contains(&format!("\r\nallow: {}\r\n", allow.to_ascii_lowercase())),
             "{method} {path}: {text}"
         );
+        assert!(text.contains("\r\ncontent-type: application/problem+json\r\n"), "{method} {path}: {text}");
+        assert!(text.contains("urn:ordo:problem:method-not-allowed"), "{method} {path}: {text}");
     }
+}
+
+/// Every answer is problem+json, the router's own included: a path no route serves is 404
+/// `not-found`, a body that is not JSON by its `Content-Type` (or has none) 415
+/// `unsupported-media-type`; both write nothing.
+#[test]
+fn unknown_routes_and_bodies_of_another_type_are_problems() {
+    let (addr, url) = server();
+    let json = |t: &str| (String::from("Content-Type"), t.as_bytes().to_vec());
+    let key = (String::from("Idempotency-Key"), b"media-type".to_vec());
+    let before = count(&url, "orders");
+    for (method, path, headers, status, code) in [
+        ("GET", "/nowhere", vec![], 404, "not-found"),
+        ("POST", "/orders/x/y/z", vec![key.clone()], 404, "not-found"),
+        ("POST", "/orders", vec![key.clone(), json("text/plain")], 415, "unsupported-media-type"),
+        ("POST", "/orders", vec![key.clone(), json("application/xml")], 415, "unsupported-media-type"),
+        ("POST", "/orders", vec![key.clone()], 415, "unsupported-media-type"),
+    ] {
+        let body = VALID_ORDER.as_bytes();
+        let text = response(addr, &request(method, path, &headers, body, Some(body.len())), false);
+        let lower = text.to_ascii_lowercase();
+        assert!(lower.starts_with(&format!("http/1.1 {status}")), "{method} {path}: {text}");
+        assert!(lower.contains("\r\ncontent-type: application/problem+json\r\n"), "{method} {path}: {text}");
+        assert!(text.contains(&format!("\"urn:ordo:problem:{code}\"")), "{method} {path}: {text}");
+    }
+    assert_eq!(count(&url, "orders"), before, "a refused request writes nothing");
+}
+
+/// An event without parameters may be sent with no body and no `Content-Type` (the
+/// document says its body is optional); an event with parameters may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_without_parameters_needs_no_body() {
+    let api = api(ordo_testkit::Backend::Sqlite, |_| {}).await;
+    api.post("/inventory/sku-1/restock", "stock", serde_json::json!({"quantity": 5})).await;
+    api.post("/wallet/acct/deposit", "money", serde_json::json!({"amount": 100})).await;
+    let order = serde_json::from_str::<serde_json::Value>(VALID_ORDER).unwrap();
+    let placed = api.post("/orders", "place", order).await;
+    let id = placed.body["id"].as_str().unwrap().to_string();
+    let api = &api;
+    let bare = |path: String, key: &'static str| async move {
+        api.call(poem::http::Method::POST, &path, Some(key), None, None).await
+    };
+    let paid = bare(format!("/orders/{id}/pay"), "pay").await;
+    assert_eq!(paid.status, StatusCode::OK, "{}", paid.text);
+    assert_eq!(api.get(&format!("/orders/{id}")).await.body["state"], "paid");
+    // The same request again is its replay: `{}` and no body are one request.
+    let again = api.post(&format!("/orders/{id}/pay"), "pay", serde_json::json!({})).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    let ship = bare(format!("/orders/{id}/ship"), "ship").await;
+    assert_eq!(ship.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "ship takes a carrier: {}", ship.text);
+    let doc: serde_json::Value = serde_json::from_str(&api.get("/openapi.json").await.text).unwrap();
+    assert_eq!(doc["paths"]["/orders/{id}/pay"]["post"]["requestBody"]["required"], false);
+    assert_eq!(doc["paths"]["/orders/{id}/ship"]["post"]["requestBody"]["required"], true);
 }
 
 /// A whole number past 2^53 - 1 in a request is refused (422, nothing written), so no one

@@ -1,0 +1,227 @@
+//! The OpenAPI document as served and checked in (`docs/openapi.json`): what poem-openapi
+//! writes from the generated routes, then made to say what the server enforces. The
+//! fields' checks and the parameters' patterns as schema keywords (`generated::
+//! SCHEMA_KEYWORDS`, `PARAMETER_KEYWORDS`); for each operation exactly the responses it
+//! can give, each described, with conventional header names (poem-openapi writes every
+//! route's one `Reply` type, all twelve statuses, headers in capitals); the bearer scheme
+//! and the one public route; the problem `type`s as an enum; `servers`; and a body that an
+//! event without parameters may leave out.
+
+use crate::api::ProblemCode;
+use serde_json::{Value, json};
+
+/// Where the checked-in document says the server is: the default `ORDO_LISTEN`.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// What a route is, as far as its answers go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A GET of the API (an instance, a row, a journal, the feed).
+    Read,
+    /// `POST /<machines>`: a keyed create.
+    Create,
+    /// `POST /<machines>/{id}/<event>`: a keyed event (with `If-Match`).
+    Event,
+    /// `POST /<resource>/{key}/<operation>`: a keyed operation on a resource row.
+    Operation,
+}
+
+impl Kind {
+    /// `None`: a route of no tenant (it answers no 401), the machines' diagrams.
+    fn of(method: &str, path: &str, op: &Value) -> Option<Kind> {
+        let has = |name: &str| {
+            op["parameters"].as_array().into_iter().flatten().any(|p| p["name"].as_str() == Some(name))
+        };
+        if op["responses"].get("401").is_none() {
+            return None;
+        }
+        match method {
+            "get" => Some(Kind::Read),
+            "post" if !has("Idempotency-Key") => None,
+            "post" if !path.contains('{') => Some(Kind::Create),
+            "post" if has("If-Match") => Some(Kind::Event),
+            "post" => Some(Kind::Operation),
+            _ => None,
+        }
+    }
+
+    /// Every status the route can answer, and what each means; `keyed`: the server asks
+    /// for API keys.
+    fn statuses(self, keyed: bool) -> Vec<(&'static str, &'static str)> {
+        let mut s = match self {
+            Kind::Read => vec![("200", "Found.")],
+            Kind::Create => vec![("201", "Created, or the replay of the request first sent with this key.")],
+            Kind::Event | Kind::Operation => {
+                vec![("200", "Applied, or the replay of the request first sent with this key.")]
+            }
+        };
+        s.push((
+            "400",
+            "A parameter or the body does not parse, or the Idempotency-Key is missing or malformed.",
+        ));
+        if keyed {
+            s.push(("401", "No valid API key (`Authorization: Bearer <key>`)."));
+        }
+        s.push(("403", "This API key may not send load-test traffic (`X-Load-Test: true`)."));
+        if matches!(self, Kind::Read | Kind::Event) {
+            s.push(("404", "No such instance or row for this tenant."));
+        }
+        if self != Kind::Read {
+            s.push(("408", "The body did not arrive within the request timeout."));
+            s.push((
+                "409",
+                "The event has no transition from the current state (`allowed` lists those that do), a \
+                 resource change would break its check, or a request with this key is still in flight \
+                 (retry after `Retry-After`).",
+            ));
+        }
+        if self == Kind::Event {
+            s.push(("412", "`If-Match` names another version than the current one (`current_version`)."));
+        }
+        if self != Kind::Read {
+            s.push(("413", "The body is larger than the configured limit."));
+            s.push(("415", "The body is not `application/json`."));
+            s.push((
+                "422",
+                "A field or parameter breaks its check, a guard is false, or this key was used for a \
+                 different request.",
+            ));
+        }
+        s.push(("429", "The tenant's request rate is over its limit; retry after `Retry-After`."));
+        s.push(("500", "An internal error; it is logged, never described."));
+        s.push(("503", "The database is busy or unavailable; retry after `Retry-After`."));
+        s
+    }
+}
+
+/// The document poem-openapi wrote (`spec`), made to say what the server enforces;
+/// `server` is where it is served from; `keyed`: it asks for API keys (`ORDO_API_KEYS`), as
+/// every deployment but a single-tenant one on loopback does, and as the checked-in
+/// document says. A server without keys serves a document without the bearer scheme and
+/// without 401s, since it asks for none.
+pub fn documented(spec: &str, server: &str, keyed: bool) -> String {
+    let mut doc: Value = serde_json::from_str(spec).expect("the OpenAPI document poem-openapi wrote is JSON");
+    keywords(&mut doc);
+    operations(&mut doc, keyed);
+    problem_types(&mut doc);
+    doc["servers"] = json!([{ "url": server }]);
+    if !keyed {
+        return serde_json::to_string_pretty(&doc).expect("a JSON value serializes");
+    }
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key of `ORDO_API_KEYS` (`tenant:key`); it names the tenant. A server \
+                            started without keys serves one tenant, on a loopback address only, and \
+                            asks for none.",
+        }
+    });
+    doc["security"] = json!([{ "bearer": [] }]);
+    serde_json::to_string_pretty(&doc).expect("a JSON value serializes")
+}
+
+/// The fields' checks and the parameters' patterns, as schema keywords.
+fn keywords(doc: &mut Value) {
+    let merge = |into: &mut Value, keywords: &str| {
+        if let (Some(into), Ok(Value::Object(keywords))) =
+            (into.as_object_mut(), serde_json::from_str(keywords))
+        {
+            into.extend(keywords);
+        }
+    };
+    for (schema, field, keywords) in crate::generated::SCHEMA_KEYWORDS {
+        merge(&mut doc["components"]["schemas"][*schema]["properties"][*field], keywords);
+    }
+    for (path, ops) in doc["paths"].as_object_mut().into_iter().flatten() {
+        for op in ops.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+            for param in op["parameters"].as_array_mut().into_iter().flatten() {
+                for (at, name, keywords) in crate::generated::PARAMETER_KEYWORDS {
+                    if (*at == "*" || at == path) && param["name"] == *name {
+                        merge(&mut param["schema"], keywords);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Each operation's own responses, described, with their headers' usual names; the one
+/// route without a key is public; a body without parameters may be left out.
+fn operations(doc: &mut Value, keyed: bool) {
+    let problem =
+        json!({ "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } });
+    for (path, ops) in doc["paths"].as_object_mut().into_iter().flatten() {
+        for (method, op) in ops.as_object_mut().into_iter().flatten() {
+            let Some(kind) = Kind::of(method, path, op) else {
+                // The diagram: no tenant, no key.
+                op["security"] = json!([]);
+                describe(&mut op["responses"], &[("200", "The diagram."), ("404", "No such machine.")]);
+                continue;
+            };
+            let statuses = kind.statuses(keyed);
+            let responses = &mut op["responses"];
+            if let Some(all) = responses.as_object_mut() {
+                all.retain(|status, _| statuses.iter().any(|(s, _)| s == status));
+                for (status, _) in &statuses {
+                    // The middleware's answers: the route's own type does not list them.
+                    all.entry(status.to_string()).or_insert_with(|| json!({ "content": problem.clone() }));
+                }
+            }
+            describe(responses, &statuses);
+            let Some(body) = op.get_mut("requestBody") else { continue };
+            let no_params = body["content"]
+                .as_object()
+                .into_iter()
+                .flat_map(|c| c.values())
+                .any(|c| c["schema"]["$ref"] == "#/components/schemas/NoParams");
+            if no_params {
+                body["required"] = json!(false);
+                body["description"] = json!("No parameters: `{}`, or no body and no `Content-Type` at all.");
+            }
+        }
+    }
+}
+
+/// Each response's description, and its headers by their usual names with what they say.
+fn describe(responses: &mut Value, statuses: &[(&str, &str)]) {
+    for (status, response) in responses.as_object_mut().into_iter().flatten() {
+        if let Some((_, text)) = statuses.iter().find(|(s, _)| s == status) {
+            response["description"] = json!(text);
+        }
+        let Some(headers) = response.get_mut("headers").and_then(Value::as_object_mut) else { continue };
+        let named: serde_json::Map<String, Value> = std::mem::take(headers)
+            .into_iter()
+            .map(|(name, mut header)| {
+                let (name, what) = header_name(&name);
+                header["description"] = json!(what);
+                (name.to_string(), header)
+            })
+            .collect();
+        *headers = named;
+    }
+}
+
+/// A header as it is usually spelled (poem-openapi writes them in capitals), and what it says.
+fn header_name(upper: &str) -> (&str, &'static str) {
+    match upper.to_ascii_lowercase().as_str() {
+        "etag" => ("ETag", "The instance's version, for `If-Match`."),
+        "idempotent-replayed" => (
+            "Idempotent-Replayed",
+            "`true` when this is the stored answer of an earlier request with this key.",
+        ),
+        "location" => ("Location", "Where the new instance is read."),
+        "retry-after" => ("Retry-After", "Seconds to wait before retrying."),
+        "www-authenticate" => ("WWW-Authenticate", "`Bearer`."),
+        _ => (upper, ""),
+    }
+}
+
+/// A problem's `type` is one of the stable URNs.
+fn problem_types(doc: &mut Value) {
+    let urns: Vec<String> =
+        ProblemCode::ALL.iter().map(|c| format!("urn:ordo:problem:{}", c.code())).collect();
+    let kind = &mut doc["components"]["schemas"]["Problem"]["properties"]["type"];
+    kind["enum"] = json!(urns);
+    kind["example"] = json!("urn:ordo:problem:invalid-transition");
+}
