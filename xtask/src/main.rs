@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod chaos;
+mod clients;
 mod migrate;
 mod pressure;
 mod services;
@@ -52,6 +53,10 @@ enum Top {
     /// schedule (Redis, PostgreSQL, the network, a failover, killed servers), then the audit
     /// and each fault's failures and recovery time. Starts and stops everything it uses.
     Chaos(Box<chaos::ChaosArgs>),
+    /// Generate the Python, TypeScript and Rust clients from docs/openapi.json into
+    /// clients/, type-check them, and run the scenario of clients/examples/ through each
+    /// against a fresh server (npm, openapi-python-client and mypy needed; see .ci/run).
+    Clients,
     /// Run the whole test suite: formatting, lints, then every test of the workspace.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -148,6 +153,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Top::Pressure(args) => pressure::pressure(&workspace_root(), *args),
         Top::Chaos(args) => chaos::chaos(&workspace_root(), *args),
+        Top::Clients => clients::clients(&workspace_root()).map(|()| ExitCode::SUCCESS),
         Top::Test { cargo_args } => suite::test(&cargo_args),
         Top::Bench { cargo_args } => suite::bench(&cargo_args),
     }

@@ -1,5 +1,5 @@
 //! `cargo xtask test`, the README's test command (formatting, lints, every test, the
-//! generated client, schemathesis, small pressure and chaos runs), and `cargo xtask bench`.
+//! generated clients, schemathesis, small pressure and chaos runs), and `cargo xtask bench`.
 
 use crate::{Cli, Top, cargo, chaos, pressure, services, workspace_root};
 use anyhow::{Context, Result, bail};
@@ -35,8 +35,10 @@ pub fn test(extra: &[String]) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     }
-    eprintln!("== clients: a Python client generated from docs/openapi.json places an order");
-    if let Err(e) = python_client(&root) {
+    eprintln!(
+        "== clients: Python, TypeScript and Rust clients generated from docs/openapi.json, type-checked, and the scenario run through each"
+    );
+    if let Err(e) = crate::clients::clients(&root) {
         eprintln!("== clients failed: {e:#}");
         return Ok(ExitCode::FAILURE);
     }
@@ -152,41 +154,6 @@ fn schemathesis(root: &Path) -> Result<()> {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
     if status.success() { Ok(()) } else { bail!("schemathesis found failures (above)") }
-}
-
-/// Generates the Python client from `docs/openapi.json` (openapi-python-client, from PyPI),
-/// starts the server built by the tests on a free port with a scratch SQLite database, and
-/// places and pays an order through the client.
-fn python_client(root: &Path) -> Result<()> {
-    let generator = services::which("openapi-python-client")
-        .context("openapi-python-client not found: pip install openapi-python-client")?;
-    let dir = std::env::temp_dir().join(format!("ordo-pyclient-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let out = Command::new(generator)
-        .args(["generate", "--meta", "none", "--overwrite", "--path"])
-        .arg(root.join("docs/openapi.json"))
-        .arg("--output-path")
-        .arg(dir.join("ordo_client"))
-        .output()?;
-    if !out.status.success() || !dir.join("ordo_client/models/order.py").exists() {
-        bail!(
-            "generating the client failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let server = pressure::start_server(
-        &pressure::build_server(root, pressure::Profile::Dev)?,
-        &[("DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.join("client.db").display()))],
-    )?;
-    let check = root.join("xtask/clients/python_check.py");
-    let status = Command::new("python3").arg(check).arg(&dir).arg(&server.url).status()?;
-    drop(server);
-    let result =
-        if status.success() { Ok(()) } else { Err(anyhow::anyhow!("the Python client check failed")) };
-    let _ = std::fs::remove_dir_all(&dir);
-    result
 }
 
 /// `cargo xtask bench`: every criterion bench (release build), with PostgreSQL and Redis

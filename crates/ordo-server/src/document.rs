@@ -32,9 +32,7 @@ impl Kind {
         let has = |name: &str| {
             op["parameters"].as_array().into_iter().flatten().any(|p| p["name"].as_str() == Some(name))
         };
-        if op["responses"].get("401").is_none() {
-            return None;
-        }
+        op["responses"].get("401")?;
         match method {
             "get" => Some(Kind::Read),
             "post" if !has("Idempotency-Key") => None,
@@ -104,6 +102,7 @@ pub fn documented(spec: &str, server: &str, keyed: bool) -> String {
     keywords(&mut doc);
     operations(&mut doc, keyed);
     problem_types(&mut doc);
+    first_steps(&mut doc);
     doc["servers"] = json!([{ "url": server }]);
     if !keyed {
         return serde_json::to_string_pretty(&doc).expect("a JSON value serializes");
@@ -169,7 +168,11 @@ fn operations(doc: &mut Value, keyed: bool) {
                 }
             }
             describe(responses, &statuses);
+            also_as_json(responses);
             let Some(body) = op.get_mut("requestBody") else { continue };
+            if let Some(content) = body.get_mut("content").and_then(Value::as_object_mut) {
+                plain_json(content);
+            }
             let no_params = body["content"]
                 .as_object()
                 .into_iter()
@@ -180,6 +183,28 @@ fn operations(doc: &mut Value, keyed: bool) {
                 body["description"] = json!("No parameters: `{}`, or no body and no `Content-Type` at all.");
             }
         }
+    }
+}
+
+/// Media types as generators look them up: `application/json` (poem-openapi writes
+/// `application/json; charset=utf-8`, which is what the server sends), and a problem also
+/// as `application/json`, the one media type some generators (progenitor) type; the body
+/// is the same either way, and its `Content-Type` says `application/problem+json`.
+fn also_as_json(responses: &mut Value) {
+    for response in responses.as_object_mut().into_iter().flat_map(|r| r.values_mut()) {
+        if let Some(content) = response.get_mut("content").and_then(Value::as_object_mut) {
+            plain_json(content);
+            if let Some(problem) = content.get("application/problem+json").cloned() {
+                content.insert("application/json".to_string(), problem);
+            }
+        }
+    }
+}
+
+/// `application/json; charset=utf-8` as `application/json`.
+fn plain_json(content: &mut serde_json::Map<String, Value>) {
+    if let Some(media) = content.remove("application/json; charset=utf-8") {
+        content.insert("application/json".to_string(), media);
     }
 }
 
@@ -215,6 +240,27 @@ fn header_name(upper: &str) -> (&str, &'static str) {
         "www-authenticate" => ("WWW-Authenticate", "`Bearer`."),
         _ => (upper, ""),
     }
+}
+
+/// The README's first five minutes, where `/docs` opens, when the shipped order spec is
+/// served (its routes are in the document).
+fn first_steps(doc: &mut Value) {
+    let paths = ["/inventory/{key}/restock", "/wallet/{key}/deposit", "/orders", "/orders/{id}/pay"];
+    if !paths.iter().all(|p| doc["paths"].get(p).is_some()) {
+        return;
+    }
+    let steps = "## First steps\n\n\
+        1. `POST /inventory/sku-1/restock` with `{\"quantity\": 10}` and `POST /wallet/acct-1/deposit` \
+        with `{\"amount\": 1000}`, each with an `Idempotency-Key`.\n\
+        2. `POST /orders` with `{\"sku\": \"sku-1\", \"quantity\": 2, \"account\": \"acct-1\", \"amount\": 300}`: \
+        201, `ETag: \"1\"`. Sent again with the same key (a lost answer), it is answered the same, with \
+        `Idempotent-Replayed: true`, and no second order is placed.\n\
+        3. `POST /orders/{id}/pay` with `If-Match: \"1\"` and no body: 200, state `paid`, `ETag: \"2\"`.\n\
+        4. `POST /orders/{id}/deliver`: 409 `invalid-transition` with `allowed: [\"cancel\", \"ship\"]`; \
+        `POST /orders/{id}/ship` with the old `If-Match: \"1\"`: 412 `stale-version` with `current_version: 2`.\n\
+        5. `GET /orders/{id}/transitions`: `place`, then `pay`.\n\n";
+    let description = doc["info"]["description"].as_str().unwrap_or_default();
+    doc["info"]["description"] = json!(format!("{steps}{description}"));
 }
 
 /// A problem's `type` is one of the stable URNs.

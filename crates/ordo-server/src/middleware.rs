@@ -110,8 +110,8 @@ impl Edge {
     /// Reads the body within the limit and the request's time, or answers for it: a
     /// declared length past the limit is refused before reading, a body without one is read
     /// only up to it; a client that stops sending mid-body is answered 408 and holds
-    /// nothing past it, and one that closes mid-body is a 400. An empty body with no
-    /// `Content-Type`, where the route's body may be left out, reads as `{}`.
+    /// nothing past it, and one that closes mid-body is a 400. An empty body where the
+    /// route's body may be left out reads as `{}`.
     async fn read_body(&self, req: &mut Request, deadline: tokio::time::Instant) -> Result<(), Response> {
         let max = self.body_bytes_max;
         let too_large = || {
@@ -204,11 +204,15 @@ impl Routes {
         })
     }
 
-    /// Whether this POST, with no body, may also leave out its `Content-Type`: a route whose
-    /// body may be left out (then it reads as `{}`, as if the client had sent that).
+    /// Whether this POST, with no body, is one whose body may be left out (then it reads as
+    /// `{}`, as if the client had sent that): its `Content-Type`, if it has one, says JSON
+    /// (some generated clients send one with no body).
     fn body_may_be_left_out(&self, req: &Request) -> bool {
+        let json = req.header("content-type").is_none_or(|t| {
+            t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
         req.method() == poem::http::Method::POST
-            && req.header("content-type").is_none()
+            && json
             && self.at(req.uri().path()).is_some_and(|r| r.optional_body)
     }
 }

@@ -1,0 +1,160 @@
+//! `cargo xtask clients`: the three clients generated from `docs/openapi.json` (nothing
+//! generated is checked in), each type-checked, each shown to refuse a state-changing call
+//! without its `Idempotency-Key` at compile time, and the scenario of `clients/examples/`
+//! run through each against a fresh server on the embedded default, all three ending in
+//! the same state.
+//!
+//! - Python: openapi-python-client into `clients/python/ordo_client` (pinned in `.ci/run`),
+//!   checked by importing it and by mypy (`clients/mypy.ini`).
+//! - TypeScript: openapi-typescript + openapi-fetch, `typescript@5` (the latest major breaks
+//!   openapi-typescript), pinned in `clients/package.json` and its lock; `schema.d.ts`
+//!   into `clients/typescript`, `tsc --strict`.
+//! - Rust: progenitor, pinned, generating `clients/rust` (`ordo-client`, a workspace
+//!   member) when it builds; `cargo build` and its compile-fail doctest.
+//!
+//! The missing-key checks are `clients/checks/`.
+
+use crate::{cargo, pressure, services};
+use anyhow::{Context, Result, bail, ensure};
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The one line every scenario prints, from a fresh database.
+const SCENARIO_END: &str = r#"{"allowed":["cancel","ship"],"available":8,"balance":700,"history":["place","pay"],"replayed":true,"stale_current_version":2,"state":"paid","version":2}"#;
+
+/// Generates, checks and runs the three clients (see the module's doc).
+pub fn clients(root: &Path) -> Result<()> {
+    let dir = root.join("clients");
+    typescript(&dir)?;
+    python(&dir)?;
+    rust(root)?;
+    let server = pressure::build_server(root, pressure::Profile::Dev)?;
+    let rust_example = server.with_file_name("examples").join("scenario");
+    let node_example = dir.join("typescript/dist/scenario.js");
+    let runs: [(&str, Command); 3] = [
+        ("python", {
+            let mut c = Command::new("python3");
+            c.arg(dir.join("examples/scenario.py")).env("PYTHONPATH", dir.join("python"));
+            c
+        }),
+        ("typescript", {
+            let mut c = Command::new("node");
+            c.arg(&node_example);
+            c
+        }),
+        ("rust", Command::new(&rust_example)),
+    ];
+    for (language, mut command) in runs {
+        let scratch = std::env::temp_dir().join(format!("ordo-clients-{language}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch)?;
+        let db = format!("sqlite://{}?mode=rwc", scratch.join("scenario.db").display());
+        let live = pressure::start_server(&server, &[("DATABASE_URL", db)])?;
+        let out =
+            command.arg(&live.url).output().with_context(|| format!("running the {language} scenario"))?;
+        drop(live);
+        let _ = std::fs::remove_dir_all(&scratch);
+        let printed = succeeded(&format!("the {language} scenario"), &out)?;
+        let last = printed.lines().last().unwrap_or_default().trim().to_string();
+        ensure!(last == SCENARIO_END, "the {language} scenario ended in\n  {last}\nnot\n  {SCENARIO_END}");
+        eprintln!("   {language}: {last}");
+    }
+    Ok(())
+}
+
+/// `npm ci`, `schema.d.ts` from the document, `tsc --strict` over the scenario (emitting
+/// it for node), and the missing-key check, which must fail on its call.
+fn typescript(dir: &Path) -> Result<()> {
+    let npm = services::which("npm").context("npm not found: apt-get install nodejs npm")?;
+    let npx = services::which("npx").context("npx not found: apt-get install nodejs npm")?;
+    run("npm ci", Command::new(&npm).current_dir(dir).args(["ci", "--no-audit", "--no-fund"]))?;
+    run(
+        "openapi-typescript",
+        Command::new(&npx).current_dir(dir).args([
+            "openapi-typescript",
+            "../docs/openapi.json",
+            "--output",
+            "typescript/schema.d.ts",
+        ]),
+    )?;
+    run("tsc --strict", Command::new(&npx).current_dir(dir).args(["tsc", "--project", "tsconfig.json"]))?;
+    let check = Command::new(&npx)
+        .current_dir(dir)
+        .args(["tsc", "--strict", "--noEmit", "--module", "NodeNext", "--moduleResolution", "NodeNext"])
+        .args(["--target", "ES2022", "--types", "node", "checks/missing-key.ts"])
+        .output()?;
+    let said = String::from_utf8_lossy(&check.stdout);
+    ensure!(
+        !check.status.success()
+            && said.lines().count() >= 1
+            && said.lines().all(|l| !l.starts_with("checks/") || l.starts_with("checks/missing-key.ts(7,"))
+            && said.contains("Idempotency-Key"),
+        "a POST /orders without its Idempotency-Key must fail to type-check on its call, and only there:\n{said}"
+    );
+    Ok(())
+}
+
+/// The client generated into `clients/python/ordo_client`, imported, and checked by mypy
+/// with the scenario; the missing-key check must fail mypy on its call.
+fn python(dir: &Path) -> Result<()> {
+    let generator = services::which("openapi-python-client")
+        .context("openapi-python-client not found: python3 -m pip install openapi-python-client==0.29.1")?;
+    let out = dir.join("python");
+    let _ = std::fs::remove_dir_all(&out);
+    run(
+        "openapi-python-client",
+        Command::new(generator)
+            .current_dir(dir)
+            .args(["generate", "--meta", "none", "--overwrite", "--path", "../docs/openapi.json"])
+            .args(["--output-path", "python/ordo_client"]),
+    )?;
+    run("import ordo_client", Command::new("python3").current_dir(&out).args(["-c", "import ordo_client"]))?;
+    let mypy = |files: &[&str]| {
+        Command::new("python3")
+            .current_dir(dir)
+            .env("MYPYPATH", &out)
+            .args(["-m", "mypy", "--config-file", "mypy.ini", "--cache-dir"])
+            .arg(std::env::temp_dir().join("ordo-mypy-cache"))
+            .args(files)
+            .output()
+    };
+    let checked = mypy(&["python/ordo_client", "examples/scenario.py"])?;
+    succeeded("mypy (python3 -m pip install mypy==1.19.1)", &checked)?;
+    let refused = mypy(&["checks/missing_key.py"])?;
+    let said = String::from_utf8_lossy(&refused.stdout);
+    ensure!(
+        !refused.status.success()
+            && said.contains("missing_key.py:9: error: Missing named argument \"idempotency_key\""),
+        "a place_order without its idempotency_key must fail mypy on its call:\n{said}"
+    );
+    Ok(())
+}
+
+/// The Rust client builds with its example, and its compile-fail doctest holds.
+fn rust(root: &Path) -> Result<()> {
+    run(
+        "cargo build -p ordo-client --example scenario",
+        Command::new(cargo()).current_dir(root).args(["build", "-p", "ordo-client", "--example", "scenario"]),
+    )?;
+    run(
+        "cargo test -p ordo-client --doc",
+        Command::new(cargo()).current_dir(root).args(["test", "-p", "ordo-client", "--doc"]),
+    )
+}
+
+fn run(what: &str, command: &mut Command) -> Result<()> {
+    let out = command.output().with_context(|| format!("running {what}"))?;
+    succeeded(what, &out).map(|_| ())
+}
+
+/// What a command printed, when it succeeded.
+fn succeeded(what: &str, out: &Output) -> Result<String> {
+    if !out.status.success() {
+        bail!(
+            "{what} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
