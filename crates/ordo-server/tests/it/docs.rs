@@ -27,3 +27,27 @@ fn checked_in_openapi_is_fresh() {
         assert!(expected.contains(&format!("urn:ordo:problem:{code}")), "{code}");
     }
 }
+
+/// The document a server with API keys serves is the checked-in one, but for where it is
+/// served from; a server without keys serves it without the bearer scheme and without
+/// 401s, since it asks for none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_is_the_checked_in_one() {
+    use crate::*;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let checked_in: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let key = "k".repeat(ordo_server::api::API_KEY_BYTES_MIN);
+    let keyed = api(ordo_testkit::Backend::Sqlite, |c| c.api_keys = format!("t1:{key}")).await;
+    let mut served: serde_json::Value = serde_json::from_str(&keyed.get("/openapi.json").await.text).unwrap();
+    assert_ne!(served["servers"], checked_in["servers"], "a server names where it listens");
+    served["servers"] = checked_in["servers"].clone();
+    assert!(served == checked_in, "the served document differs from docs/openapi.json");
+
+    let open = api(ordo_testkit::Backend::Sqlite, |_| {}).await;
+    let served: serde_json::Value = serde_json::from_str(&open.get("/openapi.json").await.text).unwrap();
+    assert!(served.get("security").is_none() && served["components"].get("securitySchemes").is_none());
+    let text = served.to_string();
+    assert!(!text.contains("\"401\""), "a server without keys never answers 401");
+    assert!(text.contains("\"201\"") && text.contains("\"412\""));
+}
