@@ -142,6 +142,55 @@ fn rust(root: &Path) -> Result<()> {
     )
 }
 
+/// Orders the Rust client drives into `paid`, `shipped` and `delivered` (two), by the
+/// variables `xtask/clients/schemathesis.toml` reads their ids from: the states where ship,
+/// deliver, complete and refund apply, which random sequences of requests rarely reach.
+pub fn deep_orders(url: &str) -> Result<Vec<(&'static str, String)>> {
+    use ordo_client::types::{InventoryRestock, NoParams, OrderCreate, OrderShip, WalletDeposit};
+    fn key<K: std::str::FromStr>() -> K
+    where
+        K::Err: std::fmt::Debug,
+    {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("edge-{}-{n}", pressure::stamp()).parse().expect("a key of the document's pattern")
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let api = ordo_client::Client::new(url);
+        let none = || NoParams(Default::default());
+        api.restock_inventory("sku-1", &key(), &InventoryRestock { quantity: 100.try_into()? }).await?;
+        api.deposit_wallet("account-1", &key(), &WalletDeposit { amount: 1000.try_into()? }).await?;
+        let order = OrderCreate {
+            sku: "sku-1".try_into()?,
+            quantity: 1.try_into()?,
+            account: "account-1".try_into()?,
+            amount: 1,
+            carrier: None,
+            tracking: None,
+        };
+        let mut deep = Vec::new();
+        for (var, depth) in [
+            ("ORDO_EDGE_PAID_ORDER", 1),
+            ("ORDO_EDGE_SHIPPED_ORDER", 2),
+            ("ORDO_EDGE_DELIVERED_ORDER", 3),
+            ("ORDO_EDGE_DELIVERED_ORDER_2", 3),
+        ] {
+            let id = api.place_order(&key(), &order).await?.into_inner().id;
+            api.pay_order(&id, &key(), None, &none()).await?;
+            if depth >= 2 {
+                let ship = OrderShip { carrier: "carrier-1".to_string(), tracking: None };
+                api.ship_order(&id, &key(), None, &ship).await?;
+            }
+            if depth >= 3 {
+                api.deliver_order(&id, &key(), None, &none()).await?;
+            }
+            deep.push((var, id));
+        }
+        Ok(deep)
+    })
+}
+
 fn run(what: &str, command: &mut Command) -> Result<()> {
     let out = command.output().with_context(|| format!("running {what}"))?;
     succeeded(what, &out).map(|_| ())

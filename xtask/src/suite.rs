@@ -124,8 +124,8 @@ const SCHEMATHESIS_SEED: &str = "20261202";
 /// content types and headers, bad input refused, good input taken (or refused by a guard,
 /// see `xtask/clients/schemathesis.toml`).
 fn schemathesis(root: &Path) -> Result<()> {
-    let runner =
-        services::which("schemathesis").context("schemathesis not found: pip install schemathesis")?;
+    let runner = services::which("schemathesis")
+        .context("schemathesis not found: python3 -m pip install schemathesis==4.32.5")?;
     let dir = std::env::temp_dir().join(format!("ordo-schemathesis-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -138,11 +138,15 @@ fn schemathesis(root: &Path) -> Result<()> {
             ("ORDO_RATE_BURST", "1000000".to_string()),
         ],
     )?;
+    // Orders in the states deep in their lifecycle, for the operations that act only there
+    // (schemathesis.toml gives each its order); the rest it reaches by the document's links.
+    let deep = crate::clients::deep_orders(&server.url)?;
     // Its configuration and hooks (a fresh key for every schema-valid one) are beside the
     // Python client's check; it runs in the scratch directory, where it keeps its cache.
     let clients = root.join("xtask/clients");
     let status = Command::new(runner)
         .current_dir(&dir)
+        .envs(deep)
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .env("PYTHONPATH", &clients)
         .arg("--config-file")

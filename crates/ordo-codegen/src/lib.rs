@@ -73,7 +73,7 @@ pub fn generate(specs: &[(String, ir::Spec)]) -> String {
     g.line("}");
     g.line("");
     g.line("/// JSON Schema keywords stating fields' checks, merged into the OpenAPI document by");
-    g.line("/// `startup::documented` (poem-openapi's own validators would answer 400, not the 422");
+    g.line("/// `document::documented` (poem-openapi's own validators would answer 400, not the 422");
     g.line("/// a broken check gets): (schema, property, keywords as a JSON object).");
     g.line("pub const SCHEMA_KEYWORDS: &[(&str, &str, &str)] = &[");
     for (schema, field, keywords) in std::mem::take(&mut g.keywords) {
@@ -85,12 +85,42 @@ pub fn generate(specs: &[(String, ir::Spec)]) -> String {
     g.line("/// validator would compile its regex on every request; the server checks these itself):");
     g.line("/// (path, or `*` for every path; parameter; keywords as a JSON object).");
     g.line("pub const PARAMETER_KEYWORDS: &[(&str, &str, &str)] = &[");
-    let key = pattern_keywords(KEY_PATTERN);
-    let cursor = pattern_keywords(CURSOR_PATTERN);
+    let key = pattern_keywords(KEY_PATTERN, "9b2f0a4e-1d7c-4f0e-8a7b-3c5d6e7f8a9b");
+    let cursor = pattern_keywords(CURSOR_PATTERN, "0-0");
     g.line(&format!("    (\"*\", \"Idempotency-Key\", {key:?}),"));
     g.line(&format!("    (\"/events\", \"after\", {cursor:?}),"));
-    let etag = pattern_keywords(ETAG_PATTERN);
+    let etag = pattern_keywords(ETAG_PATTERN, "\"1\"");
     g.line(&format!("    (\"*\", \"If-Match\", {etag:?}),"));
+    // The machines a diagram can be asked of.
+    let machines: Vec<&str> = specs.iter().flat_map(|(_, s)| &s.machines).map(|m| m.name.as_str()).collect();
+    let names = serde_json::json!({ "enum": machines, "example": machines.first() }).to_string();
+    g.line(&format!("    (\"/machines/{{name}}/diagram\", \"name\", {names:?}),"));
+    // A resource row's key: the example of the first field that names a row of it in an
+    // effect (`Account[payer]`: `payer-1`), so that the examples fund what they spend; else
+    // its key field's own.
+    for (_, spec) in specs {
+        for r in &spec.resources {
+            let path = ir::snake_name(&r.name);
+            let named = spec
+                .machines
+                .iter()
+                .flat_map(|m| {
+                    std::iter::once(&m.create.body)
+                        .chain(m.events.iter().flat_map(|e| e.transitions.iter().map(|t| &t.body)))
+                })
+                .flat_map(|b| &b.effects)
+                .find_map(|e| match &e.key {
+                    ir::Expr::Field(f) if e.resource == r.name => Some(format!("{f}-1")),
+                    _ => None,
+                });
+            let key = named.map_or_else(|| example(&r.key, None, None), serde_json::Value::from);
+            let example = serde_json::json!({ "example": key }).to_string();
+            g.line(&format!("    (\"/{path}/{{key}}\", \"key\", {example:?}),"));
+            for op in &r.operations {
+                g.line(&format!("    (\"/{path}/{{key}}/{}\", \"key\", {example:?}),", op.name));
+            }
+        }
+    }
     g.line("];");
     g.out
 }
@@ -109,7 +139,8 @@ struct Gen {
 /// them: bounds of an int, a text that may not be empty or must be one value. What it
 /// cannot (`!=` a number, comparisons of texts) stays in the field's description, and the
 /// server's 422 answers it. An `input`'s whole numbers are also bounded by
-/// `ir::INT_INPUT_ABS_MAX`, and an optional field may be null. `None`: nothing to state.
+/// `ir::INT_INPUT_ABS_MAX`, and an optional field may be null. Every field gets an example
+/// (so this is never `None`; fields without keywords of their own are the fixed ones).
 fn schema_keywords(f: &ir::Field, input: bool) -> Option<String> {
     use ir::CmpOp;
     let (mut min, mut max, mut min_length, mut only) = (None::<i64>, None::<i64>, None::<u32>, None::<&str>);
@@ -148,12 +179,38 @@ fn schema_keywords(f: &ir::Field, input: bool) -> Option<String> {
     if f.optional {
         kw.insert("nullable".into(), true.into());
     }
-    (!kw.is_empty()).then(|| serde_json::Value::Object(kw).to_string())
+    kw.insert("example".into(), example(f, min, max));
+    Some(serde_json::Value::Object(kw).to_string())
 }
 
-/// A parameter's schema keywords: its pattern, as a JSON object.
-fn pattern_keywords(pattern: &str) -> String {
-    serde_json::json!({ "pattern": pattern }).to_string()
+/// A value of a field that passes its checks (`min`, `max`: its bounds), for the document's
+/// examples: a text is `<field>-1` (so a resource's key and the fields that name it, such
+/// as `Wallet`'s `account` and an order's `account`, share their example) or the one value
+/// its check allows; a whole number is 1 within the bounds. A resource row's key in a path
+/// is the example of the field that names it (see `generate`). Every example of the shipped
+/// specs thus fits one story: 1 in stock, 1 in the wallet, an order of 1 for 1.
+fn example(f: &ir::Field, min: Option<i64>, max: Option<i64>) -> serde_json::Value {
+    use ir::CmpOp;
+    match f.ty {
+        Type::Text => {
+            let only = f.checks.iter().find_map(|c| match (&c.value, c.op) {
+                (ir::Value::Text(t), CmpOp::Eq) => Some(t.clone()),
+                _ => None,
+            });
+            only.unwrap_or_else(|| format!("{}-1", f.name)).into()
+        }
+        Type::Int | Type::Money => {
+            let n = min.map_or(1, |m| m.max(1));
+            max.map_or(n, |m| n.min(m)).into()
+        }
+        Type::Bool => true.into(),
+        Type::Timestamp => "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+/// A parameter's schema keywords: its pattern and an example, as a JSON object.
+fn pattern_keywords(pattern: &str, example: &str) -> String {
+    serde_json::json!({ "pattern": pattern, "example": example }).to_string()
 }
 
 /// The `Idempotency-Key` header as the schema states it (`ordo_idempotency::parse_key` is

@@ -101,6 +101,7 @@ pub fn documented(spec: &str, server: &str, keyed: bool) -> String {
     let mut doc: Value = serde_json::from_str(spec).expect("the OpenAPI document poem-openapi wrote is JSON");
     keywords(&mut doc);
     operations(&mut doc, keyed);
+    links(&mut doc);
     problem_types(&mut doc);
     first_steps(&mut doc);
     doc["servers"] = json!([{ "url": server }]);
@@ -205,6 +206,51 @@ fn also_as_json(responses: &mut Value) {
 fn plain_json(content: &mut serde_json::Map<String, Value>) {
     if let Some(media) = content.remove("application/json; charset=utf-8") {
         content.insert("application/json".to_string(), media);
+    }
+}
+
+/// Links from every answer that carries an instance (a create's 201, an event's 200) to
+/// each operation on that instance (`/<machines>/{id}...`), its `id` (and an event's
+/// `If-Match`, from the `ETag`) taken from the answer: what a client may do next, and how a tool that follows links (schemathesis's
+/// stateful phase) reaches every operation with a live instance.
+fn links(doc: &mut Value) {
+    // The collection (`/orders`) of an operation on one instance, if it is one.
+    let collection = |path: &str| {
+        let mut segments = path.split('/');
+        match (segments.next(), segments.next(), segments.next()) {
+            (Some(""), Some(c), Some("{id}")) => Some(format!("/{c}")),
+            _ => None,
+        }
+    };
+    // (collection, operation id, its parameters taken from the answer).
+    let mut on_instance: Vec<(String, String, Value)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+        for op in ops.as_object().into_iter().flat_map(|o| o.values()) {
+            if let (Some(c), Some(id)) = (collection(path), op["operationId"].as_str()) {
+                let mut parameters = json!({ "id": "$response.body#/id" });
+                // An event on the version just read.
+                if op["parameters"].as_array().into_iter().flatten().any(|p| p["name"] == "If-Match") {
+                    parameters["header.If-Match"] = json!("$response.header.ETag");
+                }
+                on_instance.push((c, id.to_string(), parameters));
+            }
+        }
+    }
+    for (path, ops) in doc["paths"].as_object_mut().into_iter().flatten() {
+        let Some(post) = ops.get_mut("post") else { continue };
+        let (base, status) = match collection(path) {
+            Some(c) if post["responses"].get("200").is_some() => (c, "200"),
+            None if post["responses"].get("201").is_some() => (path.clone(), "201"),
+            _ => continue,
+        };
+        let links: serde_json::Map<String, Value> = on_instance
+            .iter()
+            .filter(|(c, _, _)| *c == base)
+            .map(|(_, id, parameters)| (id.clone(), json!({ "operationId": id, "parameters": parameters })))
+            .collect();
+        if !links.is_empty() {
+            post["responses"][status]["links"] = Value::Object(links);
+        }
     }
 }
 
