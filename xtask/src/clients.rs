@@ -142,11 +142,14 @@ fn rust(root: &Path) -> Result<()> {
     )
 }
 
-/// Orders the Rust client drives into `paid`, `shipped` and `delivered` (two), by the
-/// variables `xtask/clients/schemathesis.toml` reads their ids from: the states where ship,
-/// deliver, complete and refund apply, which random sequences of requests rarely reach.
+/// The edge check's data, made through the Rust client: money for the transfers' example
+/// payer, and orders driven into `paid`, `shipped` and `delivered` (two), by the variables
+/// `xtask/clients/schemathesis.toml` reads their ids from: the states where ship, deliver,
+/// complete and refund apply, which random sequences of requests rarely reach.
 pub fn deep_orders(url: &str) -> Result<Vec<(&'static str, String)>> {
-    use ordo_client::types::{InventoryRestock, NoParams, OrderCreate, OrderShip, WalletDeposit};
+    use ordo_client::types::{
+        AccountDeposit, InventoryRestock, NoParams, OrderCreate, OrderShip, WalletDeposit,
+    };
     fn key<K: std::str::FromStr>() -> K
     where
         K::Err: std::fmt::Debug,
@@ -161,6 +164,9 @@ pub fn deep_orders(url: &str) -> Result<Vec<(&'static str, String)>> {
         let none = || NoParams(Default::default());
         api.restock_inventory("sku-1", &key(), &InventoryRestock { quantity: 100.try_into()? }).await?;
         api.deposit_wallet("account-1", &key(), &WalletDeposit { amount: 1000.try_into()? }).await?;
+        // The transfers' example payer, so that a transfer's examples find money whatever
+        // ran before them (other generated requests withdraw from it).
+        api.deposit_account("payer-1", &key(), &AccountDeposit { amount: 1_000_000.try_into()? }).await?;
         let order = OrderCreate {
             sku: "sku-1".try_into()?,
             quantity: 1.try_into()?,

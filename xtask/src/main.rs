@@ -57,6 +57,14 @@ enum Top {
     /// clients/, type-check them, and run the scenario of clients/examples/ through each
     /// against a fresh server (npm, openapi-python-client and mypy needed; see .ci/run).
     Clients,
+    /// schemathesis with every check and a fixed seed against a fresh server on the
+    /// embedded default (the test command's edge step, which runs 25 examples), and how
+    /// many operations answered a 2xx.
+    Edge {
+        /// Examples per operation and phase.
+        #[arg(long, default_value = suite::SCHEMATHESIS_EXAMPLES)]
+        examples: String,
+    },
     /// Run the whole test suite: formatting, lints, then every test of the workspace.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
@@ -154,6 +162,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Top::Pressure(args) => pressure::pressure(&workspace_root(), *args),
         Top::Chaos(args) => chaos::chaos(&workspace_root(), *args),
         Top::Clients => clients::clients(&workspace_root()).map(|()| ExitCode::SUCCESS),
+        Top::Edge { examples } => {
+            suite::schemathesis(&workspace_root(), &examples).map(|()| ExitCode::SUCCESS)
+        }
         Top::Test { cargo_args } => suite::test(&cargo_args),
         Top::Bench { cargo_args } => suite::bench(&cargo_args),
     }

@@ -43,7 +43,7 @@ pub fn test(extra: &[String]) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     eprintln!("== edge: schemathesis (every check, fixed seed) against the running server's /openapi.json");
-    if let Err(e) = schemathesis(&root) {
+    if let Err(e) = schemathesis(&root, SCHEMATHESIS_EXAMPLES) {
         eprintln!("== edge failed: {e:#}");
         return Ok(ExitCode::FAILURE);
     }
@@ -113,8 +113,8 @@ pub fn test(extra: &[String]) -> Result<ExitCode> {
 }
 
 /// Examples per operation and phase in the test command's schemathesis run (a long run:
-/// `schemathesis run <url>/openapi.json --checks all --max-examples 500` by hand).
-const SCHEMATHESIS_EXAMPLES: &str = "25";
+/// `cargo xtask edge --examples 500`).
+pub const SCHEMATHESIS_EXAMPLES: &str = "25";
 /// Its fixed seed, so that a failure reproduces.
 const SCHEMATHESIS_SEED: &str = "20261202";
 
@@ -122,8 +122,9 @@ const SCHEMATHESIS_SEED: &str = "20261202";
 /// coverage, fuzzing, stateful), against the server built by the tests, on a scratch
 /// SQLite database: no 5xx, responses that match the schema, only documented statuses,
 /// content types and headers, bad input refused, good input taken (or refused by a guard,
-/// see `xtask/clients/schemathesis.toml`).
-fn schemathesis(root: &Path) -> Result<()> {
+/// see `xtask/clients/schemathesis.toml`); and every operation answered a 2xx at least
+/// once (counted from its HAR report).
+pub fn schemathesis(root: &Path, examples: &str) -> Result<()> {
     let runner = services::which("schemathesis")
         .context("schemathesis not found: python3 -m pip install schemathesis==4.32.5")?;
     let dir = std::env::temp_dir().join(format!("ordo-schemathesis-{}", std::process::id()));
@@ -152,12 +153,72 @@ fn schemathesis(root: &Path) -> Result<()> {
         .arg("--config-file")
         .arg(clients.join("schemathesis.toml"))
         .args(["run", &format!("{}/openapi.json", server.url), "--checks", "all"])
-        .args(["--seed", SCHEMATHESIS_SEED, "--max-examples", SCHEMATHESIS_EXAMPLES, "--workers", "2"])
+        .args(["--seed", SCHEMATHESIS_SEED, "--max-examples", examples, "--workers", "2"])
         .args(["--request-timeout", "10", "--no-color"])
+        .args(["--report", "har", "--report-dir"])
+        .arg(dir.join("report"))
         .status()?;
     drop(server);
+    let coverage = answered_2xx(&root.join("docs/openapi.json"), &dir.join("report"));
     let _ = std::fs::remove_dir_all(&dir);
-    if status.success() { Ok(()) } else { bail!("schemathesis found failures (above)") }
+    if !status.success() {
+        bail!("schemathesis found failures (above)");
+    }
+    // Every operation is seen doing its job at least once, not only refusing bad input.
+    let (reached, all) = coverage?;
+    let missing: Vec<&String> = all.iter().filter(|o| !reached.contains(*o)).collect();
+    eprintln!("== edge: a 2xx on {} of {} operations", reached.len(), all.len());
+    if !missing.is_empty() {
+        bail!("no 2xx from {missing:?}: the document's examples or links no longer lead there");
+    }
+    Ok(())
+}
+
+/// From schemathesis's HAR report: the operations (`GET /orders/{id}`) of the document
+/// that answered a 2xx at least once, and all of them.
+fn answered_2xx(document: &Path, report: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(document)?)?;
+    let operations: Vec<(String, Vec<String>)> = doc["paths"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(path, ops)| {
+            ops.as_object().into_iter().flatten().map(move |(method, _)| {
+                (
+                    format!("{} {path}", method.to_ascii_uppercase()),
+                    path.split('/').map(str::to_string).collect(),
+                )
+            })
+        })
+        .collect();
+    let har = std::fs::read_dir(report)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("har-")))
+        .context("no HAR report")?;
+    let har: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(har)?)?;
+    let mut reached = Vec::new();
+    for entry in har["log"]["entries"].as_array().into_iter().flatten() {
+        let status = entry["response"]["status"].as_u64().unwrap_or(0);
+        if !(200..300).contains(&status) {
+            continue;
+        }
+        let method = entry["request"]["method"].as_str().unwrap_or_default();
+        let url = entry["request"]["url"].as_str().unwrap_or_default();
+        let path = url.splitn(4, '/').nth(3).map(|p| format!("/{}", p.split('?').next().unwrap_or(p)));
+        let Some(path) = path else { continue };
+        let segments: Vec<&str> = path.split('/').collect();
+        let matched = operations.iter().find(|(op, template)| {
+            op.starts_with(&format!("{method} "))
+                && template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| t == s || t.starts_with('{'))
+        });
+        if let Some((op, _)) = matched
+            && !reached.contains(op)
+        {
+            reached.push(op.clone());
+        }
+    }
+    Ok((reached, operations.into_iter().map(|(op, _)| op).collect()))
 }
 
 /// `cargo xtask bench`: every criterion bench (release build), with PostgreSQL and Redis
