@@ -4,8 +4,9 @@
 //! SCHEMA_KEYWORDS`, `PARAMETER_KEYWORDS`); for each operation exactly the responses it
 //! can give, each described, with conventional header names (poem-openapi writes every
 //! route's one `Reply` type, all twelve statuses, headers in capitals); the bearer scheme
-//! and the one public route; the problem `type`s as an enum; `servers`; and a body that an
-//! event without parameters may leave out.
+//! and the one public route; the problem `type`s as an enum; each machine's allowed events
+//! as enums; links from an answer to what can be done next; examples; `servers`; and a
+//! body that an event without parameters may leave out.
 
 use crate::api::ProblemCode;
 use serde_json::{Value, json};
@@ -102,7 +103,9 @@ pub fn documented(spec: &str, server: &str, keyed: bool) -> String {
     keywords(&mut doc);
     operations(&mut doc, keyed);
     links(&mut doc);
+    allowed_events(&mut doc);
     problem_types(&mut doc);
+    examples(&mut doc);
     first_steps(&mut doc);
     doc["servers"] = json!([{ "url": server }]);
     if !keyed {
@@ -307,6 +310,101 @@ fn first_steps(doc: &mut Value) {
         5. `GET /orders/{id}/transitions`: `place`, then `pay`.\n\n";
     let description = doc["info"]["description"].as_str().unwrap_or_default();
     doc["info"]["description"] = json!(format!("{steps}{description}"));
+}
+
+/// Each machine's allowed events (`GET /<machines>/{id}/events`) as a schema of its own:
+/// its state the machine's state enum, its events an enum of the machine's events (the
+/// routes `POST /<machines>/{id}/<event>`). The body is the shared `AllowedEvents`.
+fn allowed_events(doc: &mut Value) {
+    let paths: Vec<String> = doc["paths"].as_object().into_iter().flat_map(|p| p.keys().cloned()).collect();
+    for path in &paths {
+        let Some(collection) = path.strip_suffix("/{id}/events") else { continue };
+        let op = &doc["paths"][path]["get"];
+        let Some(machine) = op["tags"][0].as_str().map(str::to_string) else { continue };
+        let state = format!("{machine}State");
+        if doc["components"]["schemas"].get(&state).is_none() {
+            continue;
+        }
+        let prefix = format!("{collection}/{{id}}/");
+        let mut events: Vec<&str> = paths
+            .iter()
+            .filter(|p| doc["paths"][p.as_str()].get("post").is_some())
+            .filter_map(|p| p.strip_prefix(&prefix))
+            .filter(|e| !e.contains('/'))
+            .collect();
+        events.sort_unstable();
+        let name = format!("{machine}AllowedEvents");
+        // The example: the initial state and what its routes say is allowed from it
+        // (codegen's summary of each event: "`pay`: allowed from `pending`.").
+        let first_state =
+            doc["components"]["schemas"][&state]["enum"][0].as_str().unwrap_or_default().to_string();
+        let allowed_first: Vec<&str> = events
+            .iter()
+            .copied()
+            .filter(|e| {
+                let summary =
+                    doc["paths"][format!("{prefix}{e}")]["post"]["summary"].as_str().unwrap_or_default();
+                summary
+                    .split("allowed from")
+                    .nth(1)
+                    .is_some_and(|from| from.contains(&format!("`{first_state}`")))
+            })
+            .collect();
+        let schema = json!({
+            "title": name,
+            "description": format!("The events a {machine} allows in its current state."),
+            "type": "object",
+            "required": ["state", "events"],
+            "properties": {
+                "state": { "$ref": format!("#/components/schemas/{state}") },
+                "events": { "type": "array", "items": { "type": "string", "enum": events } },
+            },
+            "example": { "state": first_state, "events": allowed_first },
+        });
+        doc["components"]["schemas"][&name] = schema;
+        let reference = json!({ "$ref": format!("#/components/schemas/{name}") });
+        let content = &mut doc["paths"][path.as_str()]["get"]["responses"]["200"]["content"];
+        for media in content.as_object_mut().into_iter().flat_map(|c| c.values_mut()) {
+            media["schema"] = reference.clone();
+        }
+    }
+}
+
+/// Examples of the schemas every spec shares (the generated ones get theirs from codegen).
+fn examples(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    let entry = json!({
+        "version": 2, "event": "pay", "from": "pending", "to": "paid", "params": {},
+        "at": "2026-01-01T00:00:00Z",
+    });
+    let event = json!({
+        "cursor": "7421-3", "at": "2026-01-01T00:00:00Z",
+        "event": {
+            "id": "01a241b6-201c-7797-a849-0be762b88efb", "tenant": "default", "machine": "Order",
+            "entity": "01a241b6-201c-7797-a849-0be762b88efa", "version": 2, "event": "pay",
+            "from": "pending", "to": "paid", "params": {}, "at": "2026-01-01T00:00:00Z",
+        },
+    });
+    let fixed = [
+        ("NoParams", json!({})),
+        (
+            "Problem",
+            json!({
+                "type": "urn:ordo:problem:invalid-transition", "title": ProblemCode::InvalidTransition.title(),
+                "status": 409, "detail": "not allowed in state `paid`", "state": "paid", "allowed": ["cancel", "ship"],
+            }),
+        ),
+        ("AllowedEvents", json!({ "state": "paid", "events": ["cancel", "ship"] })),
+        ("TransitionEntry", entry.clone()),
+        ("TransitionPage", json!({ "items": [entry], "next_after": 2 })),
+        ("FeedEvent", event.clone()),
+        ("EventPage", json!({ "items": [event], "next": "7421-3" })),
+    ];
+    for (name, example) in fixed {
+        if let Some(schema) = schemas.get_mut(name) {
+            schema["example"] = example;
+        }
+    }
 }
 
 /// A problem's `type` is one of the stable URNs.
