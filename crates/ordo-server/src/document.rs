@@ -104,6 +104,7 @@ pub fn documented(spec: &str, server: &str, keyed: bool) -> String {
     operations(&mut doc, keyed);
     links(&mut doc);
     allowed_events(&mut doc);
+    changes(&mut doc);
     problem_types(&mut doc);
     examples(&mut doc);
     first_steps(&mut doc);
@@ -368,6 +369,47 @@ fn allowed_events(doc: &mut Value) {
             media["schema"] = reference.clone();
         }
     }
+}
+
+/// What the journal and the feed carry, typed as far as a stored history allows. A change
+/// the feed gives is an object of known fields (`exec::event_payload`, the consumers'
+/// contract); params are an object. Event and state names stay strings, not enums: a
+/// journal keeps the names of earlier spec versions (a renamed state), and a migration's
+/// moves are journaled as the event `migrate`.
+fn changes(doc: &mut Value) {
+    let names = "An event, create or operation name of the spec, `migrate` (a spec change moved \
+                 the instance), or a name of an earlier spec version.";
+    let schemas = &mut doc["components"]["schemas"];
+    let text = |description: &str| json!({ "type": "string", "description": description });
+    let state = |description: &str| json!({ "type": "string", "nullable": true, "description": description });
+    let params = json!({
+        "type": "object",
+        "additionalProperties": true,
+        "description": "The command's parameters, as sent (a create's fields, an event's or operation's parameters).",
+    });
+    schemas["FeedEvent"]["properties"]["event"] = json!({
+        "type": "object",
+        "description": "What changed, as the relay publishes it to Redis Streams.",
+        "required": ["id", "tenant", "machine", "entity", "version", "event", "from", "to", "params", "at"],
+        "properties": {
+            "id": text("The journal row's id."),
+            "tenant": text("The tenant."),
+            "machine": text("The machine, or the resource of an operation."),
+            "entity": text("The instance's id, or the resource row's key."),
+            "version": { "type": "integer", "format": "int64", "description": "The instance's version after it." },
+            "event": text(names),
+            "from": state("The state before (null for a create or an operation)."),
+            "to": state("The state after (null for an operation)."),
+            "params": params.clone(),
+            "at": { "type": "string", "format": "date-time" },
+            "traceparent": text("The W3C trace context of the request that caused it."),
+        },
+    });
+    let entry = &mut schemas["TransitionEntry"]["properties"];
+    entry["event"]["description"] = json!(names);
+    entry["from"]["description"] = json!("The state before (absent for a create).");
+    entry["to"]["description"] = json!("The state after.");
+    entry["params"] = params;
 }
 
 /// Examples of the schemas every spec shares (the generated ones get theirs from codegen).

@@ -51,3 +51,34 @@ async fn the_served_document_is_the_checked_in_one() {
     assert!(!text.contains("\"401\""), "a server without keys never answers 401");
     assert!(text.contains("\"201\"") && text.contains("\"412\""));
 }
+
+/// Every change the feed gives has exactly the fields the document types it with: the
+/// required ones, and nothing undocumented (a create, an event and an operation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_events_have_the_documented_fields() {
+    use crate::*;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let schema = &doc["components"]["schemas"]["FeedEvent"]["properties"]["event"];
+    let documented: Vec<&str> =
+        schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let required: Vec<&str> =
+        schema["required"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
+    let api = stocked(ordo_testkit::Backend::Sqlite).await;
+    let placed = api.post("/orders", "feed-place", order()).await;
+    let id = placed.body["id"].as_str().unwrap().to_string();
+    api.post(&format!("/orders/{id}/pay"), "feed-pay", serde_json::json!({})).await;
+    let page = api.get("/events").await;
+    let items = page.body["items"].as_array().unwrap();
+    let kinds: Vec<&str> = items.iter().filter_map(|i| i["event"]["event"].as_str()).collect();
+    assert!(kinds.contains(&"place") && kinds.contains(&"pay") && kinds.contains(&"restock"), "{kinds:?}");
+    for item in items {
+        let change = item["event"].as_object().unwrap();
+        for field in change.keys() {
+            assert!(documented.contains(&field.as_str()), "undocumented `{field}` in {change:?}");
+        }
+        for field in &required {
+            assert!(change.contains_key(*field), "no `{field}` in {change:?}");
+        }
+    }
+}
