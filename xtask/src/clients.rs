@@ -2,7 +2,7 @@
 //! generated is checked in), each type-checked, each shown to refuse a state-changing call
 //! without its `Idempotency-Key` at compile time, and the scenario of `clients/examples/`
 //! run through each against a fresh server on the embedded default, all three ending in
-//! the same state.
+//! the same state: the same printed summary, and the same rows in the database.
 //!
 //! - Python: openapi-python-client into `clients/python/ordo_client` (pinned in `.ci/run`),
 //!   checked by importing it and by mypy (`clients/mypy.ini`).
@@ -44,22 +44,61 @@ pub fn clients(root: &Path) -> Result<()> {
         }),
         ("rust", Command::new(&rust_example)),
     ];
+    let mut first: Option<(&str, String)> = None;
     for (language, mut command) in runs {
         let scratch = std::env::temp_dir().join(format!("ordo-clients-{language}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch)?;
         let db = format!("sqlite://{}?mode=rwc", scratch.join("scenario.db").display());
-        let live = pressure::start_server(&server, &[("DATABASE_URL", db)])?;
+        let live = pressure::start_server(&server, &[("DATABASE_URL", db.clone())])?;
         let out =
             command.arg(&live.url).output().with_context(|| format!("running the {language} scenario"))?;
         drop(live);
+        let state = database_state(&db);
         let _ = std::fs::remove_dir_all(&scratch);
         let printed = succeeded(&format!("the {language} scenario"), &out)?;
         let last = printed.lines().last().unwrap_or_default().trim().to_string();
         ensure!(last == SCENARIO_END, "the {language} scenario ended in\n  {last}\nnot\n  {SCENARIO_END}");
         eprintln!("   {language}: {last}");
+        // And the three leave the same rows behind (but for ids, keys and times).
+        let state = state?;
+        match &first {
+            None => first = Some((language, state)),
+            Some((other, expected)) => ensure!(
+                state == *expected,
+                "the {language} scenario left another database than the {other} one:\n{state}\nagainst\n{expected}"
+            ),
+        }
     }
     Ok(())
+}
+
+/// The rows a scenario leaves, without what differs by run (ids, keys, times): the
+/// orders, stock and money, the journal, and how many records and outbox rows.
+fn database_state(url: &str) -> Result<String> {
+    use sea_orm::{ConnectionTrait, FromQueryResult};
+    let queries = [
+        "SELECT state, version, sku, quantity, account, amount, carrier FROM orders ORDER BY created_at",
+        "SELECT sku, available, version FROM inventories ORDER BY sku",
+        "SELECT account, balance, version FROM wallets ORDER BY account",
+        "SELECT machine, version, event, from_state, to_state, params FROM ordo_transitions ORDER BY created_at, version",
+        "SELECT COUNT(*) AS records FROM ordo_idempotency",
+        "SELECT COUNT(*) AS events FROM ordo_outbox",
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let db = sea_orm::Database::connect(url).await?;
+        let mut out = String::new();
+        for sql in queries {
+            let statement = sea_orm::Statement::from_string(db.get_database_backend(), sql);
+            for row in db.query_all_raw(statement).await? {
+                let values = sea_orm::JsonValue::from_query_result(&row, "")?;
+                out.push_str(&format!("{values}\n"));
+            }
+        }
+        db.close().await?;
+        Ok(out)
+    })
 }
 
 /// `npm ci`, `schema.d.ts` from the document, `tsc --strict` over the scenario (emitting
