@@ -82,12 +82,13 @@ impl Edge {
                 }
             }
             StatusCode::METHOD_NOT_ALLOWED => {
-                let allow = self.routes.at(&path).map(|r| r.methods.clone()).unwrap_or_default();
-                let detail = format!("{path} does not serve {method}; it serves {allow}");
+                let allow = self.routes.at(&path).map(|r| r.methods.as_str());
+                let detail =
+                    format!("{path} does not serve {method}; it serves {}", allow.unwrap_or("nothing"));
                 if let Some(r) = routing(ProblemCode::MethodNotAllowed, detail) {
                     response = r;
                 }
-                if let Ok(v) = HeaderValue::from_str(&allow) {
+                if let Some(v) = allow.and_then(|m| HeaderValue::from_str(m).ok()) {
                     response.headers_mut().insert("allow", v);
                 }
             }
