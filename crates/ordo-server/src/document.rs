@@ -109,19 +109,18 @@ pub fn documented(spec: &str, server: &str, keyed: bool) -> String {
     examples(&mut doc);
     first_steps(&mut doc);
     doc["servers"] = json!([{ "url": server }]);
-    if !keyed {
-        return serde_json::to_string_pretty(&doc).expect("a JSON value serializes");
+    if keyed {
+        doc["components"]["securitySchemes"] = json!({
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key of `ORDO_API_KEYS` (`tenant:key`); it names the tenant. A \
+                                server started without keys serves one tenant, on a loopback address \
+                                only, and asks for none.",
+            }
+        });
+        doc["security"] = json!([{ "bearer": [] }]);
     }
-    doc["components"]["securitySchemes"] = json!({
-        "bearer": {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "An API key of `ORDO_API_KEYS` (`tenant:key`); it names the tenant. A server \
-                            started without keys serves one tenant, on a loopback address only, and \
-                            asks for none.",
-        }
-    });
-    doc["security"] = json!([{ "bearer": [] }]);
     serde_json::to_string_pretty(&doc).expect("a JSON value serializes")
 }
 
