@@ -37,6 +37,9 @@ pub const SYNTAX_ERRORS_MAX: usize = 16;
 /// run for minutes; a valid spec uses far fewer (see `a_ten_thousand_line_spec_checks_clean`).
 const PEST_CALLS_PER_BYTE_MAX: usize = 256;
 
+/// The UTF-8 byte order mark (three bytes), which a spec may start with.
+const BOM: char = '\u{feff}';
+
 /// Parses `source` into a syntax tree, or returns every syntax error found.
 pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
     if source.len() > SPEC_BYTES_MAX {
@@ -57,7 +60,12 @@ pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
     // process-wide in pest, so it is the same value for every caller.
     pest::set_call_limit(std::num::NonZeroUsize::new(SPEC_BYTES_MAX * PEST_CALLS_PER_BYTE_MAX));
 
-    let mut text = std::borrow::Cow::Borrowed(source);
+    // A UTF-8 byte order mark (some Windows editors write one) is skipped: three spaces in
+    // its place keep every byte offset, so spans still point into the file as it is.
+    let mut text = match source.strip_prefix(BOM) {
+        Some(rest) => std::borrow::Cow::Owned(format!("   {rest}")),
+        None => std::borrow::Cow::Borrowed(source),
+    };
     let mut errors = Vec::new();
     loop {
         match Grammar::parse(Rule::spec, &text) {

@@ -144,3 +144,19 @@ fn a_spec_near_the_size_limit_still_compiles() {
     let ir = ordo_spec::compile(&spec).expect("valid");
     assert!(ir.machines.len() > 1000);
 }
+
+/// A spec that starts with a UTF-8 byte order mark (as some Windows editors save) checks
+/// as without it, and an error after it is reported where it is in the file.
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let spec = "machine A {\n    initial a\n    final b\n    create open\n    on go: a -> b\n}\n";
+    let with_bom = format!("\u{feff}{spec}");
+    assert_eq!(ordo_spec::compile(&with_bom).expect("a BOM is skipped"), ordo_spec::compile(spec).unwrap());
+    // The same error with and without it, three bytes (the mark) further into the file.
+    let broken = spec.replace("a -> b", "a -> b c");
+    let plain = ordo_spec::compile(&broken).expect_err("a syntax error");
+    let marked = ordo_spec::compile(&format!("\u{feff}{broken}")).expect_err("a syntax error");
+    assert_eq!(codes(&marked), [Code::Syntax]);
+    assert_eq!(marked[0].message, plain[0].message);
+    assert_eq!(marked[0].span.start, plain[0].span.start + '\u{feff}'.len_utf8());
+}
