@@ -137,11 +137,12 @@ fn clamp_to_char_boundary(source: &str, offset: usize) -> usize {
 /// Renders diagnostics as plain text, rustc style: code, message, `file:line:col`, the source
 /// line with the span underlined, related places and a help line.
 pub fn render(file_name: &str, source: &str, diagnostics: &[Diagnostic]) -> String {
-    let file = SimpleFile::new(file_name, source);
     let config = term::Config::default();
     let mut out = String::new();
     for d in diagnostics {
-        let cs = to_codespan(source, d);
+        let (shown, d) = shortened(source, d);
+        let file = SimpleFile::new(file_name, shown.as_str());
+        let cs = to_codespan(&shown, &d);
         match term::emit_into_string(&config, &file, &cs) {
             Ok(text) => out.push_str(&text),
             // Spans are clamped to the source above, so this is not expected; still, a
@@ -157,6 +158,63 @@ pub fn render(file_name: &str, source: &str, diagnostics: &[Diagnostic]) -> Stri
         }
     }
     out
+}
+
+/// The most characters of a source line a report shows past its last label's start.
+const SHOWN_LINE_CHARS_MAX: usize = 120;
+
+/// The source as a report shows it for `d`, with `d`'s spans moved to match: a line longer
+/// than `SHOWN_LINE_CHARS_MAX` characters past the start of its last label (or its own
+/// start) is cut there and ends in `…`, so a report never echoes megabytes of one line.
+/// Only line ends are cut, so every line number and column stays the file's own.
+fn shortened(source: &str, d: &Diagnostic) -> (String, Diagnostic) {
+    let starts: Vec<usize> =
+        std::iter::once(d.span.start).chain(d.related.iter().map(|(s, _)| s.start)).collect();
+    let mut shown = String::new();
+    // Each cut: the kept part of a line ends at `.0`, the line's text at `.1`.
+    let mut cuts: Vec<(usize, usize)> = Vec::new();
+    let mut line_start = 0;
+    for line in source.split_inclusive('\n') {
+        let line_end = line_start + line.trim_end_matches(['\n', '\r']).len();
+        let from = starts.iter().copied().filter(|s| (line_start..=line_end).contains(s)).max();
+        let from = from.unwrap_or(line_start);
+        match source[from..line_end].char_indices().nth(SHOWN_LINE_CHARS_MAX) {
+            Some((i, _)) => {
+                shown.push_str(&source[line_start..from + i]);
+                shown.push('…');
+                shown.push_str(&source[line_end..line_start + line.len()]);
+                cuts.push((from + i, line_end));
+            }
+            None => shown.push_str(line),
+        }
+        line_start += line.len();
+    }
+    if cuts.is_empty() {
+        return (shown, d.clone());
+    }
+    // A file offset in the shown text: less what every earlier cut removed (each leaves
+    // `…`, one character of three bytes); one inside a cut shows at its `…`.
+    let map = |o: usize| {
+        let mut shift: isize = 0;
+        let mut at = o;
+        for &(keep, end) in &cuts {
+            if o <= keep {
+                break;
+            }
+            if o < end {
+                at = keep;
+                break;
+            }
+            shift += end as isize - keep as isize - '…'.len_utf8() as isize;
+        }
+        (at as isize - shift).max(0) as usize
+    };
+    let mut d = d.clone();
+    d.span = Span::new(map(d.span.start), map(d.span.end));
+    for (span, _) in &mut d.related {
+        *span = Span::new(map(span.start), map(span.end));
+    }
+    (shown, d)
 }
 
 fn to_codespan(source: &str, d: &Diagnostic) -> CsDiagnostic<()> {

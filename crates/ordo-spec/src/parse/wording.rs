@@ -166,11 +166,17 @@ fn describe_found(text: &str, at: usize) -> String {
             "a string without its closing quote".to_string()
         }
         Some(_) => {
-            let len = found_len(text, at);
-            format!("`{}`", &rest[..len])
+            let word = &rest[..found_len(text, at)];
+            match word.char_indices().nth(FOUND_CHARS_MAX) {
+                Some((cut, _)) => format!("`{}…` ({} characters)", &word[..cut], word.chars().count()),
+                None => format!("`{word}`"),
+            }
         }
     }
 }
+
+/// The most characters of what was found that a message quotes; a longer word is cut.
+const FOUND_CHARS_MAX: usize = 40;
 
 /// "did you mean `state`?" when the line starts with a near-miss of a keyword.
 fn keyword_hint(text: &str, at: usize) -> Option<String> {

@@ -163,3 +163,22 @@ fn a_byte_order_mark_is_skipped() {
     assert_eq!(marked[0].message, plain[0].message);
     assert_eq!(marked[0].span.start, plain[0].span.start + '\u{feff}'.len_utf8());
 }
+
+/// An error on a line of a megabyte is reported at its own line and column, with the line
+/// cut a little past the error and the word it found cut in the message: the report stays
+/// small.
+#[test]
+fn an_over_long_line_is_cut_in_the_report() {
+    let junk = "1".repeat(1 << 20);
+    let source = format!("machine A {{\n    x: int check >= {junk}zz\n    initial a\n}}\n");
+    let diags = ordo_spec::compile(&source).expect_err("a syntax error");
+    let report = ordo_spec::render("long.ordo", &source, &diags);
+    assert!(report.len() < 2_000, "{} bytes: {}", report.len(), &report[..report.len().min(600)]);
+    assert!(report.contains("long.ordo:2:21"), "{report}");
+    assert!(report.contains("…` (1048578 characters)"), "{report}");
+    assert!(report.contains(&format!("{}…", "1".repeat(120))), "{report}");
+    // A short line is shown whole.
+    let short = "machine A {\n    x: int check >= 1 +\n}\n";
+    let report = ordo_spec::render("short.ordo", short, &ordo_spec::compile(short).expect_err("an error"));
+    assert!(report.contains("x: int check >= 1 +\n") && !report.contains('…'), "{report}");
+}
