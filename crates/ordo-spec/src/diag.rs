@@ -141,7 +141,7 @@ pub fn render(file_name: &str, source: &str, diagnostics: &[Diagnostic]) -> Stri
     let mut out = String::new();
     for d in diagnostics {
         let (shown, d) = shortened(source, d);
-        let file = SimpleFile::new(file_name, shown.as_str());
+        let file = SimpleFile::new(file_name, shown.as_ref());
         let cs = to_codespan(&shown, &d);
         match term::emit_into_string(&config, &file, &cs) {
             Ok(text) => out.push_str(&text),
@@ -167,7 +167,11 @@ const SHOWN_LINE_CHARS_MAX: usize = 120;
 /// than `SHOWN_LINE_CHARS_MAX` characters past the start of its last label (or its own
 /// start) is cut there and ends in `…`, so a report never echoes megabytes of one line.
 /// Only line ends are cut, so every line number and column stays the file's own.
-fn shortened(source: &str, d: &Diagnostic) -> (String, Diagnostic) {
+fn shortened<'s>(source: &'s str, d: &Diagnostic) -> (std::borrow::Cow<'s, str>, Diagnostic) {
+    // No line can need a cut: the file as it is (the usual case, and no copy of it).
+    if source.lines().all(|l| l.len() <= SHOWN_LINE_CHARS_MAX) {
+        return (std::borrow::Cow::Borrowed(source), d.clone());
+    }
     let starts: Vec<usize> =
         std::iter::once(d.span.start).chain(d.related.iter().map(|(s, _)| s.start)).collect();
     let mut shown = String::new();
@@ -190,7 +194,7 @@ fn shortened(source: &str, d: &Diagnostic) -> (String, Diagnostic) {
         line_start += line.len();
     }
     if cuts.is_empty() {
-        return (shown, d.clone());
+        return (std::borrow::Cow::Owned(shown), d.clone());
     }
     // A file offset in the shown text: less what every earlier cut removed (each leaves
     // `…`, one character of three bytes); one inside a cut shows at its `…`.
@@ -214,7 +218,7 @@ fn shortened(source: &str, d: &Diagnostic) -> (String, Diagnostic) {
     for (span, _) in &mut d.related {
         *span = Span::new(map(span.start), map(span.end));
     }
-    (shown, d)
+    (std::borrow::Cow::Owned(shown), d)
 }
 
 fn to_codespan(source: &str, d: &Diagnostic) -> CsDiagnostic<()> {
