@@ -9,6 +9,7 @@
 //! body that an event without parameters may leave out.
 
 use crate::api::ProblemCode;
+use ordo_store::SpecSource;
 use serde_json::{Value, json};
 
 /// Where the checked-in document says the server is: the default `ORDO_LISTEN`.
@@ -97,13 +98,13 @@ impl Kind {
 /// `server` is where it is served from; `keyed`: it asks for API keys (`ORDO_API_KEYS`), as
 /// every deployment but a single-tenant one on loopback does, and as the checked-in
 /// document says. A server without keys serves a document without the bearer scheme and
-/// without 401s, since it asks for none.
-pub fn documented(spec: &str, server: &str, keyed: bool) -> String {
+/// without 401s, since it asks for none. `specs`: the specs the routes were generated from.
+pub fn documented(spec: &str, server: &str, keyed: bool, specs: &[SpecSource]) -> String {
     let mut doc: Value = serde_json::from_str(spec).expect("the OpenAPI document poem-openapi wrote is JSON");
     keywords(&mut doc);
     operations(&mut doc, keyed);
     links(&mut doc);
-    allowed_events(&mut doc);
+    allowed_events(&mut doc, specs);
     changes(&mut doc);
     problem_types(&mut doc);
     examples(&mut doc);
@@ -312,58 +313,35 @@ fn first_steps(doc: &mut Value) {
     doc["info"]["description"] = json!(format!("{steps}{description}"));
 }
 
-/// Each machine's allowed events (`GET /<machines>/{id}/events`) as a schema of its own:
-/// its state the machine's state enum, its events an enum of the machine's events (the
-/// routes `POST /<machines>/{id}/<event>`). The body is the shared `AllowedEvents`.
-fn allowed_events(doc: &mut Value) {
+/// Each machine's allowed events (`GET /<machines>/{id}/events`, found by its tag) as a
+/// schema of its own: its state the machine's state enum, its events an enum of the
+/// machine's events, from the spec. The body is the shared `AllowedEvents`.
+fn allowed_events(doc: &mut Value, specs: &[SpecSource]) {
     let paths: Vec<String> = doc["paths"].as_object().into_iter().flat_map(|p| p.keys().cloned()).collect();
-    for path in &paths {
-        let Some(collection) = path.strip_suffix("/{id}/events") else { continue };
-        let op = &doc["paths"][path]["get"];
-        let Some(machine) = op["tags"][0].as_str().map(str::to_string) else { continue };
-        let state = format!("{machine}State");
-        if doc["components"]["schemas"].get(&state).is_none() {
-            continue;
-        }
-        let prefix = format!("{collection}/{{id}}/");
-        let mut events: Vec<&str> = paths
-            .iter()
-            .filter(|p| doc["paths"][p.as_str()].get("post").is_some())
-            .filter_map(|p| p.strip_prefix(&prefix))
-            .filter(|e| !e.contains('/'))
-            .collect();
+    for m in specs.iter().flat_map(|s| &s.ir.machines) {
+        let route = paths.iter().find(|p| {
+            p.ends_with("/{id}/events") && doc["paths"][p.as_str()]["get"]["tags"][0] == m.name.as_str()
+        });
+        let Some(route) = route else { continue };
+        let mut events: Vec<&str> = m.events.iter().map(|e| e.name.as_str()).collect();
         events.sort_unstable();
-        let name = format!("{machine}AllowedEvents");
-        // The example: the initial state and what its routes say is allowed from it
-        // (codegen's summary of each event: "`pay`: allowed from `pending`.").
-        let first_state =
-            doc["components"]["schemas"][&state]["enum"][0].as_str().unwrap_or_default().to_string();
-        let allowed_first: Vec<&str> = events
-            .iter()
-            .copied()
-            .filter(|e| {
-                let summary =
-                    doc["paths"][format!("{prefix}{e}")]["post"]["summary"].as_str().unwrap_or_default();
-                summary
-                    .split("allowed from")
-                    .nth(1)
-                    .is_some_and(|from| from.contains(&format!("`{first_state}`")))
-            })
-            .collect();
-        let schema = json!({
+        // The example: the initial state, and what it allows.
+        let mut initial: Vec<&str> = m.events_from(&m.initial).map(|e| e.name.as_str()).collect();
+        initial.sort_unstable();
+        let name = format!("{}AllowedEvents", m.name);
+        doc["components"]["schemas"][&name] = json!({
             "title": name,
-            "description": format!("The events a {machine} allows in its current state."),
+            "description": format!("The events a {} allows in its current state.", m.name),
             "type": "object",
             "required": ["state", "events"],
             "properties": {
-                "state": { "$ref": format!("#/components/schemas/{state}") },
+                "state": { "$ref": format!("#/components/schemas/{}State", m.name) },
                 "events": { "type": "array", "items": { "type": "string", "enum": events } },
             },
-            "example": { "state": first_state, "events": allowed_first },
+            "example": { "state": m.initial, "events": initial },
         });
-        doc["components"]["schemas"][&name] = schema;
         let reference = json!({ "$ref": format!("#/components/schemas/{name}") });
-        let content = &mut doc["paths"][path.as_str()]["get"]["responses"]["200"]["content"];
+        let content = &mut doc["paths"][route.as_str()]["get"]["responses"]["200"]["content"];
         for media in content.as_object_mut().into_iter().flat_map(|c| c.values_mut()) {
             media["schema"] = reference.clone();
         }

@@ -63,7 +63,8 @@ pub fn openapi_json() -> String {
     let nothing = Lane::new(Vec::new(), None);
     let breakers = Arc::new(crate::breaker::Breakers::new(1, 1));
     let ctx = Ctx::new(nothing, Tenants::default(), RateLimit::new(1, 1), metrics, breakers);
-    crate::document::documented(&openapi(Arc::new(ctx)).spec(), crate::document::DEFAULT_SERVER, true)
+    let specs = specs().expect("the specs the server was built from check (its build checked them)");
+    crate::document::documented(&openapi(Arc::new(ctx)).spec(), crate::document::DEFAULT_SERVER, true, &specs)
 }
 
 fn problem_doc() -> String {
@@ -186,7 +187,7 @@ impl Application {
         let service = openapi(ctx.clone());
         let docs = service.swagger_ui();
         let server = format!("http://{}", config.listen);
-        let document = crate::document::documented(&service.spec(), &server, keyed);
+        let document = crate::document::documented(&service.spec(), &server, keyed, &specs);
         let routes = Routes::of(&document);
         let spec_json = get(poem::endpoint::make_sync(move |_| {
             Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
