@@ -69,24 +69,20 @@ impl Edge {
         };
         // The router's own 404 and 405 are problems like every other answer; a 405 says
         // which methods the route serves (RFC 9110).
-        let routing = |code, detail: String| {
-            let problem = problem_response(Problem::new(code, detail));
-            let plain =
-                response.headers().get("content-type").is_none_or(|t| t != "application/problem+json");
-            plain.then_some(problem)
-        };
+        let plain = response.headers().get("content-type").is_none_or(|t| t != "application/problem+json");
         match response.status() {
-            StatusCode::NOT_FOUND => {
-                if let Some(r) = routing(ProblemCode::NotFound, format!("no route {method} {path}")) {
-                    response = r;
-                }
+            StatusCode::NOT_FOUND if plain => {
+                response = problem_response(Problem::new(
+                    ProblemCode::NotFound,
+                    format!("no route {method} {path}"),
+                ));
             }
             StatusCode::METHOD_NOT_ALLOWED => {
                 let allow = self.routes.at(&path).map(|r| r.methods.as_str());
-                let detail =
-                    format!("{path} does not serve {method}; it serves {}", allow.unwrap_or("nothing"));
-                if let Some(r) = routing(ProblemCode::MethodNotAllowed, detail) {
-                    response = r;
+                if plain {
+                    let detail =
+                        format!("{path} does not serve {method}; it serves {}", allow.unwrap_or("nothing"));
+                    response = problem_response(Problem::new(ProblemCode::MethodNotAllowed, detail));
                 }
                 if let Some(v) = allow.and_then(|m| HeaderValue::from_str(m).ok()) {
                     response.headers_mut().insert("allow", v);
