@@ -1,0 +1,63 @@
+//! Conformance of the real executor to the interpreter, on PostgreSQL and SQLite: the shipped
+//! specs, every spec of the good corpus, and generated specs.
+
+use ordo_conform::{Options, sequential};
+use ordo_store::{Store, StoreConfig};
+use ordo_testkit::{Backend, TestDb};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod sequential;
+
+/// A seed for this run: `ORDO_CONFORM_SEED` when set (to repeat a failure), else the clock.
+pub fn seed() -> u64 {
+    std::env::var("ORDO_CONFORM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    })
+}
+
+/// Seconds of generation per spec and backend: `ORDO_CONFORM_SECONDS`, else `default`.
+pub fn budget(default: f64) -> Duration {
+    let s = std::env::var("ORDO_CONFORM_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    Duration::from_secs_f64(s)
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
+}
+
+/// A store over a fresh database of `backend`, migrated for the spec.
+pub fn open(rt: &tokio::runtime::Runtime, backend: Backend, name: &str, source: &str) -> (Store, TestDb) {
+    let spec =
+        ordo_spec::compile(source).unwrap_or_else(|d| panic!("{}", ordo_spec::render(name, source, &d)));
+    rt.block_on(async {
+        let db = TestDb::new(backend).await;
+        let mut config = StoreConfig::new(db.url.clone());
+        config.pool_size = 8;
+        let store = Store::open(config, name, spec, true).await.expect("the store opens");
+        (store, db)
+    })
+}
+
+/// Sequential conformance of one spec on one backend, with its report printed.
+pub fn check(backend: Backend, name: &str, source: &str, seconds: f64) -> ordo_conform::Report {
+    let rt = runtime();
+    let (store, _db) = open(&rt, backend, name, source);
+    let seed = seed();
+    let report = sequential(&rt, &store, &Options::new(budget(seconds), seed))
+        .unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
+    eprintln!(
+        "{name} on {backend:?} (seed {seed}): {} cases, {} commands in {:.1}s ({:.0}/s); {}; {}",
+        report.cases,
+        report.coverage.commands,
+        report.elapsed.as_secs_f64(),
+        report.commands_per_second(),
+        report.coverage.summary(store.spec()),
+        report.coverage.outcomes()
+    );
+    report
+}
