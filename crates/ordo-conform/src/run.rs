@@ -217,35 +217,43 @@ impl<'a> Case<'a> {
         let Some(mut path) = path_to(m, from) else { return Ok(()) };
         path.push(last);
         let n = self.history.len();
-        let input = self.pools.input(&m.name, m.fields.iter().chain(&m.create.params), values, false);
-        let action = model::Action::Create { machine: m.name.clone(), input };
+        let create = |values: &[u16]| {
+            let input = self.pools.input(&m.name, m.fields.iter().chain(&m.create.params), values, false);
+            model::Action::Create { machine: m.name.clone(), input }
+        };
+        let action = self.likely(values, create);
         let store = store_command(&self.tenant, &action, None);
-        let Some(id) =
-            self.send(Sent { store, model: model::Command { key: None, action } }, coverage).await?
-        else {
+        let Some(id) = self.send(Sent { store, model: model::Command { key: None, action } }, coverage).await? else {
             return Ok(());
         };
         for (i, e) in path.into_iter().enumerate() {
-            let values: Vec<u16> =
-                values.iter().map(|v| v.wrapping_add(u16::try_from(i + n).unwrap_or(0))).collect();
-            let params = self.pools.input(&format!("{}.{}", m.name, e.name), e.params.iter(), &values, false);
-            let action = model::Action::Fire {
-                machine: m.name.clone(),
-                id: id.clone(),
-                event: e.name.clone(),
-                params,
-                if_match: None,
+            let values: Vec<u16> = values.iter().map(|v| v.wrapping_add(u16::try_from(i + n).unwrap_or(0))).collect();
+            let fire = |values: &[u16]| {
+                let params = self.pools.input(&format!("{}.{}", m.name, e.name), e.params.iter(), values, false);
+                model::Action::Fire { machine: m.name.clone(), id: id.clone(), event: e.name.clone(), params, if_match: None }
             };
+            let action = self.likely(&values, fire);
             let store = store_command(&self.tenant, &action, None);
-            if self
-                .send(Sent { store, model: model::Command { key: None, action } }, coverage)
-                .await?
-                .is_none()
-            {
+            if self.send(Sent { store, model: model::Command { key: None, action } }, coverage).await?.is_none() {
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Of a few value picks, the first whose command the interpreter would apply (else the
+    /// first): a walk then gets past guards that only some generated values meet.
+    fn likely(&self, values: &[u16], make: impl Fn(&[u16]) -> model::Action) -> model::Action {
+        let tries: Vec<model::Action> = (0..8u16)
+            .map(|k| make(&values.iter().map(|v| v.wrapping_add(k.wrapping_mul(7919))).collect::<Vec<_>>()))
+            .collect();
+        let applies = |a: &model::Action| {
+            let mut w = self.world.clone();
+            let cmd = model::Command { key: None, action: a.clone() };
+            matches!(w.step(self.spec, &cmd, Utc::now(), "probe").outcome, model::Outcome::Applied(_))
+        };
+        let first = tries.iter().position(applies).unwrap_or(0);
+        tries.into_iter().nth(first).unwrap_or_else(|| make(values))
     }
 
     /// The commands of [`Step::Fund`].

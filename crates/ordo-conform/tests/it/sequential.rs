@@ -27,3 +27,28 @@ fn transfer_on_sqlite() {
 fn transfer_on_postgres() {
     shipped(Backend::Postgres, "transfer");
 }
+
+/// Every spec of the checker's good corpus: each must conform and reach all it declares.
+fn corpus(backend: Backend) {
+    let dir = root().join("crates/ordo-spec/tests/corpus/good");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("the corpus").map(|e| e.expect("an entry").path()).collect();
+    files.sort();
+    assert!(files.len() >= 4, "the good corpus shrank: {files:?}");
+    for file in files {
+        let name = file.file_stem().and_then(|s| s.to_str()).expect("a name").to_string();
+        let source = std::fs::read_to_string(&file).expect("the spec");
+        let spec = ordo_spec::compile(&source).expect("compiles");
+        let report = check(backend, &name, &source, 2.0);
+        assert!(report.coverage.complete(&spec), "{name}: {}", report.coverage.summary(&spec));
+    }
+}
+
+#[test]
+fn corpus_on_sqlite() {
+    corpus(Backend::Sqlite);
+}
+
+#[test]
+fn corpus_on_postgres() {
+    corpus(Backend::Postgres);
+}
