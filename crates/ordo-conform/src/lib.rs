@@ -14,6 +14,7 @@
 
 mod compare;
 pub mod run;
+pub mod specgen;
 pub mod steps;
 
 use ordo_model::{Entry, Executed, Outcome};

@@ -223,18 +223,32 @@ impl<'a> Case<'a> {
         };
         let action = self.likely(values, create);
         let store = store_command(&self.tenant, &action, None);
-        let Some(id) = self.send(Sent { store, model: model::Command { key: None, action } }, coverage).await? else {
+        let Some(id) =
+            self.send(Sent { store, model: model::Command { key: None, action } }, coverage).await?
+        else {
             return Ok(());
         };
         for (i, e) in path.into_iter().enumerate() {
-            let values: Vec<u16> = values.iter().map(|v| v.wrapping_add(u16::try_from(i + n).unwrap_or(0))).collect();
+            let values: Vec<u16> =
+                values.iter().map(|v| v.wrapping_add(u16::try_from(i + n).unwrap_or(0))).collect();
             let fire = |values: &[u16]| {
-                let params = self.pools.input(&format!("{}.{}", m.name, e.name), e.params.iter(), values, false);
-                model::Action::Fire { machine: m.name.clone(), id: id.clone(), event: e.name.clone(), params, if_match: None }
+                let params =
+                    self.pools.input(&format!("{}.{}", m.name, e.name), e.params.iter(), values, false);
+                model::Action::Fire {
+                    machine: m.name.clone(),
+                    id: id.clone(),
+                    event: e.name.clone(),
+                    params,
+                    if_match: None,
+                }
             };
             let action = self.likely(&values, fire);
             let store = store_command(&self.tenant, &action, None);
-            if self.send(Sent { store, model: model::Command { key: None, action } }, coverage).await?.is_none() {
+            if self
+                .send(Sent { store, model: model::Command { key: None, action } }, coverage)
+                .await?
+                .is_none()
+            {
                 break;
             }
         }

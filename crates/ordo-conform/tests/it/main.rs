@@ -7,6 +7,7 @@ use ordo_testkit::{Backend, TestDb};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod generated;
 mod sequential;
 
 /// A seed for this run: `ORDO_CONFORM_SEED` when set (to repeat a failure), else the clock.
@@ -45,19 +46,25 @@ pub fn open(rt: &tokio::runtime::Runtime, backend: Backend, name: &str, source: 
 
 /// Sequential conformance of one spec on one backend, with its report printed.
 pub fn check(backend: Backend, name: &str, source: &str, seconds: f64) -> ordo_conform::Report {
-    let rt = runtime();
-    let (store, _db) = open(&rt, backend, name, source);
-    let seed = seed();
-    let report = sequential(&rt, &store, &Options::new(budget(seconds), seed))
-        .unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}"));
+    let report = check_quietly(backend, name, source, seconds);
+    let spec = ordo_spec::compile(source).expect("compiles");
     eprintln!(
-        "{name} on {backend:?} (seed {seed}): {} cases, {} commands in {:.1}s ({:.0}/s); {}; {}",
+        "{name} on {backend:?}: {} cases, {} commands in {:.1}s ({:.0}/s); {}; {}",
         report.cases,
         report.coverage.commands,
         report.elapsed.as_secs_f64(),
         report.commands_per_second(),
-        report.coverage.summary(store.spec()),
+        report.coverage.summary(&spec),
         report.coverage.outcomes()
     );
     report
+}
+
+/// [`check`] without the report.
+pub fn check_quietly(backend: Backend, name: &str, source: &str, seconds: f64) -> ordo_conform::Report {
+    let rt = runtime();
+    let (store, _db) = open(&rt, backend, name, source);
+    let seed = seed();
+    sequential(&rt, &store, &Options::new(budget(seconds), seed))
+        .unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}\n(repeat with ORDO_CONFORM_SEED={seed})"))
 }

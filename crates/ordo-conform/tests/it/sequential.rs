@@ -31,7 +31,8 @@ fn transfer_on_postgres() {
 /// Every spec of the checker's good corpus: each must conform and reach all it declares.
 fn corpus(backend: Backend) {
     let dir = root().join("crates/ordo-spec/tests/corpus/good");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("the corpus").map(|e| e.expect("an entry").path()).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).expect("the corpus").map(|e| e.expect("an entry").path()).collect();
     files.sort();
     assert!(files.len() >= 4, "the good corpus shrank: {files:?}");
     for file in files {
