@@ -113,7 +113,7 @@ fn table_count(r: &QueryResult) -> Result<i64, String> {
     r.try_get_by_index::<i64>(0).map_err(|e| e.to_string())
 }
 
-async fn count(store: &Store, table: &str, tenant: &str) -> Result<i64, String> {
+pub(crate) async fn count(store: &Store, table: &str, tenant: &str) -> Result<i64, String> {
     let q = Query::select()
         .expr(Expr::col(Alias::new("tenant")).count())
         .from(Alias::new(table))
@@ -129,19 +129,15 @@ async fn count(store: &Store, table: &str, tenant: &str) -> Result<i64, String> 
 /// agree on which timer is due first.
 pub async fn world(store: &Store, spec: &ir::Spec, tenant: &str, world: &mut World) -> Result<(), String> {
     for ((machine, id), want) in &world.instances {
-        let uuid = id.parse().map_err(|_| format!("{machine} {id}: not an id"))?;
-        let got = store.instance(tenant, machine, uuid).await.map_err(|e| e.to_string())?;
-        let got = got.map(|r| row_of(spec, &r));
-        match got {
+        match instance(store, spec, tenant, machine, id).await? {
             Some(got) if same_row(want, &got) => {}
             got => return Err(row_differs(want, got.as_ref())),
         }
     }
-    for ((resource, _), want) in &world.rows {
-        let r = spec.resource(resource).ok_or_else(|| format!("no resource {resource}"))?;
+    for ((name, _), want) in &world.rows {
+        let r = spec.resource(name).ok_or_else(|| format!("no resource {name}"))?;
         let key = want.fields.get(&r.key.name).map(Val::to_json).unwrap_or(Json::Null);
-        let got = store.resource(tenant, resource, &key).await.map_err(|e| e.to_string())?;
-        match got.map(|r| row_of(spec, &r)) {
+        match resource(store, spec, tenant, name, &key).await? {
             Some(got) if same_row(want, &got) => {}
             got => return Err(row_differs(want, got.as_ref())),
         }
@@ -161,6 +157,31 @@ pub async fn world(store: &Store, spec: &ir::Spec, tenant: &str, world: &mut Wor
         }
     }
     timers(store, tenant, world).await
+}
+
+/// An instance as the store holds it, in the interpreter's terms.
+pub(crate) async fn instance(
+    store: &Store,
+    spec: &ir::Spec,
+    tenant: &str,
+    machine: &str,
+    id: &str,
+) -> Result<Option<model::Row>, String> {
+    let uuid = id.parse().map_err(|_| format!("{machine} {id}: not an id"))?;
+    let got = store.instance(tenant, machine, uuid).await.map_err(|e| e.to_string())?;
+    Ok(got.map(|r| row_of(spec, &r)))
+}
+
+/// A resource row as the store holds it, in the interpreter's terms.
+pub(crate) async fn resource(
+    store: &Store,
+    spec: &ir::Spec,
+    tenant: &str,
+    name: &str,
+    key: &Json,
+) -> Result<Option<model::Row>, String> {
+    let got = store.resource(tenant, name, key).await.map_err(|e| e.to_string())?;
+    Ok(got.map(|r| row_of(spec, &r)))
 }
 
 fn row_differs(want: &model::Row, got: Option<&model::Row>) -> String {

@@ -13,13 +13,17 @@
 //! and each kind of rejection seen.
 
 mod compare;
+pub mod concurrent;
 pub mod run;
 pub mod specgen;
+
+pub use concurrent::concurrent;
 pub mod steps;
 
 use ordo_model::{Entry, Executed, Outcome};
 use ordo_spec::ir;
 use ordo_store::Store;
+use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -171,6 +175,24 @@ impl Report {
 pub fn sequential(rt: &tokio::runtime::Runtime, store: &Store, opts: &Options) -> Result<Report, String> {
     let spec = store.spec().clone();
     let pools = run::Pools::of(&spec);
+    rounds(
+        opts,
+        || steps::steps(&spec, opts.steps.clone()),
+        |steps, covered| rt.block_on(one_case(store, &spec, &pools, steps, covered)),
+    )
+}
+
+/// Rounds of a few generated cases each until the budget is spent; each round's generator
+/// is seeded from the run's seed and the round, so a failure names what repeats it. A
+/// failing case is shrunk by proptest and reported with the history it printed.
+pub(crate) fn rounds<S: Strategy>(
+    opts: &Options,
+    strategy: impl Fn() -> S,
+    case: impl Fn(&S::Value, &mut Coverage) -> Result<(), String>,
+) -> Result<Report, String>
+where
+    S::Value: std::fmt::Debug,
+{
     let config = Config {
         cases: ROUND_CASES,
         failure_persistence: None,
@@ -181,8 +203,6 @@ pub fn sequential(rt: &tokio::runtime::Runtime, store: &Store, opts: &Options) -
     let started = Instant::now();
     let deadline = started + opts.budget;
     let mut report = Report { cases: 0, elapsed: Duration::ZERO, coverage: Coverage::default() };
-    // Rounds of a few cases each until the budget is spent; each round's generator is seeded
-    // from the run's seed and the round, so a failure names what repeats it.
     for round in 0.. {
         if Instant::now() > deadline || report.cases >= u64::from(opts.cases_max) {
             break;
@@ -190,10 +210,10 @@ pub fn sequential(rt: &tokio::runtime::Runtime, store: &Store, opts: &Options) -
         let mut runner = TestRunner::new_with_rng(config.clone(), rng(opts.seed, round));
         let cases = Cell::new(0u64);
         let coverage = RefCell::new(Coverage::default());
-        let result = runner.run(&steps::steps(&spec, opts.steps.clone()), |steps| {
+        let result = runner.run(&strategy(), |value| {
             cases.set(cases.get() + 1);
             let mut covered = Coverage::default();
-            let outcome = rt.block_on(one_case(store, &spec, &pools, &steps, &mut covered));
+            let outcome = case(&value, &mut covered);
             coverage.borrow_mut().merge(&covered);
             outcome.map_err(TestCaseError::fail)
         });
@@ -201,11 +221,10 @@ pub fn sequential(rt: &tokio::runtime::Runtime, store: &Store, opts: &Options) -
         report.coverage.merge(&coverage.into_inner());
         match result {
             Ok(()) => {}
-            Err(TestError::Fail(why, steps)) => {
+            Err(TestError::Fail(why, _)) => {
                 return Err(format!(
-                    "the store disagrees with the spec (seed {}, round {round}; shrunk to {} step(s)):\n{why}",
-                    opts.seed,
-                    steps.len()
+                    "the store disagrees with the spec (seed {}, round {round}; shrunk):\n{why}",
+                    opts.seed
                 ));
             }
             Err(TestError::Abort(why)) => {

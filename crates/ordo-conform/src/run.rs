@@ -74,8 +74,8 @@ pub struct Case<'a> {
     pub tenant: String,
     pub world: World,
     /// Instances in creation order, by machine.
-    created: BTreeMap<String, Vec<String>>,
-    keyed: Vec<Sent>,
+    pub(crate) created: BTreeMap<String, Vec<String>>,
+    pub(crate) keyed: Vec<Sent>,
     /// The history so far, one line per step, for the failure report.
     pub history: Vec<String>,
 }
@@ -176,7 +176,7 @@ impl<'a> Case<'a> {
         };
         let key = keyed.then(|| (format!("key-{n}"), format!("{action:?}")));
         Some(Sent {
-            store: store_command(&self.tenant, &action, key.as_ref()),
+            store: store_command(&self.tenant, &action, key.as_ref())?,
             model: model::Command { key, action },
         })
     }
@@ -222,7 +222,7 @@ impl<'a> Case<'a> {
             model::Action::Create { machine: m.name.clone(), input }
         };
         let action = self.likely(values, create);
-        let store = store_command(&self.tenant, &action, None);
+        let Some(store) = store_command(&self.tenant, &action, None) else { return Ok(()) };
         let Some(id) =
             self.send(Sent { store, model: model::Command { key: None, action } }, coverage).await?
         else {
@@ -243,7 +243,7 @@ impl<'a> Case<'a> {
                 }
             };
             let action = self.likely(&values, fire);
-            let store = store_command(&self.tenant, &action, None);
+            let Some(store) = store_command(&self.tenant, &action, None) else { break };
             if self
                 .send(Sent { store, model: model::Command { key: None, action } }, coverage)
                 .await?
@@ -271,7 +271,7 @@ impl<'a> Case<'a> {
     }
 
     /// The commands of [`Step::Fund`].
-    fn funding(&self) -> Vec<Sent> {
+    pub(crate) fn funding(&self) -> Vec<Sent> {
         let mut out = Vec::new();
         for r in &self.spec.resources {
             let adding = r.operations.iter().filter(|o| {
@@ -289,8 +289,9 @@ impl<'a> Case<'a> {
                         operation: o.name.clone(),
                         params,
                     };
-                    let store = store_command(&self.tenant, &action, None);
-                    out.push(Sent { store, model: model::Command { key: None, action } });
+                    if let Some(store) = store_command(&self.tenant, &action, None) {
+                        out.push(Sent { store, model: model::Command { key: None, action } });
+                    }
                 }
             }
         }
@@ -404,12 +405,14 @@ pub async fn send(store: &Store, cmd: &ordo_store::Command) -> Result<ordo_store
     store.execute(cmd).await
 }
 
+/// The store's form of a command (`None` for a timer firing, which only a sweep does).
 pub fn store_command(
     tenant: &str,
     action: &model::Action,
     key: Option<&(String, String)>,
-) -> ordo_store::Command {
+) -> Option<ordo_store::Command> {
     let action = match action.clone() {
+        model::Action::Timer { .. } => return None,
         model::Action::Create { machine, input } => ordo_store::Action::Create { machine, input },
         model::Action::Fire { machine, id, event, params, if_match } => {
             ordo_store::Action::Fire { machine, id: id.parse().unwrap_or_default(), event, params, if_match }
@@ -418,12 +421,12 @@ pub fn store_command(
             ordo_store::Action::Operate { resource, key, operation, params }
         }
     };
-    ordo_store::Command {
+    Some(ordo_store::Command {
         tenant: tenant.to_string(),
         idempotency: key.map(|(k, f)| IdempotencyKey { key: k.clone(), fingerprint: f.clone() }),
         action,
         trace: None,
-    }
+    })
 }
 
 /// A command on one line: `Order.pay #3 {..} key-4`.
@@ -442,6 +445,9 @@ pub fn describe(c: &model::Command) -> String {
         }
         model::Action::Operate { resource, key, operation, params } => {
             format!("{resource}[{key}] {operation} {}", Json::Object(params.clone()))
+        }
+        model::Action::Timer { machine, id, state, event } => {
+            format!("timer {machine} …{} in {state}: {event}", short_id(id))
         }
     };
     if let Some((k, f)) = &c.key {

@@ -32,14 +32,37 @@ pub struct Command {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Create { machine: String, input: Map<String, Json> },
-    Fire { machine: String, id: String, event: String, params: Map<String, Json>, if_match: Option<i64> },
-    Operate { resource: String, key: Json, operation: String, params: Map<String, Json> },
+    Create {
+        machine: String,
+        input: Map<String, Json>,
+    },
+    Fire {
+        machine: String,
+        id: String,
+        event: String,
+        params: Map<String, Json>,
+        if_match: Option<i64>,
+    },
+    Operate {
+        resource: String,
+        key: Json,
+        operation: String,
+        params: Map<String, Json>,
+    },
+    /// A timer sweep firing the timer armed when `id` entered `state`, if it is still armed
+    /// and due: its event, with no parameters. Not armed (the instance left the state, or
+    /// it fired already): nothing happens, and the outcome is `NotFound`.
+    Timer {
+        machine: String,
+        id: String,
+        state: String,
+        event: String,
+    },
 }
 
 /// Why the spec refuses a command. Reasons' wording is the store's business; what is
 /// compared is which rule refused, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Rejection {
     NotFound,
     InvalidInput { field: String },
@@ -52,7 +75,7 @@ pub enum Rejection {
 }
 
 /// An instance or a resource row as a command left it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Row {
     /// The machine's or resource's name.
     pub name: String,
@@ -65,7 +88,7 @@ pub struct Row {
     pub fields: BTreeMap<String, Val>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Applied(Row),
     Rejected(Rejection),
@@ -78,7 +101,7 @@ pub struct Executed {
 }
 
 /// `after X in state: event`, armed when an instance entered `state`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Timer {
     pub machine: String,
     pub entity: String,
@@ -116,9 +139,45 @@ pub struct World {
 type Step<T> = Result<T, Rejection>;
 
 impl World {
+    /// A digest of what decides later outcomes (instances, rows, records, and timers in any
+    /// order; not the journal, which nothing reads back): equal for worlds that answer
+    /// every later command alike.
+    pub fn digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut timers: Vec<&Timer> = self.timers.iter().collect();
+        timers.sort_by(|a, b| {
+            (&a.machine, &a.entity, &a.state, &a.event, a.due)
+                .cmp(&(&b.machine, &b.entity, &b.state, &b.event, b.due))
+        });
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.instances, &self.rows, &self.records, timers).hash(&mut h);
+        h.finish()
+    }
+
     /// Runs one command at `now`. A create that applies gets the id `new_id` (the caller
     /// names it, since ids are the store's to choose).
     pub fn step(&mut self, spec: &ir::Spec, cmd: &Command, now: DateTime<Utc>, new_id: &str) -> Executed {
+        if let Action::Timer { machine, id, state, event } = &cmd.action {
+            let armed = |t: &Timer| {
+                t.machine == *machine
+                    && t.entity == *id
+                    && t.state == *state
+                    && t.event == *event
+                    && t.due <= now
+            };
+            let Some(at) = self.timers.iter().position(armed) else {
+                return Executed { outcome: Outcome::Rejected(Rejection::NotFound), replayed: false };
+            };
+            self.timers.remove(at);
+            let fire = Action::Fire {
+                machine: machine.clone(),
+                id: id.clone(),
+                event: event.clone(),
+                params: Map::new(),
+                if_match: None,
+            };
+            return self.step(spec, &Command { key: None, action: fire }, now, new_id);
+        }
         if let Some((key, fingerprint)) = &cmd.key
             && let Some((recorded, outcome)) = self.records.get(key)
         {
@@ -150,26 +209,24 @@ impl World {
         due.truncate(limit.max(1));
         let mut fired = Vec::new();
         for t in due {
-            let Some(at) = self.timers.iter().position(|x| *x == t) else { continue };
-            self.timers.remove(at);
-            let cmd = Command {
-                key: None,
-                action: Action::Fire {
-                    machine: t.machine.clone(),
-                    id: t.entity.clone(),
-                    event: t.event.clone(),
-                    params: Map::new(),
-                    if_match: None,
-                },
+            let timer = Action::Timer {
+                machine: t.machine.clone(),
+                id: t.entity.clone(),
+                state: t.state.clone(),
+                event: t.event.clone(),
             };
-            let done = self.step(spec, &cmd, now, "");
-            fired.push((t, done));
+            let done = self.step(spec, &Command { key: None, action: timer }, now, "");
+            if done.outcome != Outcome::Rejected(Rejection::NotFound) {
+                fired.push((t, done));
+            }
         }
         fired
     }
 
     fn apply(&mut self, spec: &ir::Spec, action: &Action, now: DateTime<Utc>, new_id: &str) -> Step<Row> {
         match action {
+            // Handled by `step`: a timer is spent whatever its event's outcome.
+            Action::Timer { .. } => Err(Rejection::NotFound),
             Action::Create { machine, input } => {
                 let m = spec.machine(machine).ok_or(Rejection::NotFound)?;
                 self.create(spec, m, input, now, new_id)

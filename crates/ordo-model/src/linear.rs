@@ -38,6 +38,16 @@ pub enum Observed {
 /// The most commands one history may hold.
 pub const OPS_MAX: usize = 64;
 
+/// The most configurations one search visits before it gives up (and says so).
+pub const CONFIGURATIONS_MAX: usize = 2_000_000;
+
+/// An order that fits, and how many configurations the search visited to find it.
+#[derive(Debug, Clone)]
+pub struct Linearization {
+    pub order: Vec<usize>,
+    pub visited: usize,
+}
+
 /// Why no order fits.
 #[derive(Debug, Clone)]
 pub struct NotLinearizable {
@@ -48,6 +58,9 @@ pub struct NotLinearizable {
     pub misfits: Vec<(usize, Executed)>,
     /// Whether every command fitted but the final rows did not.
     pub final_rows_differ: bool,
+    /// Whether the search stopped at [`CONFIGURATIONS_MAX`] without an answer.
+    pub gave_up: bool,
+    pub visited: usize,
 }
 
 /// An order of `ops` (indices) in which the interpreter, starting from `start`, gives every
@@ -58,7 +71,7 @@ pub fn linearize(
     ops: &[Op],
     same: &dyn Fn(&Executed, &Executed) -> bool,
     ends: &dyn Fn(&World) -> bool,
-) -> Result<Vec<usize>, NotLinearizable> {
+) -> Result<Linearization, NotLinearizable> {
     assert!(ops.len() <= OPS_MAX, "a history of {} commands is over {OPS_MAX}", ops.len());
     let mut search = Search {
         spec,
@@ -67,14 +80,25 @@ pub fn linearize(
         ends,
         seen: HashSet::new(),
         order: Vec::new(),
-        best: NotLinearizable { longest: Vec::new(), misfits: Vec::new(), final_rows_differ: false },
+        best: NotLinearizable {
+            longest: Vec::new(),
+            misfits: Vec::new(),
+            final_rows_differ: false,
+            gave_up: false,
+            visited: 0,
+        },
     };
     let must: u64 = ops
         .iter()
         .enumerate()
         .filter(|(_, o)| matches!(o.observed, Observed::Done(_)))
         .fold(0, |m, (i, _)| m | (1 << i));
-    if search.dfs(start.clone(), 0, must) { Ok(search.order) } else { Err(search.best) }
+    if search.dfs(start.clone(), 0, must) {
+        Ok(Linearization { order: search.order, visited: search.seen.len() })
+    } else {
+        search.best.visited = search.seen.len();
+        Err(search.best)
+    }
 }
 
 struct Search<'a> {
@@ -83,7 +107,7 @@ struct Search<'a> {
     same: &'a dyn Fn(&Executed, &Executed) -> bool,
     ends: &'a dyn Fn(&World) -> bool,
     /// Configurations already explored: the commands placed and the world they left.
-    seen: HashSet<(u64, String)>,
+    seen: HashSet<(u64, u64)>,
     order: Vec<usize>,
     best: NotLinearizable,
 }
@@ -96,15 +120,15 @@ impl Search<'_> {
                 return true;
             }
             if self.order.len() >= self.best.longest.len() {
-                self.best = NotLinearizable {
-                    longest: self.order.clone(),
-                    misfits: Vec::new(),
-                    final_rows_differ: true,
-                };
+                self.best = self.failure(Vec::new(), true);
             }
             // Commands without an answer may still come: try them below.
         }
-        if !self.seen.insert((done, format!("{world:?}"))) {
+        if self.best.gave_up || !self.seen.insert((done, world.digest())) {
+            return false;
+        }
+        if self.seen.len() > CONFIGURATIONS_MAX {
+            self.best.gave_up = true;
             return false;
         }
         let mut misfits = Vec::new();
@@ -119,7 +143,8 @@ impl Search<'_> {
                 Observed::Done(seen) => (self.same)(seen, &got),
                 // Without effect: it is skipped, never placed.
                 Observed::NoEffect => false,
-                Observed::Unknown => true,
+                // Placing one that changes nothing is the same as skipping it (below).
+                Observed::Unknown => next != world,
             };
             if fits {
                 self.order.push(i);
@@ -138,9 +163,20 @@ impl Search<'_> {
         if !misfits.is_empty() && self.order.len() > self.best.longest.len()
             || self.best.longest.is_empty() && self.best.misfits.is_empty()
         {
-            self.best = NotLinearizable { longest: self.order.clone(), misfits, final_rows_differ: false };
+            self.best = self.failure(misfits, false);
         }
         false
+    }
+
+    /// The order so far as the best failure found.
+    fn failure(&self, misfits: Vec<(usize, Executed)>, final_rows_differ: bool) -> NotLinearizable {
+        NotLinearizable {
+            longest: self.order.clone(),
+            misfits,
+            final_rows_differ,
+            gave_up: false,
+            visited: 0,
+        }
     }
 
     /// No command still to place returned before `i` was invoked.

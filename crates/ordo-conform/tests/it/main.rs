@@ -7,6 +7,7 @@ use ordo_testkit::{Backend, TestDb};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod concurrent;
 mod generated;
 mod sequential;
 
