@@ -108,6 +108,23 @@ enum SpecCmd {
     /// Classify the changes from one version of a spec to another, without a database:
     /// exits 1 on a destructive or unmapped change, or one that cannot be planned.
     Diff { old: PathBuf, new: PathBuf },
+    /// Conformance of the real executor to the spec: generated histories, one command at a
+    /// time and from concurrent clients, compared with the reference interpreter; reports
+    /// the states, transitions and operations reached. Exits 1 with the shrunk history on
+    /// any difference. See docs/conformance.md.
+    Test {
+        file: PathBuf,
+        /// Seconds of generation, half sequential and half concurrent.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// A PostgreSQL server to run on (a throwaway database is made on it and dropped);
+        /// default: a throwaway SQLite file.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// The generator's seed (a failure names it); default: the clock.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -156,6 +173,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Top::Spec(SpecCmd::Expand { paths }) => spec::expand(&paths),
         Top::Spec(SpecCmd::Plan { file, backend }) => spec::plan(&file, backend),
         Top::Spec(SpecCmd::Diff { old, new }) => spec::diff(&old, &new),
+        Top::Spec(SpecCmd::Test { file, seconds, database_url, seed }) => {
+            spec::conformance(&file, seconds, database_url.as_deref(), seed)
+        }
         Top::Migrate { action, database_url, allow_destructive, specs } => {
             migrate::migrate(action, &database_url, allow_destructive, &specs)
         }

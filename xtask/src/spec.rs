@@ -195,3 +195,67 @@ pub fn plan(file: &Path, backend: Backend) -> Result<ExitCode> {
     print!("{}", ordo_store::plan::render(&spec_name(file)?, &spec, backend)?);
     Ok(ExitCode::SUCCESS)
 }
+
+/// `cargo xtask spec test`: sequential, then concurrent conformance of one spec on a
+/// throwaway database, with what they covered.
+pub fn conformance(
+    file: &Path,
+    seconds: f64,
+    database_url: Option<&str>,
+    seed: Option<u64>,
+) -> Result<ExitCode> {
+    let spec = compile_or_report(file)?;
+    let name = spec_name(file)?;
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let db = rt.block_on(async {
+        match database_url {
+            Some(url) => ordo_testkit::TestDb::postgres_on(url).await.map_err(anyhow::Error::msg),
+            None => Ok(ordo_testkit::TestDb::sqlite()),
+        }
+    })?;
+    let store = rt.block_on(async {
+        let config = ordo_store::StoreConfig::new(db.url.clone());
+        ordo_store::Store::open(config, &name, spec.clone(), true).await
+    })?;
+    let half = std::time::Duration::from_secs_f64(seconds.max(0.2) / 2.0);
+    let backend = if database_url.is_some() { "PostgreSQL" } else { "SQLite" };
+    eprintln!("{}: conformance on {backend}, seed {seed}", display_path(file));
+    let mut failed = false;
+    for (what, run) in [
+        ("one at a time", ordo_conform::sequential as fn(&_, &_, &_) -> _),
+        ("concurrent clients", ordo_conform::concurrent),
+    ] {
+        match run(&rt, &store, &ordo_conform::Options::new(half, seed)) {
+            Ok(r) => {
+                let raced = if r.coverage.raced > 0 {
+                    format!(
+                        "\n    {} commands from concurrent clients ({} overlapping another), every history linearizable",
+                        r.coverage.raced, r.coverage.overlapped
+                    )
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "  {what}: {} histories, {} commands in {:.1}s ({:.0} commands/s), all as the spec says{raced}\n    {}\n    outcomes: {}",
+                    r.cases,
+                    r.coverage.commands,
+                    r.elapsed.as_secs_f64(),
+                    r.commands_per_second(),
+                    r.coverage.summary(&spec),
+                    r.coverage.outcomes()
+                )
+            }
+            Err(e) => {
+                eprintln!("  {what}: {e}\n  repeat with --seed {seed}");
+                failed = true;
+                break;
+            }
+        }
+    }
+    drop(store);
+    rt.block_on(async { drop(db) });
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 /// One client's commands, resolved before the clients start.
 enum Send {
-    Command(Sent),
+    Command(Box<Sent>),
     /// A timer sweep at the far-future `now`.
     Sweep,
 }
@@ -70,7 +70,7 @@ fn plan(case: &mut Case<'_>, clients: &[Vec<Step>]) -> Vec<Vec<Send>> {
         for (i, step) in steps.iter().enumerate() {
             match step {
                 Step::Tick { .. } => plan.push(Send::Sweep),
-                Step::Fund => plan.extend(case.funding().into_iter().map(Send::Command)),
+                Step::Fund => plan.extend(case.funding().into_iter().map(|s| Send::Command(Box::new(s)))),
                 Step::Walk { .. } => {}
                 other => {
                     if let Some(sent) = case.resolve(other, 1000 * (c + 1) + i) {
@@ -79,7 +79,7 @@ fn plan(case: &mut Case<'_>, clients: &[Vec<Step>]) -> Vec<Vec<Send>> {
                         {
                             case.keyed.push(sent.clone());
                         }
-                        plan.push(Send::Command(sent));
+                        plan.push(Send::Command(Box::new(sent)));
                     }
                 }
             }
@@ -226,10 +226,13 @@ fn race(
     if ops.len() > linear::OPS_MAX {
         ops.truncate(linear::OPS_MAX);
     }
-    for op in &ops {
+    for op in ops.iter().filter(|o| o.returned != u64::MAX) {
         if let Observed::Done(e) = &op.observed {
             covered.outcome(e);
         }
+        covered.raced += 1;
+        let overlaps = |o: &&Op| o.client != op.client && o.invoked < op.returned && op.invoked < o.returned;
+        covered.overlapped += u64::from(ops.iter().any(|o| overlaps(&o)));
     }
     let rows = rt.block_on(Rows::read(store, spec, &case.tenant, &start, &ops))?;
     let ends = |w: &World| rows.matches(w);

@@ -56,6 +56,10 @@ pub struct Coverage {
     /// Outcomes by kind: `applied`, `replayed`, and each rejection.
     pub outcomes: BTreeMap<String, u64>,
     pub commands: u64,
+    /// Commands sent by concurrent clients (not the setup), and how many of them ran while
+    /// another client's command was in flight.
+    pub raced: u64,
+    pub overlapped: u64,
 }
 
 impl Coverage {
@@ -99,6 +103,8 @@ impl Coverage {
             *self.outcomes.entry(k.clone()).or_default() += v;
         }
         self.commands += other.commands;
+        self.raced += other.raced;
+        self.overlapped += other.overlapped;
     }
 
     /// `states 9/9, transitions 11/11, operations 3/3`, and what was missed.

@@ -9,11 +9,13 @@ fn race(backend: Backend, name: &str, source: &str, seconds: f64) -> ordo_confor
     let report = concurrent(&rt, &store, &Options::new(budget(seconds), seed))
         .unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}\n(repeat with ORDO_CONFORM_SEED={seed})"));
     eprintln!(
-        "{name} on {backend:?}, concurrent: {} histories, {} commands in {:.1}s ({:.0}/s), all linearizable; {}; {}",
+        "{name} on {backend:?}, concurrent: {} histories, {} commands in {:.1}s ({:.0}/s), {} from racing clients ({} overlapping), all linearizable; {}; {}",
         report.cases,
         report.coverage.commands,
         report.elapsed.as_secs_f64(),
         report.commands_per_second(),
+        report.coverage.raced,
+        report.coverage.overlapped,
         report.coverage.summary(store.spec()),
         report.coverage.outcomes()
     );
@@ -23,7 +25,8 @@ fn race(backend: Backend, name: &str, source: &str, seconds: f64) -> ordo_confor
 fn shipped(backend: Backend, name: &str) {
     let source =
         std::fs::read_to_string(root().join("specs").join(format!("{name}.ordo"))).expect("the spec");
-    race(backend, name, &source, 4.0);
+    let report = race(backend, name, &source, 4.0);
+    assert!(report.coverage.overlapped > 0, "{name}: no two clients' commands overlapped in time");
 }
 
 #[test]
