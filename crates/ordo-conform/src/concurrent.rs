@@ -252,13 +252,16 @@ fn race(
     }
     match found {
         Ok(found) => {
-            let mut w = start;
+            // The order found, again on the world with its journal: coverage, and the
+            // spec's invariants after the last command.
+            let mut w = case.world.clone();
             for i in found.order {
                 let before = w.journal.len();
                 w.step(spec, &ops[i].command, ops[i].now, &ops[i].new_id);
                 covered.entries(&w.journal[before..]);
             }
-            Ok(())
+            case.world = w;
+            case.invariants("after the clients")
         }
         Err(why) => Err(history(&case.report(), &ops, &why)),
     }

@@ -229,7 +229,7 @@ where
             Ok(()) => {}
             Err(TestError::Fail(why, _)) => {
                 return Err(format!(
-                    "the store disagrees with the spec (seed {}, round {round}; shrunk):\n{why}",
+                    "a generated history fails (seed {}, round {round}; shrunk):\n{why}",
                     opts.seed
                 ));
             }

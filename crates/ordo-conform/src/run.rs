@@ -337,6 +337,7 @@ impl<'a> Case<'a> {
             ));
         }
         self.agree(&format!("after step {n}")).await?;
+        self.invariants(&format!("after step {n}"))?;
         Ok(match (&expected.outcome, expected.replayed) {
             (model::Outcome::Applied(row), false) => Some(row.id.clone()),
             _ => None,
@@ -368,7 +369,10 @@ impl<'a> Case<'a> {
         }
         self.history.push(line);
         match fired {
-            Ok(count) if count == expected.len() => self.agree(&format!("after step {n}")).await,
+            Ok(count) if count == expected.len() => {
+                self.agree(&format!("after step {n}")).await?;
+                self.invariants(&format!("after step {n}"))
+            }
             Ok(count) => {
                 Err(format!("step {n}: the spec fires {} timer(s), the store fired {count}", expected.len()))
             }
@@ -381,6 +385,18 @@ impl<'a> Case<'a> {
         compare::world(self.store, self.spec, &self.tenant, &mut self.world)
             .await
             .map_err(|e| format!("{when}: {e}"))
+    }
+
+    /// The spec's own invariants hold in the interpreter's world (whose rows the store's
+    /// were just found equal to): a spec whose commands can break them is reported.
+    pub fn invariants(&self, when: &str) -> Result<(), String> {
+        match self.world.broken(self.spec).first() {
+            None => Ok(()),
+            Some((inv, lhs, rhs)) => Err(format!(
+                "{when}: the spec's invariant `{}` does not hold: {}\n       left side {lhs}, right side {rhs}",
+                inv.name, inv.text
+            )),
+        }
     }
 
     /// Removes what the case left that a later one could meet (its due timers).

@@ -201,6 +201,57 @@ impl World {
         Executed { outcome, replayed: false }
     }
 
+    /// The spec's invariants that do not hold in this world: (invariant, lhs, rhs).
+    pub fn broken<'s>(&self, spec: &'s ir::Spec) -> Vec<(&'s ir::Invariant, i128, i128)> {
+        spec.invariants
+            .iter()
+            .filter_map(|inv| {
+                let side = |terms: &[ir::Term]| -> i128 {
+                    terms
+                        .iter()
+                        .map(
+                            |t| if t.negative { -self.aggregate(&t.value) } else { self.aggregate(&t.value) },
+                        )
+                        .sum()
+                };
+                let (lhs, rhs) = (side(&inv.lhs), side(&inv.rhs));
+                (!inv.holds(lhs, rhs)).then_some((inv, lhs, rhs))
+            })
+            .collect()
+    }
+
+    /// One aggregate of an invariant over this world (nulls count as zero).
+    pub fn aggregate(&self, a: &ir::Aggregate) -> i128 {
+        let int = |v: Option<&Val>| match v {
+            Some(Val::Int(i)) => i128::from(*i),
+            _ => 0,
+        };
+        let within = |states: &[String], row: &Row| {
+            states.is_empty() || row.state.as_ref().is_some_and(|s| states.contains(s))
+        };
+        match a {
+            ir::Aggregate::Const(i) => i128::from(*i),
+            ir::Aggregate::Sum { owner, field, states } => self
+                .instances
+                .iter()
+                .chain(&self.rows)
+                .filter(|((name, _), row)| name == owner && within(states, row))
+                .map(|(_, row)| int(row.fields.get(field)))
+                .sum(),
+            ir::Aggregate::Count { machine, states } => self
+                .instances
+                .iter()
+                .filter(|((name, _), row)| name == machine && within(states, row))
+                .count() as i128,
+            ir::Aggregate::Total { owner, action, param } => self
+                .journal
+                .iter()
+                .filter(|e| e.name == *owner && e.event == *action)
+                .map(|e| e.params.get(param).and_then(Json::as_i64).map_or(0, i128::from))
+                .sum(),
+        }
+    }
+
     /// Fires the timers due at `now`: the `limit` earliest, in due order; one whose instance
     /// left its state meanwhile is gone and fires nothing. Returns the outcomes of those fired.
     pub fn fire_due(&mut self, spec: &ir::Spec, now: DateTime<Utc>, limit: usize) -> Vec<(Timer, Executed)> {

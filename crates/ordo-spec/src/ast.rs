@@ -44,6 +44,7 @@ pub struct Comment {
 pub enum Item {
     Resource(Resource),
     Machine(Machine),
+    Invariant(Invariant),
 }
 
 impl Item {
@@ -51,8 +52,50 @@ impl Item {
         match self {
             Item::Resource(r) => r.span,
             Item::Machine(m) => m.span,
+            Item::Invariant(i) => i.span,
         }
     }
+}
+
+/// `invariant name: terms op terms`: what must hold for every tenant after every command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invariant {
+    pub name: Ident,
+    pub lhs: Vec<InvTerm>,
+    pub op: CmpOp,
+    pub rhs: Vec<InvTerm>,
+    pub span: Span,
+}
+
+/// One term of an invariant's side, added or (`negative`) subtracted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvTerm {
+    pub negative: bool,
+    pub kind: InvKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum InvKind {
+    /// `sum(Owner.field)` over a resource's rows or a machine's instances, optionally only
+    /// those `in` some states.
+    Sum {
+        owner: Ident,
+        field: Ident,
+        states: Option<Vec<Ident>>,
+    },
+    /// `count(Machine)`, optionally `in` some states.
+    Count {
+        machine: Ident,
+        states: Option<Vec<Ident>>,
+    },
+    /// `total(Owner.command.parameter)`: the parameter summed over every applied command.
+    Total {
+        owner: Ident,
+        action: Ident,
+        param: Ident,
+    },
+    Int(Literal),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -26,6 +26,7 @@ const RESOURCE_COLUMNS: &[&str] = &["tenant", "version", "created_at", "updated_
 mod body;
 mod decl;
 mod evolution;
+mod invariant;
 mod machine;
 mod types;
 use evolution::Named;
@@ -81,6 +82,7 @@ impl Checker {
             let name = match item {
                 ast::Item::Resource(r) => &r.name,
                 ast::Item::Machine(m) => &m.name,
+                ast::Item::Invariant(_) => continue,
             };
             self.name_length(name);
             let table = ir::table_name(&name.name);
@@ -118,7 +120,7 @@ impl Checker {
             .iter()
             .filter_map(|i| match i {
                 ast::Item::Resource(r) => Some(Named { name: &r.name, was: r.was.as_ref() }),
-                ast::Item::Machine(_) => None,
+                ast::Item::Machine(_) | ast::Item::Invariant(_) => None,
             })
             .collect();
         self.renames("resource", &resource_names);
@@ -147,7 +149,8 @@ impl Checker {
                     .help("add `machine Name { initial start  create open ... }`; see docs/spec-language.md"),
             );
         }
-        Some(ir::Spec { resources, machines })
+        let invariants = self.invariants(&spec.items, &resources, &machines);
+        Some(ir::Spec { resources, machines, invariants })
     }
 
     /// Event, create and operation names become route names next to the read route.

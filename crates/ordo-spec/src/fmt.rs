@@ -29,16 +29,15 @@ fn print(source: &str, spec: &Spec) -> String {
         last_end: None,
     };
     for item in &spec.items {
-        p.leading(item.span().start);
-        if !p.out.is_empty() {
-            // Items are always one blank line apart.
-            if !p.out.ends_with("\n\n") {
-                p.out.push('\n');
-            }
+        // Items are always one blank line apart; the comments right above an item stay with it.
+        if !p.out.is_empty() && !p.out.ends_with("\n\n") {
+            p.out.push('\n');
         }
+        p.leading(item.span().start);
         match item {
             Item::Resource(r) => p.resource(r),
             Item::Machine(m) => p.machine(m),
+            Item::Invariant(i) => p.line(&invariant_text(i), i.span.start, i.span.end),
         }
         p.last_end = Some(item.span().end);
     }
@@ -347,4 +346,37 @@ fn write_literal(out: &mut String, l: &Literal) {
         LiteralValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         LiteralValue::Null => out.push_str("null"),
     }
+}
+
+/// `invariant name: sum(A.x) + count(B in s) == total(A.op.p)` on one line.
+fn invariant_text(i: &Invariant) -> String {
+    let side = |terms: &[InvTerm]| {
+        let mut s = String::new();
+        for (n, t) in terms.iter().enumerate() {
+            if n > 0 {
+                s.push_str(if t.negative { " - " } else { " + " });
+            }
+            let within = |states: &Option<Vec<Ident>>| match states {
+                Some(states) => {
+                    format!(" in {}", states.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "))
+                }
+                None => String::new(),
+            };
+            s.push_str(&match &t.kind {
+                InvKind::Sum { owner, field, states } => {
+                    format!("sum({}.{}{})", owner.name, field.name, within(states))
+                }
+                InvKind::Count { machine, states } => format!("count({}{})", machine.name, within(states)),
+                InvKind::Total { owner, action, param } => {
+                    format!("total({}.{}.{})", owner.name, action.name, param.name)
+                }
+                InvKind::Int(lit) => match &lit.value {
+                    LiteralValue::Int { digits, .. } => digits.clone(),
+                    _ => String::new(),
+                },
+            });
+        }
+        s
+    };
+    format!("invariant {}: {} {} {}", i.name.name, side(&i.lhs), i.op.symbol(), side(&i.rhs))
 }

@@ -11,6 +11,81 @@ use serde::{Deserialize, Serialize};
 pub struct Spec {
     pub resources: Vec<Resource>,
     pub machines: Vec<Machine>,
+    /// What must hold for every tenant after every command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub invariants: Vec<Invariant>,
+}
+
+/// `invariant name: lhs op rhs`, each side a sum of aggregates over one tenant's rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invariant {
+    pub name: String,
+    /// The invariant in canonical spec syntax, for messages.
+    pub text: String,
+    pub lhs: Vec<Term>,
+    pub op: CmpOp,
+    pub rhs: Vec<Term>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Term {
+    /// Subtracted rather than added.
+    pub negative: bool,
+    pub value: Aggregate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    /// A whole-number field summed over a resource's rows or a machine's instances (those in
+    /// `states`, or all when it is empty); a null counts as zero.
+    Sum {
+        owner: String,
+        field: String,
+        states: Vec<String>,
+    },
+    /// A machine's instances (those in `states`, or all).
+    Count {
+        machine: String,
+        states: Vec<String>,
+    },
+    /// A whole-number parameter summed over every applied command: a machine's create
+    /// (its fields and parameters) or event, or a resource's operation.
+    Total {
+        owner: String,
+        action: String,
+        param: String,
+    },
+    Const(i64),
+}
+
+/// An aggregate in spec syntax: `sum(Order.quantity in pending, paid)`.
+impl std::fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let within = |states: &[String]| {
+            if states.is_empty() { String::new() } else { format!(" in {}", states.join(", ")) }
+        };
+        match self {
+            Aggregate::Sum { owner, field, states } => write!(f, "sum({owner}.{field}{})", within(states)),
+            Aggregate::Count { machine, states } => write!(f, "count({machine}{})", within(states)),
+            Aggregate::Total { owner, action, param } => write!(f, "total({owner}.{action}.{param})"),
+            Aggregate::Const(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+impl Invariant {
+    /// Whether `lhs op rhs` holds for the sides' values.
+    pub fn holds(&self, lhs: i128, rhs: i128) -> bool {
+        match self.op {
+            CmpOp::Eq => lhs == rhs,
+            CmpOp::Ne => lhs != rhs,
+            CmpOp::Lt => lhs < rhs,
+            CmpOp::Le => lhs <= rhs,
+            CmpOp::Gt => lhs > rhs,
+            CmpOp::Ge => lhs >= rhs,
+        }
+    }
 }
 
 impl Spec {

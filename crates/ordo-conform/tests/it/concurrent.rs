@@ -1,3 +1,6 @@
+//! Concurrent conformance of the shipped specs: clients racing on the same rows and keys,
+//! every history linearizable against the interpreter.
+
 use crate::*;
 use ordo_conform::concurrent;
 

@@ -1,3 +1,5 @@
+//! Generated specs: the generator's texts pass the checker, and 50 of them per run conform.
+
 use crate::*;
 use ordo_conform::specgen;
 

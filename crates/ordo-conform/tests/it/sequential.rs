@@ -1,3 +1,6 @@
+//! Sequential conformance of the shipped specs and the good corpus on both backends, each
+//! reaching every state, transition and operation it declares.
+
 use crate::*;
 
 fn shipped(backend: Backend, name: &str) {

@@ -139,7 +139,8 @@ impl Ctx {
         let found = self.spec_of(machine).and_then(|s| s.machine(machine).cloned());
         match found {
             Some(m) => {
-                let spec = ordo_spec::ir::Spec { resources: Vec::new(), machines: vec![m] };
+                let spec =
+                    ordo_spec::ir::Spec { resources: Vec::new(), machines: vec![m], invariants: Vec::new() };
                 DiagramReply::Ok(poem_openapi::payload::PlainText(ordo_spec::graph::render(
                     &spec,
                     ordo_spec::graph::Format::Mermaid,

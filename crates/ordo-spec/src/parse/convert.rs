@@ -72,6 +72,10 @@ pub(super) fn children<'i>(pair: Pair<'i, Rule>) -> impl Iterator<Item = Pair<'i
                 | Rule::kw_was
                 | Rule::kw_backfill
                 | Rule::kw_removed
+                | Rule::kw_invariant
+                | Rule::kw_sum
+                | Rule::kw_count
+                | Rule::kw_total
                 | Rule::open_brace
                 | Rule::close_brace
                 | Rule::open_paren
@@ -115,6 +119,7 @@ impl Converter {
             match p.as_rule() {
                 Rule::resource => items.push(Item::Resource(self.resource(p))),
                 Rule::machine => items.push(Item::Machine(self.machine(p))),
+                Rule::invariant => items.push(Item::Invariant(invariant(p))),
                 _ => {}
             }
         }
@@ -391,6 +396,64 @@ pub(super) fn check_cond(pair: Pair<'_, Rule>) -> CheckCond {
 
 pub(super) fn delta_op(pair: Pair<'_, Rule>) -> DeltaOp {
     if pair.as_str() == "+=" { DeltaOp::Add } else { DeltaOp::Sub }
+}
+
+fn invariant(pair: Pair<'_, Rule>) -> Invariant {
+    let span = span_of(&pair);
+    let mut it = children(pair);
+    let name = it.next().map(ident).unwrap_or_else(|| missing(span));
+    let mut sides = Vec::new();
+    let mut op = CmpOp::Eq;
+    for p in it {
+        match p.as_rule() {
+            Rule::cmp_op => op = cmp_op(p.as_str()),
+            _ => sides.push(inv_side(p)),
+        }
+    }
+    let rhs = sides.pop().unwrap_or_default();
+    let lhs = sides.pop().unwrap_or_default();
+    Invariant { name, lhs, op, rhs, span }
+}
+
+fn inv_side(pair: Pair<'_, Rule>) -> Vec<InvTerm> {
+    let mut terms = Vec::new();
+    let mut negative = false;
+    for p in children(pair) {
+        let span = span_of(&p);
+        let kind = match p.as_rule() {
+            Rule::add_op => {
+                negative = p.as_str() == "-";
+                continue;
+            }
+            Rule::inv_sum => {
+                let mut it = children(p);
+                let owner = it.next().map(ident).unwrap_or_else(|| missing(span));
+                let field = it.next().map(ident).unwrap_or_else(|| missing(span));
+                InvKind::Sum { owner, field, states: it.next().map(inv_states) }
+            }
+            Rule::inv_count => {
+                let mut it = children(p);
+                let machine = it.next().map(ident).unwrap_or_else(|| missing(span));
+                InvKind::Count { machine, states: it.next().map(inv_states) }
+            }
+            Rule::inv_total => {
+                let mut it = children(p);
+                let owner = it.next().map(ident).unwrap_or_else(|| missing(span));
+                let action = it.next().map(ident).unwrap_or_else(|| missing(span));
+                let param = it.next().map(ident).unwrap_or_else(|| missing(span));
+                InvKind::Total { owner, action, param }
+            }
+            _ => InvKind::Int(literal(p, false)),
+        };
+        terms.push(InvTerm { negative, kind, span });
+        negative = false;
+    }
+    terms
+}
+
+/// The states of `in a, b`.
+fn inv_states(pair: Pair<'_, Rule>) -> Vec<Ident> {
+    children(pair).flat_map(children).map(ident).collect()
 }
 
 pub(super) fn cmp_op(s: &str) -> CmpOp {
