@@ -291,3 +291,23 @@ pub async fn forget_timers(store: &Store, tenant: &str) -> Result<(), String> {
         .to_owned();
     store.connection().execute(&q).await.map(|_| ()).map_err(|e| e.to_string())
 }
+
+/// The store's evaluation of the spec's invariants (SQL over the tenant's rows and journal)
+/// gives the interpreter's two sides for every invariant.
+pub async fn invariants(store: &Store, tenant: &str, world: &World) -> Result<(), String> {
+    let spec = store.spec();
+    let checks = ordo_store::invariants::evaluate(store.connection(), spec, Some(tenant))
+        .await
+        .map_err(|e| e.to_string())?;
+    for (inv, check) in spec.invariants.iter().zip(&checks) {
+        let want = world.sides(inv);
+        let got = check.tenants.iter().find(|s| s.tenant == tenant).map(|s| (s.lhs, s.rhs));
+        if got != Some(want) {
+            return Err(format!(
+                "invariant `{}`: the interpreter's sides are {want:?}, the database's {got:?}",
+                inv.name
+            ));
+        }
+    }
+    Ok(())
+}

@@ -266,6 +266,11 @@ async fn one_case(
             .await
             .map_err(|e| format!("{}\nat the end: {e}", case.report()));
     }
+    if result.is_ok() {
+        result = compare::invariants(store, &case.tenant, &case.world)
+            .await
+            .map_err(|e| format!("{}\nat the end: {e}", case.report()));
+    }
     case.finish().await;
     result
 }

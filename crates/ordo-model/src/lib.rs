@@ -206,18 +206,17 @@ impl World {
         spec.invariants
             .iter()
             .filter_map(|inv| {
-                let side = |terms: &[ir::Term]| -> i128 {
-                    terms
-                        .iter()
-                        .map(
-                            |t| if t.negative { -self.aggregate(&t.value) } else { self.aggregate(&t.value) },
-                        )
-                        .sum()
-                };
-                let (lhs, rhs) = (side(&inv.lhs), side(&inv.rhs));
+                let (lhs, rhs) = self.sides(inv);
                 (!inv.holds(lhs, rhs)).then_some((inv, lhs, rhs))
             })
             .collect()
+    }
+
+    /// An invariant's two sides in this world.
+    pub fn sides(&self, inv: &ir::Invariant) -> (i128, i128) {
+        let value =
+            |t: &ir::Term| if t.negative { -self.aggregate(&t.value) } else { self.aggregate(&t.value) };
+        (inv.lhs.iter().map(value).sum(), inv.rhs.iter().map(value).sum())
     }
 
     /// One aggregate of an invariant over this world (nulls count as zero).

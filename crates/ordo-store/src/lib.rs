@@ -11,6 +11,7 @@ mod config;
 mod decide;
 pub mod evolve;
 mod exec;
+pub mod invariants;
 mod keyed;
 mod migration;
 mod outbox;
@@ -32,6 +33,7 @@ pub use config::{
     SHADOW_SCHEMA, SQLITE_BUSY_TIMEOUT_MS, STATEMENT_CACHE_CAPACITY, StoreConfig, connect,
 };
 pub use evolve::{Apply, SpecSource};
+pub use invariants::{InvariantCheck, Sides};
 pub use migration::{MigrateAction, install, migrate, migrate_specs, migrations};
 pub use outbox::{ClaimedEvent, EVENTS_PAGE_MAX, OutboxBatch, OutboxEvent};
 pub use read::{JOURNAL_PAGE_MAX, JournalEntry};
