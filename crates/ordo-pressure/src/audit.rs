@@ -6,7 +6,8 @@
 //! the real tables are compared with a snapshot taken before the run.
 //!
 //! The conservation checks know the shipped specs (`specs/order.ordo`, `specs/transfer.ordo`):
-//! the load the pressure test sends is theirs.
+//! the load the pressure test sends is theirs. Per key, they say which row broke; the
+//! invariants those specs declare (`invariant ...`) are checked too, as the spec states them.
 
 use crate::traffic::Seen;
 use anyhow::{Context, Result};
@@ -127,6 +128,7 @@ pub async fn audit(db: &DatabaseConnection, tenant: &str, seen: &[Seen]) -> Resu
     .await?;
     let instances = replays(&mut audit, &journal, &orders, &transfers)?;
     conserved(&mut audit, db, tenant, &journal, &orders, &transfers).await?;
+    declared(&mut audit, db, tenant).await?;
     answers(&mut audit, db, tenant, seen, &instances).await?;
     Ok(audit)
 }
@@ -255,6 +257,27 @@ struct Ledger {
     /// The check's name in the audit, and what it counts.
     check: &'static str,
     what: &'static str,
+}
+
+/// The invariants the shipped specs declare, over the tenant's rows and journal.
+async fn declared(audit: &mut Audit, db: &DatabaseConnection, tenant: &str) -> Result<()> {
+    let shipped = [
+        ("order", include_str!("../../../specs/order.ordo")),
+        ("transfer", include_str!("../../../specs/transfer.ordo")),
+    ];
+    for (name, source) in shipped {
+        let spec = ordo_spec::compile(source)
+            .map_err(|_| anyhow::anyhow!("the shipped spec `{name}` does not compile"))?;
+        let checks = ordo_store::invariants::evaluate(db, &spec, Some(tenant))
+            .await
+            .with_context(|| format!("the invariants of `{name}`"))?;
+        for check in checks {
+            let broken =
+                check.broken().map(|b| format!("{} against {} ({})", b.lhs, b.rhs, check.text)).collect();
+            audit.check(&format!("invariant {name}.{}", check.name), check.tenants.len(), "tenant", broken);
+        }
+    }
+    Ok(())
 }
 
 /// Stock and money conserved: each resource's balance is what the journal added to it less

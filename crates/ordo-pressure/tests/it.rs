@@ -88,9 +88,9 @@ on_both!(a_small_run_keeps_thresholds_and_passes_the_audit, |backend| async move
     assert!(stage.requests >= 300, "{stage:?}");
     assert!(stage.ok > 100, "{stage:?}");
     let audit = report.audit.as_ref().unwrap();
-    // Eight checks, and on PostgreSQL (whose server relays to Redis) that every committed
-    // event was published.
-    let checks = if backend == Backend::Postgres { 9 } else { 8 };
+    // Eight checks, the three invariants the shipped specs declare, and on PostgreSQL (whose
+    // server relays to Redis) that every committed event was published.
+    let checks = if backend == Backend::Postgres { 12 } else { 11 };
     assert_eq!(audit.checks.len(), checks, "{}", audit.summary());
     // The flash sale sold out, and the lifecycle refused the rest (409, not errors).
     assert!(report.ops["place"].rejected > 0, "{:?}", report.ops);
@@ -159,7 +159,8 @@ async fn the_audit_catches_an_effect_applied_twice() {
         "UPDATE inventories SET available = available - 1 WHERE sku = (SELECT sku FROM orders LIMIT 1)",
     )
     .await;
-    assert_eq!(failed, ["stock + held = restocked, never negative"]);
+    // Caught per SKU, and by the invariant the order spec declares.
+    assert_eq!(failed, ["stock + held = restocked, never negative", "invariant order.stock_conserved"]);
     // A second journal row for one key: an effect applied twice.
     let failed = audit_after(
         "INSERT INTO ordo_transitions (id, tenant, machine, entity, version, event, from_state, to_state, params, idempotency_key, created_at) \

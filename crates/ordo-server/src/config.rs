@@ -18,6 +18,9 @@ pub const RELAY_INTERVAL_MS_DEFAULT: u64 = 200;
 pub const TIMER_INTERVAL_MS_DEFAULT: u64 = 1_000;
 /// How often the sweeper purges idempotency records past their retention.
 pub const SWEEP_INTERVAL_MS_DEFAULT: u64 = 60_000;
+/// How often the specs' invariants are checked over the whole database (each a few
+/// aggregate queries over full tables, in one read-only snapshot).
+pub const INVARIANT_INTERVAL_MS_DEFAULT: u64 = 300_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,6 +66,8 @@ pub struct Config {
     pub stream_retention_ms: u64,
     /// How often due timers are looked for.
     pub timer_interval_ms: u64,
+    /// How often the specs' invariants are checked (`ordo_invariant_violations`); 0: never.
+    pub invariant_interval_ms: u64,
     /// How often the relay looks for unsent events (with Redis).
     pub relay_interval_ms: u64,
     /// Group commit (on by default; `ORDO_GROUP_COMMIT=false`: every command alone),
@@ -108,6 +113,7 @@ impl Default for Config {
             outbox_retention_ms: ordo_store::OUTBOX_RETENTION_MS_DEFAULT,
             stream_retention_ms: crate::relay::STREAM_RETENTION_MS_DEFAULT,
             timer_interval_ms: TIMER_INTERVAL_MS_DEFAULT,
+            invariant_interval_ms: INVARIANT_INTERVAL_MS_DEFAULT,
             relay_interval_ms: RELAY_INTERVAL_MS_DEFAULT,
             group_commit: true,
             batch_max: ordo_store::BATCH_MAX_DEFAULT,
@@ -219,6 +225,7 @@ impl Config {
             rate_per_s,
             rate_burst,
             timer_interval_ms,
+            invariant_interval_ms,
             relay_interval_ms,
             sweep_interval_ms,
             outbox_retention_ms,

@@ -330,6 +330,35 @@ async fn open_lane(
             async move { store.fire_due_timers(chrono::Utc::now(), TIMER_BATCH_MAX).await.map(|n| n as u64) }
         }));
     }
+    // Each spec's invariants, over the whole database, now and then: a gauge of the tenants
+    // that break one (an operator alerts on it) and an error log naming the first.
+    if config.invariant_interval_ms > 0 {
+        for (name, store) in stores.iter().filter(|(_, s)| !s.spec().invariants.is_empty()) {
+            let (store, name, gauge) = (store.clone(), name.clone(), metrics.invariant_violations());
+            let every = Duration::from_millis(config.invariant_interval_ms);
+            tokio::spawn(periodically("invariants", every, u64::MAX, move || {
+                let (store, name, gauge) = (store.clone(), name.clone(), gauge.clone());
+                async move {
+                    for check in store.invariants().await? {
+                        let broken: Vec<&ordo_store::Sides> = check.broken().collect();
+                        let attrs = [
+                            opentelemetry::KeyValue::new("spec", name.clone()),
+                            opentelemetry::KeyValue::new("invariant", check.name.clone()),
+                            opentelemetry::KeyValue::new("shadow", shadow),
+                        ];
+                        gauge.record(broken.len() as u64, &attrs);
+                        if let Some(b) = broken.first() {
+                            tracing::error!(
+                                spec = %name, invariant = %check.name, tenant = %b.tenant, lhs = %b.lhs,
+                                rhs = %b.rhs, tenants = broken.len(), "an invariant does not hold: {}", check.text
+                            );
+                        }
+                    }
+                    Ok::<_, ordo_store::StoreError>(0)
+                }
+            }));
+        }
+    }
     metrics.watch_stores(&stores, shadow);
     Ok(Lane::new(stores.into_iter().map(|(_, s)| s).collect(), leases))
 }

@@ -19,6 +19,7 @@ pub struct Metrics {
     idempotency: Counter<u64>,
     relay_lag: Gauge<f64>,
     due_timers: Gauge<u64>,
+    invariant_violations: Gauge<u64>,
     /// The observable instruments over the stores, kept for as long as the metrics are.
     observed: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>>,
 }
@@ -106,9 +107,20 @@ impl Metrics {
                 .u64_gauge("ordo_timers_due")
                 .with_description("timers past their due time, not yet fired")
                 .build(),
+            invariant_violations: meter
+                .u64_gauge("ordo_invariant_violations")
+                .with_description(
+                    "tenants for which a spec's invariant did not hold at the last periodic check",
+                )
+                .build(),
             observed: std::sync::Mutex::new(Vec::new()),
             provider,
         })
+    }
+
+    /// The gauge of broken invariants, for the periodic check's task.
+    pub fn invariant_violations(&self) -> Gauge<u64> {
+        self.invariant_violations.clone()
     }
 
     pub fn http(&self, method: &str, route: &str, status: u16, shadow: bool, seconds: f64) {

@@ -34,13 +34,24 @@ pub struct Sides {
 }
 
 impl Store {
-    /// Every invariant of the spec, over every tenant.
+    /// Every invariant of the spec, over every tenant, all read from one snapshot (a
+    /// read-only repeatable-read transaction), so commands committing meanwhile never show
+    /// half their effects.
     pub async fn invariants(&self) -> Result<Vec<InvariantCheck>, StoreError> {
-        evaluate(&self.exec.db, &self.exec.spec, None).await
+        use sea_orm::{AccessMode, IsolationLevel, TransactionTrait};
+        let txn = self
+            .exec
+            .db
+            .begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly))
+            .await?;
+        let checks = evaluate(&txn, &self.exec.spec, None).await;
+        txn.commit().await?;
+        checks
     }
 }
 
-/// Every invariant of `spec` over the tenants of `conn` (only `tenant`, when named).
+/// Every invariant of `spec` over the tenants of `conn` (only `tenant`, when named). Run it
+/// in one transaction (as [`Store::invariants`] does) unless nothing writes meanwhile.
 pub async fn evaluate<C: ConnectionTrait>(
     conn: &C,
     spec: &ir::Spec,

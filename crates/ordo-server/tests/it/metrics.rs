@@ -70,3 +70,40 @@ on_both!(metrics_count_the_workload, |backend| async move {
         assert!(sample(&text, &["ordo_relay_lag_seconds{"]) > 0.0, "{text}");
     }
 });
+
+// The periodic check of the specs' invariants reports, per invariant, how many tenants
+// break it: none after real commands, one once a row is changed behind the server's back.
+on_both!(broken_invariants_show_in_metrics, |backend| async move {
+    let api = stocked_with(backend, |c| c.invariant_interval_ms = 50).await;
+    assert_eq!(api.post("/orders", "inv-1", order()).await.status, StatusCode::CREATED);
+    let line = |text: &str, invariant: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("ordo_invariant_violations{")
+                    && l.contains(&format!("invariant=\"{invariant}\""))
+            })
+            .map(str::to_string)
+    };
+    let until = |want: &'static str, invariant: &'static str| {
+        let api = &api;
+        async move {
+            for _ in 0..200 {
+                let text = api.get("/metrics").await.body.as_str().unwrap_or_default().to_string();
+                if line(&text, invariant).is_some_and(|l| l.ends_with(&format!(" {want}"))) {
+                    return text;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("ordo_invariant_violations for {invariant} never became {want}");
+        }
+    };
+    let text = until("0", "stock_conserved").await;
+    assert!(line(&text, "money_conserved").is_some_and(|l| l.ends_with(" 0")), "{text}");
+    // Stock made from nothing: the shelf holds five more than was ever restocked.
+    let db = sea_orm::Database::connect(&api.db.url).await.unwrap();
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared("UPDATE inventories SET available = available + 5").await.unwrap();
+    let text = until("1", "stock_conserved").await;
+    assert!(line(&text, "money_conserved").is_some_and(|l| l.ends_with(" 0")), "{text}");
+    let _ = db.close().await;
+});
