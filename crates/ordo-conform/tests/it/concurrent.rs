@@ -51,3 +51,36 @@ fn transfer_races_on_postgres() {
 fn transfer_races_on_sqlite() {
     shipped(Backend::Sqlite, "transfer");
 }
+
+/// The good corpus races too: skip locked, nowait, serializable and repeatable read bodies.
+fn corpus(backend: Backend) {
+    let dir = root().join("crates/ordo-spec/tests/corpus/good");
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).expect("the corpus").map(|e| e.expect("an entry").path()).collect();
+    files.sort();
+    for file in files {
+        let name = file.file_stem().and_then(|s| s.to_str()).expect("a name").to_string();
+        let source = std::fs::read_to_string(&file).expect("the spec");
+        race(backend, &name, &source, 1.5);
+    }
+}
+
+#[test]
+fn corpus_races_on_postgres() {
+    corpus(Backend::Postgres);
+}
+
+#[test]
+fn corpus_races_on_sqlite() {
+    corpus(Backend::Sqlite);
+}
+
+/// Generated specs race on PostgreSQL (their lock modes are drawn at random).
+#[test]
+fn generated_specs_race_on_postgres() {
+    let base = seed();
+    for i in 0..10 {
+        let (s, text, _) = ordo_conform::specgen::generate(base.wrapping_add(i * 1000));
+        race(Backend::Postgres, &format!("generated-{s}"), &text, 0.5);
+    }
+}
