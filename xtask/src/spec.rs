@@ -228,7 +228,8 @@ pub fn conformance(
         ("one at a time", ordo_conform::sequential as fn(&_, &_, &_) -> _),
         ("concurrent clients", ordo_conform::concurrent),
     ] {
-        match run(&rt, &store, &ordo_conform::Options::new(half, seed)) {
+        let options = ordo_conform::Options { cover_for: half, ..ordo_conform::Options::new(half, seed) };
+        match run(&rt, &store, &options) {
             Ok(r) => {
                 let raced = if r.coverage.raced > 0 {
                     format!(

@@ -39,11 +39,15 @@ pub struct Options {
     pub steps: std::ops::Range<usize>,
     /// The generator's seed: a failure names it, and the same seed finds the same cases.
     pub seed: u64,
+    /// Past the budget, keep generating for at most this long while some state, transition
+    /// or operation of the spec has not been reached (a slow or loaded machine then still
+    /// covers the spec); zero: stop at the budget.
+    pub cover_for: Duration,
 }
 
 impl Options {
     pub fn new(budget: Duration, seed: u64) -> Options {
-        Options { budget, cases_max: 10_000, steps: 1..60, seed }
+        Options { budget, cases_max: 10_000, steps: 1..60, seed, cover_for: Duration::ZERO }
     }
 }
 
@@ -183,6 +187,7 @@ pub fn sequential(rt: &tokio::runtime::Runtime, store: &Store, opts: &Options) -
     let pools = run::Pools::of(&spec);
     rounds(
         opts,
+        &spec,
         || steps::steps(&spec, opts.steps.clone()),
         |steps, covered| rt.block_on(one_case(store, &spec, &pools, steps, covered)),
     )
@@ -193,6 +198,7 @@ pub fn sequential(rt: &tokio::runtime::Runtime, store: &Store, opts: &Options) -
 /// failing case is shrunk by proptest and reported with the history it printed.
 pub(crate) fn rounds<S: Strategy>(
     opts: &Options,
+    spec: &ir::Spec,
     strategy: impl Fn() -> S,
     case: impl Fn(&S::Value, &mut Coverage) -> Result<(), String>,
 ) -> Result<Report, String>
@@ -210,7 +216,9 @@ where
     let deadline = started + opts.budget;
     let mut report = Report { cases: 0, elapsed: Duration::ZERO, coverage: Coverage::default() };
     for round in 0.. {
-        if Instant::now() > deadline || report.cases >= u64::from(opts.cases_max) {
+        let now = Instant::now();
+        let covering = now < deadline + opts.cover_for && !report.coverage.complete(spec);
+        if now > deadline && !covering || report.cases >= u64::from(opts.cases_max) {
             break;
         }
         let mut runner = TestRunner::new_with_rng(config.clone(), rng(opts.seed, round));

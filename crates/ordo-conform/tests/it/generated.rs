@@ -30,7 +30,7 @@ fn generated(backend: Backend, count: u64, seconds: f64) {
     for i in 0..count {
         let (s, text, spec) = specgen::generate(base.wrapping_add(i * 1000));
         let name = format!("generated-{s}");
-        let report = check_quietly(backend, &name, &text, seconds);
+        let report = check_quietly(backend, &name, &text, seconds, false);
         complete += u32::from(report.coverage.complete(&spec));
         commands += report.coverage.commands;
         cases += report.cases;

@@ -45,9 +45,17 @@ pub fn open(rt: &tokio::runtime::Runtime, backend: Backend, name: &str, source: 
     })
 }
 
+/// The run's options: `seconds` of generation (or `ORDO_CONFORM_SECONDS`), then, with
+/// `cover`, up to half a minute more while the spec is not yet covered (a loaded machine runs
+/// fewer cases). Generated specs may declare guards no value meets: they do not wait.
+pub fn options(seconds: f64, seed: u64, cover: bool) -> Options {
+    let cover_for = if cover { Duration::from_secs(30) } else { Duration::ZERO };
+    Options { cover_for, ..Options::new(budget(seconds), seed) }
+}
+
 /// Sequential conformance of one spec on one backend, with its report printed.
 pub fn check(backend: Backend, name: &str, source: &str, seconds: f64) -> ordo_conform::Report {
-    let report = check_quietly(backend, name, source, seconds);
+    let report = check_quietly(backend, name, source, seconds, true);
     let spec = ordo_spec::compile(source).expect("compiles");
     eprintln!(
         "{name} on {backend:?}: {} cases, {} commands in {:.1}s ({:.0}/s); {}; {}",
@@ -62,10 +70,16 @@ pub fn check(backend: Backend, name: &str, source: &str, seconds: f64) -> ordo_c
 }
 
 /// [`check`] without the report.
-pub fn check_quietly(backend: Backend, name: &str, source: &str, seconds: f64) -> ordo_conform::Report {
+pub fn check_quietly(
+    backend: Backend,
+    name: &str,
+    source: &str,
+    seconds: f64,
+    cover: bool,
+) -> ordo_conform::Report {
     let rt = runtime();
     let (store, _db) = open(&rt, backend, name, source);
     let seed = seed();
-    sequential(&rt, &store, &Options::new(budget(seconds), seed))
+    sequential(&rt, &store, &options(seconds, seed, cover))
         .unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}\n(repeat with ORDO_CONFORM_SEED={seed})"))
 }
