@@ -230,25 +230,7 @@ pub fn conformance(
     ] {
         let options = ordo_conform::Options { cover_for: half, ..ordo_conform::Options::new(half, seed) };
         match run(&rt, &store, &options) {
-            Ok(r) => {
-                let raced = if r.coverage.raced > 0 {
-                    format!(
-                        "\n    {} commands from concurrent clients ({} overlapping another), every history linearizable",
-                        r.coverage.raced, r.coverage.overlapped
-                    )
-                } else {
-                    String::new()
-                };
-                eprintln!(
-                    "  {what}: {} histories, {} commands in {:.1}s ({:.0} commands/s), all as the spec says{raced}\n    {}\n    outcomes: {}",
-                    r.cases,
-                    r.coverage.commands,
-                    r.elapsed.as_secs_f64(),
-                    r.commands_per_second(),
-                    r.coverage.summary(&spec),
-                    r.coverage.outcomes()
-                )
-            }
+            Ok(r) => eprintln!("  {what}: {}", r.describe(&spec).replace('\n', "\n    ")),
             Err(e) => {
                 eprintln!("  {what}: {e}\n  repeat with --seed {seed}");
                 failed = true;

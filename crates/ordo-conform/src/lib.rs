@@ -177,6 +177,28 @@ impl Report {
     pub fn commands_per_second(&self) -> f64 {
         self.coverage.commands as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// The report in a few lines: histories, commands and their rate, racing commands,
+    /// coverage of `spec`, outcomes.
+    pub fn describe(&self, spec: &ir::Spec) -> String {
+        let raced = if self.coverage.raced > 0 {
+            format!(
+                "\n{} commands from concurrent clients ({} overlapping another), every history linearizable",
+                self.coverage.raced, self.coverage.overlapped
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{} histories, {} commands in {:.1}s ({:.0} commands/s), all as the spec says{raced}\n{}\noutcomes: {}",
+            self.cases,
+            self.coverage.commands,
+            self.elapsed.as_secs_f64(),
+            self.commands_per_second(),
+            self.coverage.summary(spec),
+            self.coverage.outcomes()
+        )
+    }
 }
 
 /// Sequential conformance: generated histories on `store` (each case a tenant of its own),

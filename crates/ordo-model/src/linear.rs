@@ -221,7 +221,12 @@ machine Noop {
         let params = json!({ "amount": amount }).as_object().cloned().unwrap_or_default();
         Command {
             key: None,
-            action: Action::Operate { resource: "Wallet".into(), key: json!("w"), operation: name.into(), params },
+            action: Action::Operate {
+                resource: "Wallet".into(),
+                key: json!("w"),
+                operation: name.into(),
+                params,
+            },
         }
     }
 
@@ -266,7 +271,8 @@ machine Noop {
         let spec = spec();
         let start = World::default();
         let balance = |w: &World, want: i64| {
-            w.rows.values().next().and_then(|r| r.fields.get("balance").cloned()) == Some(crate::Val::Int(want))
+            w.rows.values().next().and_then(|r| r.fields.get("balance").cloned())
+                == Some(crate::Val::Int(want))
         };
         let lost = at(0, u64::MAX, op("deposit", 5), Observed::Unknown);
         let ops = [lost.clone()];

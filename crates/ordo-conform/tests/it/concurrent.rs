@@ -12,17 +12,7 @@ fn race(backend: Backend, name: &str, source: &str, seconds: f64) -> ordo_confor
     let seed = seed();
     let report = concurrent(&rt, &store, &options(seconds, seed, false))
         .unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}\n(repeat with ORDO_CONFORM_SEED={seed})"));
-    eprintln!(
-        "{name} on {backend:?}, concurrent: {} histories, {} commands in {:.1}s ({:.0}/s), {} from racing clients ({} overlapping), all linearizable; {}; {}",
-        report.cases,
-        report.coverage.commands,
-        report.elapsed.as_secs_f64(),
-        report.commands_per_second(),
-        report.coverage.raced,
-        report.coverage.overlapped,
-        report.coverage.summary(store.spec()),
-        report.coverage.outcomes()
-    );
+    eprintln!("{name} on {backend:?}, concurrent: {}", report.describe(store.spec()).replace('\n', "; "));
     report
 }
 
@@ -55,13 +45,7 @@ fn transfer_races_on_sqlite() {
 
 /// The good corpus races too: skip locked, nowait, serializable and repeatable read bodies.
 fn corpus(backend: Backend) {
-    let dir = root().join("crates/ordo-spec/tests/corpus/good");
-    let mut files: Vec<_> =
-        std::fs::read_dir(&dir).expect("the corpus").map(|e| e.expect("an entry").path()).collect();
-    files.sort();
-    for file in files {
-        let name = file.file_stem().and_then(|s| s.to_str()).expect("a name").to_string();
-        let source = std::fs::read_to_string(&file).expect("the spec");
+    for (name, source) in corpus_specs() {
         race(backend, &name, &source, 1.5);
     }
 }

@@ -57,15 +57,7 @@ pub fn options(seconds: f64, seed: u64, cover: bool) -> Options {
 pub fn check(backend: Backend, name: &str, source: &str, seconds: f64) -> ordo_conform::Report {
     let report = check_quietly(backend, name, source, seconds, true);
     let spec = ordo_spec::compile(source).expect("compiles");
-    eprintln!(
-        "{name} on {backend:?}: {} cases, {} commands in {:.1}s ({:.0}/s); {}; {}",
-        report.cases,
-        report.coverage.commands,
-        report.elapsed.as_secs_f64(),
-        report.commands_per_second(),
-        report.coverage.summary(&spec),
-        report.coverage.outcomes()
-    );
+    eprintln!("{name} on {backend:?}: {}", report.describe(&spec).replace('\n', "; "));
     report
 }
 
@@ -82,4 +74,20 @@ pub fn check_quietly(
     let seed = seed();
     sequential(&rt, &store, &options(seconds, seed, cover))
         .unwrap_or_else(|e| panic!("{name} on {backend:?}: {e}\n(repeat with ORDO_CONFORM_SEED={seed})"))
+}
+
+/// The good corpus's specs, by name, in order.
+pub fn corpus_specs() -> Vec<(String, String)> {
+    let dir = root().join("crates/ordo-spec/tests/corpus/good");
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).expect("the corpus").map(|e| e.expect("an entry").path()).collect();
+    files.sort();
+    assert!(files.len() >= 4, "the good corpus shrank: {files:?}");
+    files
+        .into_iter()
+        .map(|file| {
+            let name = file.file_stem().and_then(|s| s.to_str()).expect("a name").to_string();
+            (name, std::fs::read_to_string(&file).expect("the spec"))
+        })
+        .collect()
 }

@@ -33,14 +33,7 @@ fn transfer_on_postgres() {
 
 /// Every spec of the checker's good corpus: each must conform and reach all it declares.
 fn corpus(backend: Backend) {
-    let dir = root().join("crates/ordo-spec/tests/corpus/good");
-    let mut files: Vec<_> =
-        std::fs::read_dir(&dir).expect("the corpus").map(|e| e.expect("an entry").path()).collect();
-    files.sort();
-    assert!(files.len() >= 4, "the good corpus shrank: {files:?}");
-    for file in files {
-        let name = file.file_stem().and_then(|s| s.to_str()).expect("a name").to_string();
-        let source = std::fs::read_to_string(&file).expect("the spec");
+    for (name, source) in corpus_specs() {
         let spec = ordo_spec::compile(&source).expect("compiles");
         let report = check(backend, &name, &source, 2.0);
         assert!(report.coverage.complete(&spec), "{name}: {}", report.coverage.summary(&spec));
