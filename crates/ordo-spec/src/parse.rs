@@ -14,10 +14,10 @@ mod recover;
 mod wording;
 
 use convert::Converter;
-use recover::{blank, first_too_deep, recovery_range};
+use recover::{blank, first_too_deep, recovery_range, unclosed_block};
 pub use wording::RESERVED_WORDS;
 pub(crate) use wording::edit_distance;
-use wording::syntax_diagnostic;
+use wording::{syntax_diagnostic, unclosed_diagnostic};
 
 #[derive(pest_derive::Parser)]
 #[grammar = "grammar.pest"]
@@ -85,6 +85,22 @@ pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
                 return if conv.errors.is_empty() { Ok(spec) } else { Err(conv.errors) };
             }
             Err(e) => {
+                let raw = match e.location {
+                    pest::error::InputLocation::Pos(p) => p,
+                    pest::error::InputLocation::Span((p, _)) => p,
+                };
+                // A block left open: say so once, put its `}` where it belongs, and parse on
+                // (the rest of the file is not a cascade of errors).
+                if let Some(u) = unclosed_block(&text, raw) {
+                    errors.push(unclosed_diagnostic(&text, u.token, u.opened));
+                    match u.patch {
+                        Some(p) if errors.len() < SYNTAX_ERRORS_MAX => {
+                            text.to_mut().replace_range(p..p + 1, "}");
+                            continue;
+                        }
+                        _ => return Err(errors),
+                    }
+                }
                 let d = syntax_diagnostic(&e, &text);
                 let at = d.span.start;
                 errors.push(d);

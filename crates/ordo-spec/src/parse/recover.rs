@@ -52,6 +52,64 @@ fn scan(source: &str, mut f: impl FnMut(usize, u8)) {
     }
 }
 
+/// A block left open before a syntax error at `at`: the innermost `{` still open where the
+/// error's line starts, when that line is indented no deeper than the line that opened it (or
+/// the error is at the end of the file). Its `}` is then the likeliest thing missing, right
+/// before the line. Returns where the line's first token starts (the end of the file), the
+/// `{`'s offset, and, if there is one, the whitespace byte just before that token where a `}`
+/// may be put (same length, so every offset holds) to parse on as if it had been written: not
+/// a line break that ends a comment (the `}` would join the comment).
+pub(super) fn unclosed_block(text: &str, at: usize) -> Option<Unclosed> {
+    let at = at.min(text.len());
+    let line_start = |i: usize| text[..i].rfind('\n').map_or(0, |n| n + 1);
+    let indent = |start: usize| text[start..].bytes().take_while(|b| *b == b' ' || *b == b'\t').count();
+    let at_end = text[at..].trim().is_empty();
+    let line = line_start(at);
+    // The line's first token, past any `}` a recovery put before it (never past the error).
+    let mut token = if at_end { text.len() } else { line + indent(line) };
+    while token < at && matches!(text.as_bytes()[token], b'}' | b' ' | b'\t') {
+        token += 1;
+    }
+    if text.as_bytes().get(token) == Some(&b'}') {
+        // The error is at a `}`: something closes here; what is missing is something else.
+        return None;
+    }
+    // Braces up to the error; one the error's own line opens is no candidate (its `}` would
+    // be on that line), but what that line closes counts.
+    let mut open: Vec<Option<usize>> = Vec::new();
+    scan(&text[..at], |i, b| match b {
+        b'{' => open.push((i < line).then_some(i)),
+        b'}' => {
+            open.pop();
+        }
+        _ => {}
+    });
+    let opened = open.iter().rev().find_map(|o| *o)?;
+    let width = |start: usize| {
+        text[start..]
+            .bytes()
+            .take_while(|b| *b == b' ' || *b == b'\t')
+            .map(|b| if b == b'\t' { 4 } else { 1 })
+            .sum::<usize>()
+    };
+    if !at_end && width(line) > width(line_start(opened)) {
+        return None;
+    }
+    let patch = token.checked_sub(1).filter(|&p| match text.as_bytes()[p] {
+        b' ' | b'\t' | b'\r' => true,
+        b'\n' => !text[line_start(p)..p].contains("//"),
+        _ => false,
+    });
+    Some(Unclosed { token, opened, patch })
+}
+
+/// See [`unclosed_block`].
+pub(super) struct Unclosed {
+    pub token: usize,
+    pub opened: usize,
+    pub patch: Option<usize>,
+}
+
 /// The declaration around a syntax error at `at`, to blank before parsing again: from the
 /// start of the error's line (or of the member whose block holds it) to the end of that
 /// line, or of the block the line opens. Braces that close something opened before the

@@ -7,6 +7,33 @@ use crate::ast::Span;
 use crate::diag::{Code, Diagnostic};
 use pest::error::{ErrorVariant, InputLocation};
 
+/// A block opened at `opened` that is not closed before the error at `at`: what is missing,
+/// where the block opened, and where its `}` goes.
+pub(super) fn unclosed_diagnostic(text: &str, at: usize, opened: usize) -> Diagnostic {
+    let at = at.min(text.len());
+    let at_end = text[at..].trim().is_empty();
+    let (at, found) =
+        if at_end { (text.len(), "the end of the file".to_string()) } else { (at, describe_found(text, at)) };
+    let end = if at_end { at } else { at + found_len(text, at) };
+    let line_start = text[..opened].rfind('\n').map_or(0, |n| n + 1);
+    let header = text[line_start..opened].trim();
+    // `on ship(carrier: text): paid -> shipped` is named `on ship`; `machine Order` as is.
+    let head = header.split(['(', ':']).next().unwrap_or(header);
+    let name: Vec<&str> = head.split_whitespace().take(2).collect();
+    let name = if name.is_empty() { "the block".to_string() } else { format!("`{}`", name.join(" ")) };
+    let line = text[..opened].matches('\n').count() + 1;
+    let before = &text[line_start..opened];
+    let indent = before.len() - before.trim_start().len();
+    Diagnostic::new(
+        Code::Syntax,
+        Span::new(at, end),
+        format!("expected `}}` to close {name} (opened on line {line}), found {found}"),
+    )
+    .label("expected `}` before this")
+    .related(Span::new(opened, opened + 1), format!("{name} opens its block here"))
+    .help(format!("add `}}` on a line of its own before this one, indented as {name} is ({indent} spaces)"))
+}
+
 pub(super) fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
     let at = match e.location {
         InputLocation::Pos(p) => p,
