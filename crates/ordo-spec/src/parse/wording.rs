@@ -64,6 +64,7 @@ pub(super) fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Dia
                 .collect();
             expected.sort();
             expected.dedup();
+            let expected = grouped(expected);
             if expected.is_empty() && negatives.contains(&Rule::reserved) {
                 (format!("{found} is a reserved word"), "reserved word".to_string())
             } else if expected.is_empty() {
@@ -82,17 +83,79 @@ pub(super) fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Dia
         }
     };
     let mut d = Diagnostic::new(Code::Syntax, Span::new(at, end), message).label(label);
+    if let Some(number) = fraction(text, at) {
+        // `0.5` reads as `0`, then an unexpected `.`: say what is wrong with the number.
+        let start = at - number.find('.').unwrap_or(0);
+        return Diagnostic::new(
+            Code::Syntax,
+            Span::new(start, start + number.len()),
+            format!("`{number}` has a fraction; `int` and `money` are whole numbers"),
+        )
+        .label("not a whole number")
+        .help("money counts minor units (cents): write 50 for 0.50");
+    }
     let expects_colon = matches!(&e.variant, ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::colon));
+    let expects_delta = matches!(&e.variant, ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::delta_op));
     let word = &text[at..end];
     if !moved && RESERVED_WORDS.contains(&word) {
         d.message.push_str(", which is a reserved word");
         d = d
             .help(format!("`{word}` cannot be a name; the reserved words are {}", RESERVED_WORDS.join(", ")));
-    } else if let Some(help) = keyword_hint(text, at).filter(|_| expects_colon) {
-        // `stat paid` reads as a field `stat` missing its `:`; the keyword is the likelier fix.
+    } else if let Some(help) = keyword_hint(text, at).filter(|_| expects_colon || expects_delta) {
+        // `stat paid` reads as a field `stat` missing its `:`, and `sett x = 1` as a change
+        // of a field `sett` missing its `+=`; the keyword is the likelier fix.
         d = d.help(help);
     }
     d
+}
+
+/// The number (`0.5`) when the error is at the `.` of a decimal fraction.
+fn fraction(text: &str, at: usize) -> Option<&str> {
+    let bytes = text.as_bytes();
+    if bytes.get(at) != Some(&b'.') || !bytes.get(at + 1).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    let start = text[..at].bytes().rposition(|b| !b.is_ascii_digit()).map_or(0, |p| p + 1);
+    let end = at + 1 + text[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+    (start < at).then(|| &text[start..end])
+}
+
+/// The most expected things a message lists one by one; past it, they are grouped.
+const EXPECTED_LISTED_MAX: usize = 5;
+
+/// A long list of expected things in a few words: operators as "an operator", what starts a
+/// statement as "a statement", what starts a machine's member as "a member", the rest as is.
+fn grouped(expected: Vec<&'static str>) -> Vec<&'static str> {
+    if expected.len() <= EXPECTED_LISTED_MAX {
+        return expected;
+    }
+    let operator =
+        |e: &str| ["`*`", "`+` or `-`", "`and`", "`or`"].contains(&e) || e.starts_with("a comparison");
+    let statement = |e: &str| ["`require`", "`set`", "`lock`", "`isolation`", "a resource name"].contains(&e);
+    let member = |e: &str| {
+        ["`after`", "`create`", "`final`", "`initial`", "`on`", "`removed`", "`state`"].contains(&e)
+    };
+    let has = |f: &dyn Fn(&str) -> bool| expected.iter().any(|e| f(e));
+    let (ops, stmts, members) = (has(&operator), has(&statement), has(&member));
+    let mut out: Vec<&'static str> = expected
+        .iter()
+        .copied()
+        .filter(|e| !operator(e) && !statement(e) && !member(e))
+        // A field name starts a statement (`x += 1`) or a member (`x: int`).
+        .filter(|e| !(*e == "a field name" && (stmts || members)))
+        .collect();
+    if ops {
+        out.push("an operator");
+    }
+    if stmts {
+        out.push("a statement (`require`, `set`, a change, an effect)");
+    }
+    if members {
+        out.push("a member (a field, states, `create`, `on`, `after`)");
+    }
+    // `}` last: "..., or `}`" reads as the way out.
+    out.sort_by_key(|e| *e == "`}`");
+    out
 }
 
 /// Words that cannot be names: the grammar's `reserved` rule, as the diagnostics quote it.
