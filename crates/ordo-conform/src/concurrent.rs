@@ -32,7 +32,7 @@ pub fn concurrent(rt: &tokio::runtime::Runtime, store: &Store, opts: &Options) -
         let client = steps::steps(&spec, 1..5);
         (steps::steps(&spec, 4..12), proptest::collection::vec(client, 2..5))
     };
-    rounds(opts, &spec, strategy, |(setup, clients), covered| {
+    rounds(opts, &spec, &Coverage::default(), strategy, |(setup, clients), covered| {
         one_case(rt, store, &spec, &pools, setup, clients, covered)
     })
 }

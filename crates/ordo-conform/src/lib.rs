@@ -57,6 +57,8 @@ pub struct Coverage {
     pub states: BTreeSet<(String, String)>,
     pub transitions: BTreeSet<(String, String, String)>,
     pub operations: BTreeSet<(String, String)>,
+    /// Every (machine, event, state) an event was sent in, allowed there or not.
+    pub tried: BTreeSet<(String, String, String)>,
     /// Outcomes by kind: `applied`, `replayed`, and each rejection.
     pub outcomes: BTreeMap<String, u64>,
     pub commands: u64,
@@ -103,6 +105,7 @@ impl Coverage {
         self.states.extend(other.states.iter().cloned());
         self.transitions.extend(other.transitions.iter().cloned());
         self.operations.extend(other.operations.iter().cloned());
+        self.tried.extend(other.tried.iter().cloned());
         for (k, v) in &other.outcomes {
             *self.outcomes.entry(k.clone()).or_default() += v;
         }
@@ -134,20 +137,33 @@ impl Coverage {
             .iter()
             .flat_map(|r| r.operations.iter().map(|o| (r.name.clone(), o.name.clone())))
             .collect();
+        // Every event in every state an instance can be in (a final one too).
+        let pairs: BTreeSet<(String, String, String)> = spec
+            .machines
+            .iter()
+            .flat_map(|m| {
+                m.events.iter().flat_map(move |e| {
+                    m.states.iter().map(move |s| (m.name.clone(), e.name.clone(), s.name.clone()))
+                })
+            })
+            .collect();
         let mut s = format!(
-            "states {}/{}, transitions {}/{}, operations {}/{}",
+            "states {}/{}, transitions {}/{}, operations {}/{}, events tried in states {}/{}",
             self.states.intersection(&states).count(),
             states.len(),
             self.transitions.intersection(&transitions).count(),
             transitions.len(),
             self.operations.intersection(&operations).count(),
-            operations.len()
+            operations.len(),
+            self.tried.intersection(&pairs).count(),
+            pairs.len()
         );
         let missed: Vec<String> = states
             .difference(&self.states)
             .map(|(m, st)| format!("state {m}.{st}"))
             .chain(transitions.difference(&self.transitions).map(|(m, e, f)| format!("{m}.{e} from {f}")))
             .chain(operations.difference(&self.operations).map(|(r, o)| format!("{r}.{o}")))
+            .chain(pairs.difference(&self.tried).map(|(m, e, st)| format!("{m}.{e} in {st}")))
             .collect();
         if !missed.is_empty() {
             s.push_str(&format!(" (not reached: {})", missed.join(", ")));
@@ -207,12 +223,25 @@ impl Report {
 pub fn sequential(rt: &tokio::runtime::Runtime, store: &Store, opts: &Options) -> Result<Report, String> {
     let spec = store.spec().clone();
     let pools = run::Pools::of(&spec);
-    rounds(
+    // The tour first (every event in every state), then generated rounds.
+    let started = Instant::now();
+    let mut toured = Coverage::default();
+    let tour = steps::tour(&spec);
+    for history in &tour {
+        rt.block_on(one_case(store, &spec, &pools, history, &mut toured)).map_err(|e| {
+            format!("the tour of every event in every state fails (seed {}):\n{e}", opts.seed)
+        })?;
+    }
+    let mut report = rounds(
         opts,
         &spec,
+        &toured,
         || steps::steps(&spec, opts.steps.clone()),
         |steps, covered| rt.block_on(one_case(store, &spec, &pools, steps, covered)),
-    )
+    )?;
+    report.cases += tour.len() as u64;
+    report.elapsed = started.elapsed();
+    Ok(report)
 }
 
 /// Rounds of a few generated cases each until the budget is spent; each round's generator
@@ -221,6 +250,7 @@ pub fn sequential(rt: &tokio::runtime::Runtime, store: &Store, opts: &Options) -
 pub(crate) fn rounds<S: Strategy>(
     opts: &Options,
     spec: &ir::Spec,
+    start: &Coverage,
     strategy: impl Fn() -> S,
     case: impl Fn(&S::Value, &mut Coverage) -> Result<(), String>,
 ) -> Result<Report, String>
@@ -236,7 +266,7 @@ where
     };
     let started = Instant::now();
     let deadline = started + opts.budget;
-    let mut report = Report { cases: 0, elapsed: Duration::ZERO, coverage: Coverage::default() };
+    let mut report = Report { cases: 0, elapsed: Duration::ZERO, coverage: start.clone() };
     for round in 0.. {
         let now = Instant::now();
         let covering = now < deadline + opts.cover_for && !report.coverage.complete(spec);

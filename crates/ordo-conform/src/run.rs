@@ -59,6 +59,9 @@ impl Pools {
     }
 }
 
+/// Value picks [`Case::likely`] tries before it settles for one the spec refuses.
+const LIKELY_TRIES: u16 = 32;
+
 /// A command in both forms.
 #[derive(Clone)]
 pub struct Sent {
@@ -172,7 +175,7 @@ impl<'a> Case<'a> {
                 again.store.idempotency.as_mut()?.fingerprint = other;
                 return Some(again);
             }
-            Step::Tick { .. } | Step::Fund | Step::Walk { .. } => return None,
+            Step::Tick { .. } | Step::Fund | Step::Walk { .. } | Step::Probe { .. } => return None,
         };
         let key = keyed.then(|| (format!("key-{n}"), format!("{action:?}")));
         Some(Sent {
@@ -195,6 +198,9 @@ impl<'a> Case<'a> {
             Step::Walk { machine, transition, values } => {
                 return self.walk(*machine, *transition, values, coverage).await;
             }
+            Step::Probe { machine, state, event, values } => {
+                return self.probe(*machine, *state, *event, values, coverage).await;
+            }
             _ => {}
         }
         let Some(sent) = self.resolve(step, n) else { return Ok(()) };
@@ -214,7 +220,40 @@ impl<'a> Case<'a> {
         let m = &spec.machines[machine % spec.machines.len()];
         let all = transitions(m);
         let Some(&(last, from)) = all.get(transition % all.len().max(1)) else { return Ok(()) };
-        let Some(mut path) = path_to(m, from) else { return Ok(()) };
+        self.walk_then(m, from, last, values, coverage).await
+    }
+
+    /// [`Step::Probe`]: an instance walked into a state, then sent one event (allowed there
+    /// or not).
+    async fn probe(
+        &mut self,
+        machine: usize,
+        state: usize,
+        event: usize,
+        values: &[u16],
+        coverage: &mut Coverage,
+    ) -> Result<(), String> {
+        let spec = self.spec;
+        let m = &spec.machines[machine % spec.machines.len()];
+        let (Some(s), Some(e)) =
+            (m.states.get(state % m.states.len().max(1)), m.events.get(event % m.events.len().max(1)))
+        else {
+            return Ok(());
+        };
+        self.walk_then(m, &s.name, e, values, coverage).await
+    }
+
+    /// A create, the shortest path of events to `state`, then `last`: each sent and compared
+    /// like any step, the walk ending early where the spec refuses one.
+    async fn walk_then(
+        &mut self,
+        m: &'a ir::Machine,
+        state: &str,
+        last: &'a ir::Event,
+        values: &[u16],
+        coverage: &mut Coverage,
+    ) -> Result<(), String> {
+        let Some(mut path) = path_to(m, state) else { return Ok(()) };
         path.push(last);
         let n = self.history.len();
         let create = |values: &[u16]| {
@@ -258,16 +297,18 @@ impl<'a> Case<'a> {
     /// Of a few value picks, the first whose command the interpreter would apply (else the
     /// first): a walk then gets past guards that only some generated values meet.
     fn likely(&self, values: &[u16], make: impl Fn(&[u16]) -> model::Action) -> model::Action {
-        let tries: Vec<model::Action> = (0..8u16)
-            .map(|k| make(&values.iter().map(|v| v.wrapping_add(k.wrapping_mul(7919))).collect::<Vec<_>>()))
-            .collect();
+        // The first tries step every pick along its pool (a pick's index is its value / 10),
+        // the rest scatter them.
+        let shift = |k: u16| if k < LIKELY_TRIES / 2 { k * 10 } else { k.wrapping_mul(7919) };
         let applies = |a: &model::Action| {
             let mut w = self.world.clone();
             let cmd = model::Command { key: None, action: a.clone() };
             matches!(w.step(self.spec, &cmd, Utc::now(), "probe").outcome, model::Outcome::Applied(_))
         };
-        let first = tries.iter().position(applies).unwrap_or(0);
-        tries.into_iter().nth(first).unwrap_or_else(|| make(values))
+        (0..LIKELY_TRIES)
+            .map(|k| make(&values.iter().map(|v| v.wrapping_add(shift(k))).collect::<Vec<_>>()))
+            .find(applies)
+            .unwrap_or_else(|| make(values))
     }
 
     /// The commands of [`Step::Fund`].
@@ -317,6 +358,12 @@ impl<'a> Case<'a> {
             model::Outcome::Rejected(_) => String::new(),
         };
         let before = self.world.journal.len();
+        if let model::Action::Fire { machine, id, event, .. } = &sent.model.action
+            && let Some(state) =
+                self.world.instances.get(&(machine.clone(), id.clone())).and_then(|r| r.state.clone())
+        {
+            coverage.tried.insert((machine.clone(), event.clone(), state));
+        }
         let expected = self.world.step(self.spec, &sent.model, now, &new_id);
         self.history.push(format!("{n:>3}. {line}\n       -> {}", compare::short(&observed)));
         coverage.outcome(&expected);

@@ -55,6 +55,46 @@ pub enum Step {
         transition: usize,
         values: Vec<u16>,
     },
+    /// Creates an instance, walks it into the machine's `state`-th state, and sends it the
+    /// `event`-th event, allowed there or not (the tour sends every event in every state).
+    Probe {
+        machine: usize,
+        state: usize,
+        event: usize,
+        values: Vec<u16>,
+    },
+}
+
+/// Fixed histories that reach what chance may miss, one per state of each machine (each on a
+/// tenant of its own, so the rows one state's instances hold never starve another's): rows
+/// funded, then every event sent in that state to an instance walked there, with the first
+/// values the interpreter would apply. Every sequential run starts with them.
+pub fn tour(spec: &ir::Spec) -> Vec<Vec<Step>> {
+    let mut histories = Vec::new();
+    for (mi, m) in spec.machines.iter().enumerate() {
+        for state in 0..m.states.len() {
+            let mut steps = vec![Step::Fund];
+            for event in 0..m.events.len() {
+                steps.push(Step::Probe { machine: mi, state, event, values: vec![1; inputs(spec)] });
+            }
+            histories.push(steps);
+        }
+    }
+    histories
+}
+
+/// The most inputs any command of the spec takes (at least one).
+fn inputs(spec: &ir::Spec) -> usize {
+    spec.machines
+        .iter()
+        .flat_map(|m| {
+            std::iter::once(m.fields.len() + m.create.params.len())
+                .chain(m.events.iter().map(|e| e.params.len()))
+        })
+        .chain(spec.resources.iter().flat_map(|r| r.operations.iter().map(|o| o.params.len())))
+        .max()
+        .unwrap_or(0)
+        .max(1)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -230,17 +270,7 @@ pub fn key_value(key: &ir::Field, v: u16) -> Json {
 pub fn steps(spec: &ir::Spec, len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Step>> + use<> {
     let machines = spec.machines.len();
     let resources = spec.resources.len();
-    let inputs = spec
-        .machines
-        .iter()
-        .flat_map(|m| {
-            std::iter::once(m.fields.len() + m.create.params.len())
-                .chain(m.events.iter().map(|e| e.params.len()))
-        })
-        .chain(spec.resources.iter().flat_map(|r| r.operations.iter().map(|o| o.params.len())))
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let inputs = inputs(spec);
     let values = proptest::collection::vec(any::<u16>(), inputs);
     let has_timers = spec.machines.iter().any(|m| !m.timers.is_empty());
     let mut options: Vec<(u32, BoxedStrategy<Step>)> = Vec::new();
