@@ -30,14 +30,33 @@ impl Checker {
         });
         let create = self.create(m, &creates, &field_decls, &fields);
         let (events, edges) = self.events(m, &states, creates.first().copied(), &fields);
-        // Reachability and dead ends, only when the graph is sound: with an unknown state
-        // in it, every state after the typo would be reported too.
-        let graph_sound = !self
-            .diags
-            .iter()
-            .any(|d| d.code == Code::UnknownState && m.span.range().contains(&d.span.start));
-        if let Some(initial) = initial.as_ref().filter(|_| graph_sound) {
-            self.graph(initial, &states, &edges);
+        // Reachability and dead ends, with each unknown state (already reported) read as
+        // the declared one its name is closest to, as the fix will likely make it. One with
+        // no close name leaves the graph unsure: an edge into it might reach any state (no
+        // state is reported unreachable), one out of it might leave any (no dead end).
+        let known = |n: &str| kind_of(&states, n).is_some();
+        let guess = |n: &str| {
+            if known(n) {
+                Some(n.to_string())
+            } else {
+                super::closest(n, states.iter().map(|(s, _)| s.name.as_str())).map(str::to_string)
+            }
+        };
+        let mut sure = Sure { reachable: true, dead_ends: true };
+        let mut graph_edges = Vec::new();
+        for (from, to) in &edges {
+            match (guess(from), guess(to)) {
+                (Some(f), Some(t)) => graph_edges.push((f, t)),
+                (Some(f), None) => {
+                    // It still leaves `f` (no dead end there), for somewhere unknown.
+                    sure.reachable = false;
+                    graph_edges.push((f, String::new()));
+                }
+                (None, _) => sure.dead_ends = false,
+            }
+        }
+        if let Some(initial) = initial.as_ref() {
+            self.graph(initial, &states, &graph_edges, sure);
         }
         let timers = self.timers(m, &states, &events);
         Some(ir::Machine {
@@ -309,8 +328,9 @@ impl Checker {
         ir::Event { name: name.to_string(), params, transitions, was: self.event_was(name, decls) }
     }
 
-    /// Reports states the initial one never leads to, and non-final states no event leaves.
-    fn graph(&mut self, initial: &str, states: &[(ir::State, Span)], edges: &[(String, String)]) {
+    /// Reports states the initial one never leads to, and non-final states no event leaves
+    /// (each only when `sure` says the graph can tell).
+    fn graph(&mut self, initial: &str, states: &[(ir::State, Span)], edges: &[(String, String)], sure: Sure) {
         let mut reached: BTreeSet<&str> = BTreeSet::new();
         let mut queue = VecDeque::from([initial]);
         while let Some(s) = queue.pop_front() {
@@ -324,6 +344,9 @@ impl Checker {
         }
         for (s, span) in states {
             if !reached.contains(s.name.as_str()) {
+                if !sure.reachable {
+                    continue;
+                }
                 self.error(
                     Diagnostic::new(
                         Code::UnreachableState,
@@ -333,7 +356,10 @@ impl Checker {
                     .label("unreachable")
                     .help(format!("add an event that leads to `{}`, or remove it", s.name)),
                 );
-            } else if s.kind != ir::StateKind::Final && !edges.iter().any(|(from, ..)| *from == s.name) {
+            } else if sure.dead_ends
+                && s.kind != ir::StateKind::Final
+                && !edges.iter().any(|(from, ..)| *from == s.name)
+            {
                 self.error(
                     Diagnostic::new(
                         Code::DeadEndState,
@@ -491,4 +517,11 @@ fn members<'a, T>(m: &'a ast::Machine, pick: impl Fn(&'a ast::MachineMember) -> 
 
 fn kind_of(states: &[(ir::State, Span)], name: &str) -> Option<ir::StateKind> {
     states.iter().find(|(s, _)| s.name == name).map(|(s, _)| s.kind)
+}
+
+/// What the state graph can tell despite unknown states (see `machine`).
+#[derive(Clone, Copy)]
+struct Sure {
+    reachable: bool,
+    dead_ends: bool,
 }
