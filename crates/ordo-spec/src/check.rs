@@ -4,7 +4,7 @@
 use crate::ast::{self, Span};
 use crate::diag::{Code, Diagnostic};
 use crate::ir;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// Longest name accepted, in bytes: names become table and column names, and PostgreSQL
 /// truncates identifiers at 63 bytes; the rest is kept for prefixes and index suffixes.
@@ -187,15 +187,15 @@ impl Checker {
     }
 }
 
-/// The candidate closest to `name` by edit distance, if close enough to be a typo.
+/// The candidate closest to `name` by edit distance, if close enough to be a typo: within a
+/// third of its length, or within half of it when that one candidate is clearly the closest
+/// (every other is at least two edits further).
 fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(1);
-    let mut best: BTreeMap<usize, &'a str> = BTreeMap::new();
-    for c in candidates {
-        let d = crate::parse::edit_distance(name, c);
-        if d <= limit {
-            best.entry(d).or_insert(c);
-        }
-    }
-    best.into_iter().next().map(|(_, c)| c)
+    let len = name.chars().count();
+    let mut by_distance: Vec<(usize, &'a str)> =
+        candidates.map(|c| (crate::parse::edit_distance(name, c), c)).collect();
+    by_distance.sort_by_key(|(d, _)| *d);
+    let (d, best) = *by_distance.first()?;
+    let clearly = by_distance.get(1).is_none_or(|(next, _)| *next >= d + 2);
+    (d <= (len / 3).max(1) || (d <= len / 2 && clearly)).then_some(best)
 }
