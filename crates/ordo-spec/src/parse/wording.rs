@@ -97,6 +97,20 @@ pub(super) fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Dia
     let expects_colon = matches!(&e.variant, ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::colon));
     let expects_delta = matches!(&e.variant, ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::delta_op));
     let word = &text[at..end];
+    if let Some(c) = name_breaker(text, at).filter(|_| !moved) {
+        // `account-id`: the name stops at the `-`.
+        let name_start =
+            text[..at].rfind(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_')).map_or(0, |i| i + 1);
+        let rest: String = text[at..]
+            .chars()
+            .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '_' || *ch == c)
+            .collect();
+        let written = format!("{}{rest}", &text[name_start..at]);
+        let fixed: String = written.chars().map(|ch| if ch == c { '_' } else { ch }).collect();
+        return d.help(format!(
+            "names may contain only letters, digits and `_`, and start with a letter or `_`: `{written}` is not one (write `{fixed}`)"
+        ));
+    }
     if !moved && RESERVED_WORDS.contains(&word) {
         d.message.push_str(", which is a reserved word");
         d = d
@@ -107,6 +121,14 @@ pub(super) fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Dia
         d = d.help(help);
     }
     d
+}
+
+/// The character that broke a name off (`-` in `account-id`): one that no token starts with,
+/// right after a letter, digit or `_`.
+fn name_breaker(text: &str, at: usize) -> Option<char> {
+    let c = text.get(at..)?.chars().next()?;
+    let touching = text[..at].chars().next_back().is_some_and(|p| p.is_ascii_alphanumeric() || p == '_');
+    (touching && matches!(c, '-' | '$' | '#' | '@' | '\'' | '&' | '%' | '^' | '~' | '`' | '\\')).then_some(c)
 }
 
 /// The number (`0.5`) when the error is at the `.` of a decimal fraction.
@@ -387,7 +409,9 @@ fn describe_rule(rule: Rule) -> &'static str {
         Rule::create_decl => "a `create` declaration",
         Rule::event_decl => "an event (`on name: from -> to`)",
         Rule::timer_decl => "a timer (`after 30m in state: event`)",
-        Rule::duration => "a duration such as `30s`, `15m`, `2h` or `1d`",
+        Rule::duration => {
+            "a duration: a number and a unit (`ms`, `s`, `m`, `h` or `d`), such as `30m` or `1h30m`"
+        }
         Rule::field => "a field (`name: type`)",
         Rule::params => "a parameter list",
         Rule::param => "a parameter (`name: type`)",
