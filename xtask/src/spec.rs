@@ -206,9 +206,7 @@ pub fn conformance(
 ) -> Result<ExitCode> {
     let spec = compile_or_report(file)?;
     let name = spec_name(file)?;
-    let seed = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-    });
+    let seed = seed.unwrap_or_else(ordo_conform::clock_seed);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let db = rt.block_on(async {
         match database_url {
@@ -240,7 +238,8 @@ pub fn conformance(
             }
         }
     }
+    // The store's pool closes before its throwaway database is dropped.
     drop(store);
-    rt.block_on(async { drop(db) });
+    drop(db);
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

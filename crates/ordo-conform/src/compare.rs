@@ -113,7 +113,30 @@ fn table_count(r: &QueryResult) -> Result<i64, String> {
     r.try_get_by_index::<i64>(0).map_err(|e| e.to_string())
 }
 
-pub(crate) async fn count(store: &Store, table: &str, tenant: &str) -> Result<i64, String> {
+/// How many rows the tenant has in each machine's and resource's table, by name.
+pub(crate) async fn counts(
+    store: &Store,
+    spec: &ir::Spec,
+    tenant: &str,
+) -> Result<BTreeMap<String, i64>, String> {
+    let tables = spec
+        .machines
+        .iter()
+        .map(|m| (&m.name, &m.table))
+        .chain(spec.resources.iter().map(|r| (&r.name, &r.table)));
+    let mut out = BTreeMap::new();
+    for (name, table) in tables {
+        out.insert(name.clone(), count(store, table, tenant).await?);
+    }
+    Ok(out)
+}
+
+/// How many instances or rows of the machine or resource `name` the world holds.
+pub(crate) fn held(world: &World, name: &str) -> usize {
+    world.instances.keys().chain(world.rows.keys()).filter(|(n, _)| n == name).count()
+}
+
+async fn count(store: &Store, table: &str, tenant: &str) -> Result<i64, String> {
     let q = Query::select()
         .expr(Expr::col(Alias::new("tenant")).count())
         .from(Alias::new(table))
@@ -142,18 +165,10 @@ pub async fn world(store: &Store, spec: &ir::Spec, tenant: &str, world: &mut Wor
             got => return Err(row_differs(want, got.as_ref())),
         }
     }
-    for m in &spec.machines {
-        let want = world.instances.keys().filter(|(name, _)| *name == m.name).count();
-        let got = count(store, &m.table, tenant).await?;
+    for (name, got) in counts(store, spec, tenant).await? {
+        let want = held(world, &name);
         if usize::try_from(got).ok() != Some(want) {
-            return Err(format!("{}: the spec has {want} instance(s), the store {got}", m.name));
-        }
-    }
-    for r in &spec.resources {
-        let want = world.rows.keys().filter(|(name, _)| *name == r.name).count();
-        let got = count(store, &r.table, tenant).await?;
-        if usize::try_from(got).ok() != Some(want) {
-            return Err(format!("{}: the spec has {want} row(s), the store {got}", r.name));
+            return Err(format!("{name}: the spec has {want} row(s), the store {got}"));
         }
     }
     timers(store, tenant, world).await

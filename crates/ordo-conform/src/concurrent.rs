@@ -5,7 +5,7 @@
 //! answer are timed on one clock; the history must be linearizable against the interpreter
 //! (`ordo_model::linear`) and end in the rows the store holds.
 
-use crate::run::{Case, Pools, Sent, describe, send};
+use crate::run::{Case, Pools, Sent, describe, send, sweep_time};
 use crate::steps::{self, Step, keys};
 use crate::{Coverage, Options, Report, compare, rounds};
 use chrono::Utc;
@@ -13,7 +13,7 @@ use ordo_model::linear::{self, Observed, Op};
 use ordo_model::{self as model, World};
 use ordo_spec::ir;
 use ordo_store::{Store, StoreError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Instant;
 
@@ -62,12 +62,21 @@ fn one_case(
     result
 }
 
-/// The clients' commands, resolved against the world the setup left.
+/// Commands the clients send at most, so that with the timers a sweep may fire the history
+/// stays within what the checker takes (`linear::OPS_MAX`).
+const RACED_MAX: usize = 40;
+
+/// The clients' commands, resolved against the world the setup left: at most `RACED_MAX`,
+/// and sweeps only when every timer they could fire still fits in one history.
 fn plan(case: &mut Case<'_>, clients: &[Vec<Step>]) -> Vec<Vec<Send>> {
     let mut plans = Vec::new();
+    let mut planned = 0;
     for (c, steps) in clients.iter().enumerate() {
         let mut plan = Vec::new();
         for (i, step) in steps.iter().enumerate() {
+            if planned + plan.len() >= RACED_MAX {
+                break;
+            }
             match step {
                 Step::Tick { .. } => plan.push(Send::Sweep),
                 Step::Fund => plan.extend(case.funding().into_iter().map(|s| Send::Command(Box::new(s)))),
@@ -84,7 +93,20 @@ fn plan(case: &mut Case<'_>, clients: &[Vec<Step>]) -> Vec<Vec<Send>> {
                 }
             }
         }
+        planned += plan.len();
         plans.push(plan);
+    }
+    // A sweep may fire one timer per instance and timer of its machine.
+    let creates = plans
+        .iter()
+        .flatten()
+        .filter(|s| matches!(s, Send::Command(c) if matches!(c.model.action, model::Action::Create { .. })))
+        .count();
+    let timers = case.spec.machines.iter().map(|m| m.timers.len()).max().unwrap_or(0);
+    if planned + (case.world.instances.len() + creates) * timers > linear::OPS_MAX {
+        for plan in &mut plans {
+            plan.retain(|s| !matches!(s, Send::Sweep));
+        }
     }
     plans
 }
@@ -103,52 +125,29 @@ fn race(
     let start = World { journal: Vec::new(), ..case.world.clone() };
     let clock = Instant::now();
     let ticks = |t: Instant| u64::try_from(t.duration_since(clock).as_nanos()).unwrap_or(u64::MAX);
-    let furthest = spec.machines.iter().flat_map(|m| &m.timers).map(|t| t.after_ms).max().unwrap_or(0);
-    let sweep_now = Utc::now()
-        + chrono::Duration::milliseconds(i64::try_from(furthest).unwrap_or(i64::MAX / 2))
-        + chrono::Duration::days(1);
+    let sweep_now = sweep_time(spec);
     let handle = rt.handle();
     let mut ops: Vec<Op> = Vec::new();
     let mut sweeps: Vec<(usize, u64)> = Vec::new();
     std::thread::scope(|scope| {
         let running: Vec<_> = plans
             .iter()
-            .enumerate()
-            .map(|(client, plan)| {
+            .map(|plan| {
                 scope.spawn(move || {
                     handle.block_on(async {
                         let mut done = Vec::new();
                         for s in plan {
-                            let invoked = Instant::now();
+                            let invoked = ticks(Instant::now());
                             match s {
                                 Send::Command(sent) => {
                                     let now = Utc::now();
                                     let got = send(store, &sent.store).await;
-                                    done.push((
-                                        client,
-                                        ticks(invoked),
-                                        ticks(Instant::now()),
-                                        now,
-                                        Some(sent),
-                                        got,
-                                    ));
+                                    done.push((invoked, ticks(Instant::now()), Some((now, sent, got))));
                                 }
                                 Send::Sweep => {
-                                    let fired = store.fire_due_timers(sweep_now, 64).await;
-                                    let got = fired.map(|_| ordo_store::Executed {
-                                        outcome: ordo_store::Outcome::Rejected {
-                                            rejection: ordo_store::Rejection::NotFound,
-                                        },
-                                        replayed: false,
-                                    });
-                                    done.push((
-                                        client,
-                                        ticks(invoked),
-                                        ticks(Instant::now()),
-                                        sweep_now,
-                                        None,
-                                        got,
-                                    ));
+                                    // Which timers it fired is decided below, from the rows.
+                                    let _ = store.fire_due_timers(sweep_now, 64).await;
+                                    done.push((invoked, ticks(Instant::now()), None));
                                 }
                             }
                         }
@@ -157,9 +156,9 @@ fn race(
                 })
             })
             .collect();
-        for r in running {
-            for (client, invoked, returned, now, sent, got) in r.join().unwrap_or_default() {
-                let Some(sent) = sent else {
+        for (client, r) in running.into_iter().enumerate() {
+            for (invoked, returned, answer) in r.join().unwrap_or_default() {
+                let Some((now, sent, got)) = answer else {
                     sweeps.push((client, invoked));
                     continue;
                 };
@@ -190,16 +189,8 @@ fn race(
     });
     // Every timer any instance may have had armed may have fired in a sweep, once or not.
     if let Some(&(client, invoked)) = sweeps.iter().min_by_key(|s| s.1) {
-        let mut ids: BTreeMap<(String, String), ()> =
-            start.instances.keys().map(|k| (k.clone(), ())).collect();
-        for op in &ops {
-            if let model::Action::Create { machine, .. } = &op.command.action
-                && !op.new_id.is_empty()
-            {
-                ids.insert((machine.clone(), op.new_id.clone()), ());
-            }
-        }
-        for (machine, id) in ids.keys() {
+        let ids = instances(&start, &ops);
+        for (machine, id) in &ids {
             let Some(m) = spec.machine(machine) else { continue };
             for t in &m.timers {
                 ops.push(Op {
@@ -223,9 +214,6 @@ fn race(
         }
     }
     ops.sort_by_key(|o| o.invoked);
-    if ops.len() > linear::OPS_MAX {
-        ops.truncate(linear::OPS_MAX);
-    }
     for op in ops.iter().filter(|o| o.returned != u64::MAX) {
         if let Observed::Done(e) = &op.observed {
             covered.outcome(e);
@@ -267,6 +255,19 @@ fn race(
     }
 }
 
+/// Every instance the clients could have touched: the setup's and those their creates made.
+fn instances(start: &World, ops: &[Op]) -> BTreeSet<(String, String)> {
+    let mut ids: BTreeSet<(String, String)> = start.instances.keys().cloned().collect();
+    for op in ops {
+        if let model::Action::Create { machine, .. } = &op.command.action
+            && !op.new_id.is_empty()
+        {
+            ids.insert((machine.clone(), op.new_id.clone()));
+        }
+    }
+    ids
+}
+
 /// The tenant's rows after the clients, for the final check.
 struct Rows {
     instances: BTreeMap<(String, String), Option<model::Row>>,
@@ -282,18 +283,10 @@ impl Rows {
         start: &World,
         ops: &[Op],
     ) -> Result<Rows, String> {
-        let mut ids: Vec<(String, String)> = start.instances.keys().cloned().collect();
-        for op in ops {
-            if let model::Action::Create { machine, .. } = &op.command.action
-                && !op.new_id.is_empty()
-            {
-                ids.push((machine.clone(), op.new_id.clone()));
-            }
-        }
-        let mut instances = BTreeMap::new();
-        for (machine, id) in ids {
+        let mut rows = BTreeMap::new();
+        for (machine, id) in instances(start, ops) {
             let row = compare::instance(store, spec, tenant, &machine, &id).await?;
-            instances.insert((machine, id), row);
+            rows.insert((machine, id), row);
         }
         let mut resources = BTreeMap::new();
         for r in &spec.resources {
@@ -303,24 +296,12 @@ impl Rows {
                 resources.insert((r.name.clone(), text), row);
             }
         }
-        let mut counts = BTreeMap::new();
-        for t in spec
-            .machines
-            .iter()
-            .map(|m| (&m.name, &m.table))
-            .chain(spec.resources.iter().map(|r| (&r.name, &r.table)))
-        {
-            counts.insert(t.0.clone(), compare::count(store, t.1, tenant).await?);
-        }
-        Ok(Rows { instances, resources, counts })
+        let counts = compare::counts(store, spec, tenant).await?;
+        Ok(Rows { instances: rows, resources, counts })
     }
 
     fn matches(&self, w: &World) -> bool {
-        let count = |name: &str| {
-            w.instances.keys().filter(|(m, _)| m == name).count()
-                + w.rows.keys().filter(|(r, _)| r == name).count()
-        };
-        self.counts.iter().all(|(name, n)| usize::try_from(*n).ok() == Some(count(name)))
+        self.counts.iter().all(|(name, n)| usize::try_from(*n).ok() == Some(compare::held(w, name)))
             && self.instances.iter().all(|(k, row)| match (row, w.instances.get(k)) {
                 (Some(a), Some(b)) => compare::same_row(a, b),
                 (None, None) => true,

@@ -45,6 +45,11 @@ pub struct Options {
     pub cover_for: Duration,
 }
 
+/// A seed from the clock, for a run that was not given one (reports name it).
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+}
+
 impl Options {
     pub fn new(budget: Duration, seed: u64) -> Options {
         Options { budget, cases_max: 10_000, steps: 1..60, seed, cover_for: Duration::ZERO }
@@ -73,14 +78,11 @@ impl Coverage {
     pub fn outcome(&mut self, done: &Executed) {
         self.commands += 1;
         let kind = match &done.outcome {
-            _ if done.replayed => "replayed".to_string(),
-            Outcome::Applied(_) => "applied".to_string(),
-            Outcome::Rejected(r) => {
-                let debug = format!("{r:?}");
-                debug.split([' ', '{']).next().unwrap_or_default().to_string()
-            }
+            _ if done.replayed => "replayed",
+            Outcome::Applied(_) => "applied",
+            Outcome::Rejected(r) => r.kind(),
         };
-        *self.outcomes.entry(kind).or_default() += 1;
+        *self.outcomes.entry(kind.to_string()).or_default() += 1;
     }
 
     /// Counts the states, transitions and operations of new journal entries.

@@ -59,6 +59,9 @@ impl Pools {
     }
 }
 
+/// The fingerprint a reused key is sent with (any other request's).
+const REUSED: &str = "another request";
+
 /// Value picks [`Case::likely`] tries before it settles for one the spec refuses.
 const LIKELY_TRIES: u16 = 32;
 
@@ -170,7 +173,7 @@ impl<'a> Case<'a> {
             Step::Retry { back } => return self.keyed.get(back % self.keyed.len().max(1)).cloned(),
             Step::Reuse { back } => {
                 let mut again = self.keyed.get(back % self.keyed.len().max(1))?.clone();
-                let other = "another request".to_string();
+                let other = REUSED.to_string();
                 again.model.key.as_mut()?.1 = other.clone();
                 again.store.idempotency.as_mut()?.fingerprint = other;
                 return Some(again);
@@ -260,13 +263,8 @@ impl<'a> Case<'a> {
             let input = self.pools.input(&m.name, m.fields.iter().chain(&m.create.params), values, false);
             model::Action::Create { machine: m.name.clone(), input }
         };
-        let action = self.likely(values, create);
-        let Some(store) = store_command(&self.tenant, &action, None) else { return Ok(()) };
-        let Some(id) =
-            self.send(Sent { store, model: model::Command { key: None, action } }, coverage).await?
-        else {
-            return Ok(());
-        };
+        let Some(sent) = self.unkeyed(self.likely(values, create)) else { return Ok(()) };
+        let Some(id) = self.send(sent, coverage).await? else { return Ok(()) };
         for (i, e) in path.into_iter().enumerate() {
             let values: Vec<u16> =
                 values.iter().map(|v| v.wrapping_add(u16::try_from(i + n).unwrap_or(0))).collect();
@@ -281,13 +279,8 @@ impl<'a> Case<'a> {
                     if_match: None,
                 }
             };
-            let action = self.likely(&values, fire);
-            let Some(store) = store_command(&self.tenant, &action, None) else { break };
-            if self
-                .send(Sent { store, model: model::Command { key: None, action } }, coverage)
-                .await?
-                .is_none()
-            {
+            let Some(sent) = self.unkeyed(self.likely(&values, fire)) else { break };
+            if self.send(sent, coverage).await?.is_none() {
                 break;
             }
         }
@@ -311,6 +304,12 @@ impl<'a> Case<'a> {
             .unwrap_or_else(|| make(values))
     }
 
+    /// A command without a key, in both forms (`None` for a timer firing).
+    fn unkeyed(&self, action: model::Action) -> Option<Sent> {
+        let store = store_command(&self.tenant, &action, None)?;
+        Some(Sent { store, model: model::Command { key: None, action } })
+    }
+
     /// The commands of [`Step::Fund`].
     pub(crate) fn funding(&self) -> Vec<Sent> {
         let mut out = Vec::new();
@@ -330,9 +329,7 @@ impl<'a> Case<'a> {
                         operation: o.name.clone(),
                         params,
                     };
-                    if let Some(store) = store_command(&self.tenant, &action, None) {
-                        out.push(Sent { store, model: model::Command { key: None, action } });
-                    }
+                    out.extend(self.unkeyed(action));
                 }
             }
         }
@@ -393,11 +390,7 @@ impl<'a> Case<'a> {
 
     async fn tick(&mut self, limit: u8, coverage: &mut Coverage) -> Result<(), String> {
         let n = self.history.len();
-        let furthest =
-            self.spec.machines.iter().flat_map(|m| &m.timers).map(|t| t.after_ms).max().unwrap_or(0);
-        let now = Utc::now()
-            + chrono::Duration::milliseconds(i64::try_from(furthest).unwrap_or(i64::MAX / 2))
-            + chrono::Duration::days(1);
+        let now = sweep_time(self.spec);
         let fired = self.store.fire_due_timers(now, u64::from(limit)).await;
         let before = self.world.journal.len();
         let expected = self.world.fire_due(self.spec, now, usize::from(limit));
@@ -457,6 +450,14 @@ impl<'a> Case<'a> {
     }
 }
 
+/// When a sweep runs so that every timer armed until now is due: a day past the longest.
+pub fn sweep_time(spec: &ir::Spec) -> chrono::DateTime<Utc> {
+    let furthest = spec.machines.iter().flat_map(|m| &m.timers).map(|t| t.after_ms).max().unwrap_or(0);
+    Utc::now()
+        + chrono::Duration::milliseconds(i64::try_from(furthest).unwrap_or(i64::MAX / 2))
+        + chrono::Duration::days(1)
+}
+
 /// A command as the server sends it: the recorded outcome first, else through group commit.
 pub async fn send(store: &Store, cmd: &ordo_store::Command) -> Result<ordo_store::Executed, StoreError> {
     if cmd.idempotency.is_some() {
@@ -514,7 +515,7 @@ pub fn describe(c: &model::Command) -> String {
         }
     };
     if let Some((k, f)) = &c.key {
-        let reused = if f == "another request" { " (another request)" } else { "" };
+        let reused = if f == REUSED { " (another request)" } else { "" };
         let _ = write!(s, " key {k}{reused}");
     }
     s

@@ -74,6 +74,22 @@ pub enum Rejection {
     KeyReused,
 }
 
+impl Rejection {
+    /// The rule that refused, by name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::NotFound => "NotFound",
+            Rejection::InvalidInput { .. } => "InvalidInput",
+            Rejection::WrongState { .. } => "WrongState",
+            Rejection::GuardFailed { .. } => "GuardFailed",
+            Rejection::StaleVersion { .. } => "StaleVersion",
+            Rejection::CheckFailed { .. } => "CheckFailed",
+            Rejection::ResourceCheck { .. } => "ResourceCheck",
+            Rejection::KeyReused => "KeyReused",
+        }
+    }
+}
+
 /// An instance or a resource row as a command left it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Row {
@@ -258,7 +274,11 @@ impl World {
         due.sort_by_key(|t| t.due);
         due.truncate(limit.max(1));
         let mut fired = Vec::new();
+        // One gone by its turn (its instance left the state meanwhile) fires nothing.
         for t in due {
+            if !self.timers.contains(&t) {
+                continue;
+            }
             let timer = Action::Timer {
                 machine: t.machine.clone(),
                 id: t.entity.clone(),
@@ -266,9 +286,7 @@ impl World {
                 event: t.event.clone(),
             };
             let done = self.step(spec, &Command { key: None, action: timer }, now, "");
-            if done.outcome != Outcome::Rejected(Rejection::NotFound) {
-                fired.push((t, done));
-            }
+            fired.push((t, done));
         }
         fired
     }

@@ -336,7 +336,7 @@ async fn open_lane(
         for (name, store) in stores.iter().filter(|(_, s)| !s.spec().invariants.is_empty()) {
             let (store, name, gauge) = (store.clone(), name.clone(), metrics.invariant_violations());
             let every = Duration::from_millis(config.invariant_interval_ms);
-            tokio::spawn(periodically("invariants", every, u64::MAX, move || {
+            let chore = periodically("invariants", every, u64::MAX, move || {
                 let (store, name, gauge) = (store.clone(), name.clone(), gauge.clone());
                 async move {
                     for check in store.invariants().await? {
@@ -356,7 +356,12 @@ async fn open_lane(
                     }
                     Ok::<_, ordo_store::StoreError>(0)
                 }
-            }));
+            });
+            // The first check waits one interval: a start-up scans no tables for it.
+            tokio::spawn(async move {
+                tokio::time::sleep(every).await;
+                chore.await;
+            });
         }
     }
     metrics.watch_stores(&stores, shadow);

@@ -13,9 +13,10 @@ mod sequential;
 
 /// A seed for this run: `ORDO_CONFORM_SEED` when set (to repeat a failure), else the clock.
 pub fn seed() -> u64 {
-    std::env::var("ORDO_CONFORM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-    })
+    std::env::var("ORDO_CONFORM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(ordo_conform::clock_seed)
 }
 
 /// Seconds of generation per spec and backend: `ORDO_CONFORM_SECONDS`, else `default`.
