@@ -126,6 +126,7 @@ fn dependency_rules_hold() {
         // The reference interpreter knows what a spec means, not how any store keeps it.
         ("ordo-model", [&sql[..], &http, &redis, &["tokio", "ordo-store", "ordo-server"]].concat()),
         ("ordo-conform", vec!["poem", "poem-openapi", "ordo-server"]),
+        ("ordo-lsp", [&sql[..], &http, &redis, &["tokio", "ordo-store", "ordo-server"]].concat()),
         ("ordo-store", [&http[..], &redis, &["ordo-server", "ordo-idempotency"]].concat()),
         ("ordo-idempotency", [&sql[..], &http, &["ordo-store", "ordo-server"]].concat()),
         ("ordo-codegen", [&sql[..], &http, &redis].concat()),

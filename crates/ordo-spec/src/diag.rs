@@ -81,6 +81,9 @@ pub struct Diagnostic {
     /// Other places that explain the error, e.g. the first declaration of a duplicate.
     pub related: Vec<(Span, String)>,
     pub help: Option<String>,
+    /// A replacement a tool may apply as it stands (an editor's quick fix): the text to put
+    /// in place of the primary span. Set with the help line it stands for.
+    pub fix: Option<String>,
 }
 
 impl Diagnostic {
@@ -92,6 +95,7 @@ impl Diagnostic {
             label: String::new(),
             related: Vec::new(),
             help: None,
+            fix: None,
         }
     }
 
@@ -108,6 +112,12 @@ impl Diagnostic {
     pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
         self.help = Some(help.into());
         self
+    }
+
+    /// "did you mean `close`?", with the replacement of the primary span as its fix.
+    pub fn did_you_mean(mut self, close: &str) -> Diagnostic {
+        self.fix = Some(close.to_string());
+        self.help(format!("did you mean `{close}`?"))
     }
 
     /// 1-based line and column (in characters) of the primary span in `source`.

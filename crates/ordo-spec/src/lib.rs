@@ -31,6 +31,18 @@ pub fn compile(source: &str) -> Result<ir::Spec, Vec<Diagnostic>> {
     }
 }
 
+/// Parses and checks a spec for tools that also want the syntax tree (an editor): the tree
+/// when the text parses, and every problem found, exactly as [`compile`] reports them.
+pub fn analyse(source: &str) -> (Option<ast::Spec>, Vec<Diagnostic>) {
+    match parse(source) {
+        Ok(ast) => {
+            let (_, diags) = check::check(&ast);
+            (Some(ast), diags)
+        }
+        Err(diags) => (None, diags),
+    }
+}
+
 /// [`compile`] for raw file contents: refuses oversized and non-UTF-8 input with a
 /// diagnostic. Render diagnostics against [`source_text`] of the same bytes.
 pub fn compile_bytes(bytes: &[u8]) -> Result<ir::Spec, Vec<Diagnostic>> {

@@ -208,7 +208,7 @@ impl Checker {
             Diagnostic::new(Code::UnknownField, field.span, format!("{whose} has no field `{}`", field.name))
                 .label("unknown field");
         if let Some(close) = closest(&field.name, fields.iter().map(|f| f.name.as_str())) {
-            d = d.help(format!("did you mean `{close}`?"));
+            d = d.did_you_mean(close);
         }
         self.error(d);
     }
@@ -262,7 +262,7 @@ impl Checker {
             )
             .label("unknown resource");
             d = match closest(&resource.name, self.resources.keys().map(String::as_str)) {
-                Some(close) => d.help(format!("did you mean `{close}`?")),
+                Some(close) => d.did_you_mean(close),
                 None => d.help(format!("declare it: `resource {} key id: text {{ ... }}`", resource.name)),
             };
             self.error(d);

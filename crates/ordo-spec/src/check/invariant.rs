@@ -114,7 +114,7 @@ impl Checker {
                     )
                     .label("not declared");
                     if let Some(close) = closest(&field.name, fields.iter().map(|f| f.name.as_str())) {
-                        d = d.help(format!("did you mean `{close}`?"));
+                        d = d.did_you_mean(close);
                     }
                     self.error(d);
                     return None;
@@ -170,7 +170,7 @@ impl Checker {
                     )
                     .label("not a parameter");
                     if let Some(close) = closest(&param.name, params.iter().map(|p| p.name.as_str())) {
-                        d = d.help(format!("did you mean `{close}`?"));
+                        d = d.did_you_mean(close);
                     }
                     self.error(d);
                     return None;
@@ -215,7 +215,7 @@ impl Checker {
                 )
                 .label("not declared");
                 if let Some(close) = closest(&s.name, m.states.iter().map(|s| s.name.as_str())) {
-                    d = d.help(format!("did you mean `{close}`?"));
+                    d = d.did_you_mean(close);
                 }
                 self.error(d);
                 return None;
@@ -234,7 +234,7 @@ impl Checker {
         )
         .label("not declared");
         if let Some(close) = closest(&owner.name, names) {
-            d = d.help(format!("did you mean `{close}`?"));
+            d = d.did_you_mean(close);
         }
         self.error(d);
     }
@@ -247,7 +247,7 @@ impl Checker {
         )
         .label("not declared");
         if let Some(close) = closest(&action.name, names.iter().copied()) {
-            d = d.help(format!("did you mean `{close}`?"));
+            d = d.did_you_mean(close);
         }
         self.error(d);
     }

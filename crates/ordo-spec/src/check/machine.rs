@@ -412,7 +412,7 @@ impl Checker {
                     )
                     .label("unknown event");
                     if let Some(close) = closest(&t.event.name, events.iter().map(|e| e.name.as_str())) {
-                        d = d.help(format!("did you mean `{close}`?"));
+                        d = d.did_you_mean(close);
                     }
                     self.error(d);
                     ok = false;
@@ -490,7 +490,7 @@ impl Checker {
         let mut d = Diagnostic::new(Code::UnknownState, s.span, format!("there is no state `{}`", s.name))
             .label("unknown state");
         d = match closest(&s.name, states.iter().map(|(st, _)| st.name.as_str())) {
-            Some(close) => d.help(format!("did you mean `{close}`?")),
+            Some(close) => d.did_you_mean(close),
             None => d.help(format!("declare it: `state {}`", s.name)),
         };
         self.error(d);

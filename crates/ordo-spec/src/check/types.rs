@@ -181,7 +181,7 @@ impl Checker {
                 .label("unknown name");
                 let names = scope.params.iter().chain(scope.fields).map(|f| f.name.as_str());
                 if let Some(close) = closest(name, names) {
-                    d = d.help(format!("did you mean `{close}`?"));
+                    d = d.did_you_mean(close);
                 } else if name.starts_with(char::is_uppercase) {
                     d = d.help("strings are written in double quotes");
                 }
