@@ -233,7 +233,7 @@ pub fn deep_orders(url: &str) -> Result<Vec<(&'static str, String)>> {
     })
 }
 
-fn run(what: &str, command: &mut Command) -> Result<()> {
+pub(crate) fn run(what: &str, command: &mut Command) -> Result<()> {
     let out = command.output().with_context(|| format!("running {what}"))?;
     succeeded(what, &out).map(|_| ())
 }

@@ -42,6 +42,13 @@ pub fn test(extra: &[String]) -> Result<ExitCode> {
         eprintln!("== clients failed: {e:#}");
         return Ok(ExitCode::FAILURE);
     }
+    eprintln!(
+        "== editor: the TextMate grammar under VS Code's own engine (every token class, the scopes of the shipped specs), and the extension's script"
+    );
+    if let Err(e) = editor(&root) {
+        eprintln!("== editor failed: {e:#}");
+        return Ok(ExitCode::FAILURE);
+    }
     eprintln!("== edge: schemathesis (every check, fixed seed) against the running server's /openapi.json");
     if let Err(e) = schemathesis(&root, SCHEMATHESIS_EXAMPLES) {
         eprintln!("== edge failed: {e:#}");
@@ -110,6 +117,23 @@ pub fn test(extra: &[String]) -> Result<ExitCode> {
     }
     eprintln!("== all passed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `editors/vscode`: its pinned packages installed, `test/grammar.mjs` (the grammar run by
+/// vscode-textmate over the shipped specs, against its snapshots), and `extension.js` parsed.
+fn editor(root: &Path) -> Result<()> {
+    let dir = root.join("editors/vscode");
+    let npm = services::which("npm").context("npm not found: apt-get install nodejs npm")?;
+    let node = services::which("node").context("node not found: apt-get install nodejs npm")?;
+    crate::clients::run(
+        "npm ci",
+        Command::new(&npm).current_dir(&dir).args(["ci", "--no-audit", "--no-fund"]),
+    )?;
+    crate::clients::run("the grammar check", Command::new(&node).current_dir(&dir).arg("test/grammar.mjs"))?;
+    crate::clients::run(
+        "node --check extension.js",
+        Command::new(&node).current_dir(&dir).args(["--check", "extension.js"]),
+    )
 }
 
 /// Examples per operation and phase in the test command's schemathesis run (a long run:

@@ -94,7 +94,7 @@ fn shipped_order_spec_means_what_it_says() {
 }
 
 /// The grammar's reserved words and the list the diagnostics quote agree: each listed word
-/// is refused as a name, and a near-miss of one is accepted.
+/// is refused as a name, and a near-miss or a part of one is accepted.
 #[test]
 fn reserved_words_are_refused_as_names() {
     for &word in ordo_spec::RESERVED_WORDS {
@@ -107,6 +107,13 @@ fn reserved_words_are_refused_as_names() {
         assert_eq!(diags[0].code, Code::Syntax, "{word}");
         assert!(diags[0].message.contains("reserved word"), "{word}: {}", diags[0].message);
         assert!(ordo_spec::compile(&spec(&format!("{word}x"))).is_ok(), "{word}x is a fine name");
+        // The grammar matches the words letter by letter: no part of one is reserved alone.
+        for end in 1..word.len() {
+            let prefix = &word[..end];
+            if !ordo_spec::RESERVED_WORDS.contains(&prefix) {
+                assert!(ordo_spec::compile(&spec(prefix)).is_ok(), "{prefix} is a fine name");
+            }
+        }
     }
 }
 
