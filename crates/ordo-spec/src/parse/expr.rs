@@ -14,90 +14,13 @@ pub(super) fn deeper(depth: usize, span: Span) -> Result<usize, Span> {
     if depth > EXPR_DEPTH_MAX { Err(span) } else { Ok(depth) }
 }
 
-/// Builds an expression from a pair; binary chains are folded in loops, so only
-/// parentheses recurse (bounded by `NESTING_DEPTH_MAX`).
+/// Builds an expression from a pair. `expr` holds a flat list of operands and operators
+/// (the grammar's precedence levels are silent), folded here by precedence with two stacks:
+/// no recursion but into parentheses (bounded by `NESTING_DEPTH_MAX`).
 pub(super) fn build_expr(pair: Pair<'_, Rule>) -> Built {
     let span = span_of(&pair);
-    let rule = pair.as_rule();
-    match rule {
-        Rule::expr => match children(pair).next() {
-            Some(inner) => build_expr(inner),
-            None => Ok((null_expr(span), 1)),
-        },
-        Rule::or_expr | Rule::and_expr | Rule::add_expr | Rule::mul_expr => {
-            let op_of = |p: &Pair<'_, Rule>| match (rule, p.as_str()) {
-                (Rule::or_expr, _) => BinOp::Or,
-                (Rule::and_expr, _) => BinOp::And,
-                (_, "+") => BinOp::Add,
-                (_, "-") => BinOp::Sub,
-                _ => BinOp::Mul,
-            };
-            // kw_and / kw_or are filtered by `children`; read them from the raw pairs.
-            let mut acc: Option<(Expr, usize)> = None;
-            let mut pending_op: Option<BinOp> = None;
-            for p in pair.into_inner() {
-                match p.as_rule() {
-                    Rule::COMMENT => {}
-                    Rule::kw_or | Rule::kw_and | Rule::add_op | Rule::mul_op => {
-                        pending_op = Some(op_of(&p));
-                    }
-                    _ => {
-                        let (rhs, rd) = build_expr(p)?;
-                        acc = Some(match (acc, pending_op.take()) {
-                            (Some((lhs, ld)), Some(op)) => {
-                                let span = Span::new(lhs.span.start, rhs.span.end);
-                                let depth = deeper(ld.max(rd) + 1, span)?;
-                                let kind = ExprKind::Binary(op, Box::new(lhs), Box::new(rhs));
-                                (Expr { kind, span }, depth)
-                            }
-                            (_, _) => (rhs, rd),
-                        });
-                    }
-                }
-            }
-            Ok(acc.unwrap_or_else(|| (null_expr(span), 1)))
-        }
-        Rule::cmp_expr => {
-            let mut it = children(pair);
-            let (lhs, ld) = match it.next() {
-                Some(p) => build_expr(p)?,
-                None => (null_expr(span), 1),
-            };
-            match (it.next(), it.next()) {
-                (Some(op), Some(rhs)) => {
-                    let (rhs, rd) = build_expr(rhs)?;
-                    let op = BinOp::Cmp(cmp_op(op.as_str()));
-                    let kind = ExprKind::Binary(op, Box::new(lhs), Box::new(rhs));
-                    Ok((Expr { kind, span }, deeper(ld.max(rd) + 1, span)?))
-                }
-                _ => Ok((lhs, ld)),
-            }
-        }
-        Rule::not_expr | Rule::unary => {
-            // Prefix operators (`not`, `-`) wrap the operand innermost-first, in a loop.
-            let mut prefixes = Vec::new();
-            let mut operand = None;
-            for p in pair.into_inner() {
-                match p.as_rule() {
-                    Rule::kw_not | Rule::neg => prefixes.push(span_of(&p).start),
-                    Rule::COMMENT => {}
-                    _ => operand = Some(p),
-                }
-            }
-            deeper(prefixes.len(), span)?;
-            let (mut e, mut depth) = match operand {
-                Some(p) => build_expr(p)?,
-                None => (null_expr(span), 1),
-            };
-            for start in prefixes.into_iter().rev() {
-                let span = Span::new(start, e.span.end);
-                depth = deeper(depth + 1, span)?;
-                let inner = Box::new(e);
-                let kind = if rule == Rule::not_expr { ExprKind::Not(inner) } else { ExprKind::Neg(inner) };
-                e = Expr { kind, span };
-            }
-            Ok((e, depth))
-        }
+    match pair.as_rule() {
+        Rule::expr => fold(pair, span),
         Rule::paren => {
             let (inner, d) = match children(pair).next() {
                 Some(p) => build_expr(p)?,
@@ -116,6 +39,95 @@ pub(super) fn build_expr(pair: Pair<'_, Rule>) -> Built {
         }
         _ => Ok((null_expr(span), 1)),
     }
+}
+
+/// An operator waiting for its operands: a prefix (`not`, unary `-`, with where it starts)
+/// or a binary one.
+#[derive(Clone, Copy)]
+enum Pending {
+    Not(usize),
+    Neg(usize),
+    Binary(BinOp),
+}
+
+impl Pending {
+    /// Binding strength, loosest first: or, and, not, comparison, + -, *, unary minus.
+    fn strength(self) -> u8 {
+        match self {
+            Pending::Binary(BinOp::Or) => 1,
+            Pending::Binary(BinOp::And) => 2,
+            Pending::Not(_) => 3,
+            Pending::Binary(BinOp::Cmp(_)) => 4,
+            Pending::Binary(BinOp::Add | BinOp::Sub) => 5,
+            Pending::Binary(BinOp::Mul) => 6,
+            Pending::Neg(_) => 7,
+        }
+    }
+}
+
+/// Precedence climbing over `expr`'s flat children. Every binary operator is left
+/// associative (the grammar allows one comparison per operand of `and`), and a prefix binds
+/// as its level says: `not a == b` is `not (a == b)`, `-a * b` is `(-a) * b`.
+fn fold(pair: Pair<'_, Rule>, span: Span) -> Built {
+    let mut operands: Vec<(Expr, usize)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    for p in pair.into_inner() {
+        let op = match p.as_rule() {
+            Rule::COMMENT => continue,
+            Rule::kw_not => {
+                pending.push(Pending::Not(span_of(&p).start));
+                continue;
+            }
+            Rule::neg => {
+                pending.push(Pending::Neg(span_of(&p).start));
+                continue;
+            }
+            Rule::kw_or => BinOp::Or,
+            Rule::kw_and => BinOp::And,
+            Rule::cmp_op => BinOp::Cmp(cmp_op(p.as_str())),
+            Rule::add_op if p.as_str() == "+" => BinOp::Add,
+            Rule::add_op => BinOp::Sub,
+            Rule::mul_op => BinOp::Mul,
+            _ => {
+                operands.push(build_expr(p)?);
+                continue;
+            }
+        };
+        let op = Pending::Binary(op);
+        while pending.last().is_some_and(|top| top.strength() >= op.strength()) {
+            reduce(&mut operands, &mut pending, span)?;
+        }
+        pending.push(op);
+    }
+    while !pending.is_empty() {
+        reduce(&mut operands, &mut pending, span)?;
+    }
+    Ok(operands.pop().unwrap_or_else(|| (null_expr(span), 1)))
+}
+
+/// Applies the top pending operator to the operands it takes.
+fn reduce(operands: &mut Vec<(Expr, usize)>, pending: &mut Vec<Pending>, span: Span) -> Result<(), Span> {
+    let missing = || (null_expr(span), 1);
+    let built = match pending.pop() {
+        Some(Pending::Binary(op)) => {
+            let (rhs, rd) = operands.pop().unwrap_or_else(missing);
+            let (lhs, ld) = operands.pop().unwrap_or_else(missing);
+            let span = Span::new(lhs.span.start, rhs.span.end);
+            let depth = deeper(ld.max(rd) + 1, span)?;
+            (Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span }, depth)
+        }
+        Some(prefix @ (Pending::Not(start) | Pending::Neg(start))) => {
+            let (e, d) = operands.pop().unwrap_or_else(missing);
+            let span = Span::new(start, e.span.end);
+            let inner = Box::new(e);
+            let kind =
+                if matches!(prefix, Pending::Not(_)) { ExprKind::Not(inner) } else { ExprKind::Neg(inner) };
+            (Expr { kind, span }, deeper(d + 1, span)?)
+        }
+        None => return Ok(()),
+    };
+    operands.push(built);
+    Ok(())
 }
 
 fn null_expr(span: Span) -> Expr {

@@ -34,6 +34,22 @@ pub(super) fn unclosed_diagnostic(text: &str, at: usize, opened: usize) -> Diagn
     .help(format!("add `}}` on a line of its own before this one, indented as {name} is ({indent} spaces)"))
 }
 
+/// What can start an operand of an expression.
+const OPERAND_STARTS: &[Rule] = &[
+    Rule::paren,
+    Rule::open_paren,
+    Rule::neg,
+    Rule::kw_not,
+    Rule::now,
+    Rule::self_field,
+    Rule::kw_self,
+    Rule::name,
+    Rule::int_lit,
+    Rule::string_lit,
+    Rule::bool_lit,
+    Rule::null_lit,
+];
+
 pub(super) fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Diagnostic {
     let at = match e.location {
         InputLocation::Pos(p) => p,
@@ -57,10 +73,14 @@ pub(super) fn syntax_diagnostic(e: &pest::error::Error<Rule>, text: &str) -> Dia
     };
     let (message, label) = match &e.variant {
         ErrorVariant::ParsingError { positives, negatives } => {
+            // The expression levels are silent rules, so pest names what can start an
+            // operand; all of them together are "an expression".
+            let operand = positives.contains(&Rule::int_lit) && positives.contains(&Rule::name);
             let mut expected: Vec<&str> = positives
                 .iter()
                 .filter(|r| !matches!(r, Rule::COMMENT | Rule::WHITESPACE))
-                .map(|r| describe_rule(*r))
+                .map(|r| if operand && OPERAND_STARTS.contains(r) { Rule::expr } else { *r })
+                .map(describe_rule)
                 .collect();
             expected.sort();
             expected.dedup();

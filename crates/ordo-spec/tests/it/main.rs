@@ -2,6 +2,7 @@
 
 mod corpus;
 mod diff;
+mod expr;
 mod fmt;
 mod generated;
 mod limits;
