@@ -29,11 +29,16 @@ fn recheck(c: &mut Criterion) {
     group.bench_function("semantic_tokens_10k_lines", |b| {
         b.iter(|| ordo_lsp::features::semantic_tokens(black_box(&doc)))
     });
-    let middle = Position { line: 5_000, character: 8 };
-    group
-        .bench_function("hover_10k_lines", |b| b.iter(|| ordo_lsp::features::hover(black_box(&doc), middle)));
+    // A field used across its machine, half way down; completion at the start of a body line.
+    let field = big.len() / 2 + big[big.len() / 2..].find("-= quantity").expect("an effect") + 3;
+    let field = doc.lines.position(&doc.text, field);
+    let hovered = ordo_lsp::features::hover(&doc, field).expect("a field under the cursor");
+    assert!(format!("{:?}", hovered.contents).contains("field `quantity`"));
+    group.bench_function("hover_10k_lines", |b| b.iter(|| ordo_lsp::features::hover(black_box(&doc), field)));
+    let line_start = Position { line: field.line, character: 8 };
+    assert!(!ordo_lsp::complete::completion(&doc, line_start).is_empty());
     group.bench_function("completion_10k_lines", |b| {
-        b.iter(|| ordo_lsp::complete::completion(black_box(&doc), middle))
+        b.iter(|| ordo_lsp::complete::completion(black_box(&doc), line_start))
     });
     group.finish();
 }
