@@ -164,11 +164,6 @@ impl Items<'_> {
             });
         }
     }
-
-    /// Fields of a machine or resource, whichever `owner` is.
-    fn owner_names(&mut self, kind: Kind, owner: &str) {
-        self.names(kind, Some(owner));
-    }
 }
 
 pub fn completion(doc: &Document, pos: lsp::Position) -> Vec<lsp::CompletionItem> {
@@ -225,7 +220,7 @@ fn top_level(items: &mut Items<'_>, line: &[Token<'_>]) {
             if let Some(i) = inside.iter().position(|t| t.text == "in") {
                 let owner = inside.first().map_or("", |t| t.text);
                 if i + 1 == inside.len() || inside.last().is_some_and(|t| t.text == ",") {
-                    items.owner_names(Kind::State, owner);
+                    items.names(Kind::State, Some(owner));
                 }
             } else if inside.is_empty() {
                 items.names(Kind::Machine, None);
@@ -251,13 +246,13 @@ fn machine_member(items: &mut Items<'_>, machine: &str, line: &[Token<'_>]) {
         line.iter().filter(|t| t.text == "(").count() > line.iter().filter(|t| t.text == ")").count();
     match first {
         _ if in_parens && last == ":" => items.keywords(TYPES, "type"),
-        "on" if last == "->" => items.owner_names(Kind::State, machine),
+        "on" if last == "->" => items.names(Kind::State, Some(machine)),
         "on" if (last == ":" || last == ",") && !line.iter().any(|t| t.text == "->") => {
-            items.owner_names(Kind::State, machine)
+            items.names(Kind::State, Some(machine))
         }
-        "after" if last == "in" => items.owner_names(Kind::State, machine),
-        "after" if last == ":" => items.owner_names(Kind::Event, machine),
-        "removed" if last == "removed" || last == "->" => items.owner_names(Kind::State, machine),
+        "after" if last == "in" => items.names(Kind::State, Some(machine)),
+        "after" if last == ":" => items.names(Kind::Event, Some(machine)),
+        "removed" if last == "removed" || last == "->" => items.names(Kind::State, Some(machine)),
         "initial" | "state" | "final" | "create" | "on" | "after" | "removed" => {}
         _ if last == ":" => items.keywords(TYPES, "type"),
         _ if line.iter().any(|t| t.text == ":") => items.keywords(FIELD_KEYWORDS, "keyword"),
@@ -270,20 +265,20 @@ fn body(items: &mut Items<'_>, owner: &str, command: &str, operation: bool, line
         None => {
             items.keywords(STATEMENT_KEYWORDS, "statement");
             if operation {
-                items.owner_names(Kind::Field, owner);
+                items.names(Kind::Field, Some(owner));
             } else {
                 items.names(Kind::Resource, None);
             }
         }
-        Some("set") => items.owner_names(Kind::Field, owner),
+        Some("set") => items.names(Kind::Field, Some(owner)),
         Some("lock") => items.keywords(&["optimistic", "pessimistic"], "lock mode"),
         Some("pessimistic") => items.keywords(&["nowait", "skip locked"], "lock wait"),
         Some("isolation") => {
             items.keywords(&["read committed", "repeatable read", "serializable"], "isolation level")
         }
         Some(_) => {
-            items.owner_names(Kind::Param, &format!("{owner}.{command}"));
-            items.owner_names(Kind::Field, owner);
+            items.names(Kind::Param, Some(&format!("{owner}.{command}")));
+            items.names(Kind::Field, Some(owner));
             items.keywords(EXPRESSION_KEYWORDS, "keyword");
         }
     }
@@ -296,7 +291,7 @@ fn dotted(items: &mut Items<'_>, here: &[Token<'_>], stack: &[Frame]) {
     match before(2) {
         Some("self") => {
             if let Some(Frame::Body { owner, .. }) = stack.last() {
-                items.owner_names(Kind::Field, owner);
+                items.names(Kind::Field, Some(owner));
             }
         }
         Some("]") => {
@@ -306,7 +301,7 @@ fn dotted(items: &mut Items<'_>, here: &[Token<'_>], stack: &[Frame]) {
                     "]" => depth += 1,
                     "[" if depth == 1 => {
                         if let Some(r) = i.checked_sub(1).map(|p| here[p].text) {
-                            items.owner_names(Kind::Field, r);
+                            items.names(Kind::Field, Some(r));
                         }
                         return;
                     }
@@ -316,13 +311,13 @@ fn dotted(items: &mut Items<'_>, here: &[Token<'_>], stack: &[Frame]) {
             }
         }
         Some(owner) => match (before(3), before(4), before(5)) {
-            (Some("("), Some("sum"), _) => items.owner_names(Kind::Field, owner),
+            (Some("("), Some("sum"), _) => items.names(Kind::Field, Some(owner)),
             (Some("("), Some("total"), _) => {
-                items.owner_names(Kind::Event, owner);
-                items.owner_names(Kind::Operation, owner);
+                items.names(Kind::Event, Some(owner));
+                items.names(Kind::Operation, Some(owner));
             }
             (Some("."), Some(o), Some("(")) if before(6) == Some("total") => {
-                items.owner_names(Kind::Param, &format!("{o}.{owner}"));
+                items.names(Kind::Param, Some(&format!("{o}.{owner}")));
             }
             _ => {}
         },

@@ -60,12 +60,9 @@ fn symbol_at(doc: &Document, pos: lsp::Position) -> Option<(&Index, usize, Span)
     Some((index, occ.symbol, occ.span))
 }
 
+/// " of `Order`" (a parameter's owner is its command, `Order.ship`); nothing for a top item.
 fn whose(s: &Symbol) -> String {
-    match (s.kind, &s.owner) {
-        (Kind::Param, Some(o)) => format!(" of `{o}`"),
-        (_, Some(o)) => format!(" of `{o}`"),
-        (_, None) => String::new(),
-    }
+    s.owner.as_ref().map(|o| format!(" of `{o}`")).unwrap_or_default()
 }
 
 pub fn hover(doc: &Document, pos: lsp::Position) -> Option<lsp::Hover> {
