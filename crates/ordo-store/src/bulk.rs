@@ -12,8 +12,7 @@
 //! exactly as if it had run alone after the commands before it, and changes nothing. Then
 //! each changed resource row is written once, each event's instance once, and the new
 //! instances, journal, outbox, timer and idempotency rows go in one multi-row `INSERT` per
-//! table (on PostgreSQL the journal, outbox, timer and idempotency rows together, in one
-//! statement). The database's own constraints still hold every row.
+//! table. The database's own constraints still hold every row.
 //!
 //! Whatever this path does not decide exactly (a create that locks other than
 //! optimistically, an event that locks with NOWAIT or SKIP LOCKED, an expression that
@@ -39,7 +38,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 mod rows;
-use rows::{apply_effects, insert_many, insert_together};
+use rows::{apply_effects, insert_many};
 
 /// An instance an event of the batch addresses: `(machine, tenant, id)`.
 type InstanceId = (String, String, Uuid);
@@ -202,9 +201,7 @@ impl Executor {
             }
         }
         self.write_rows(&txn, &rows, now).await?;
-        let Some((outcomes, [journal, outbox, timers])) =
-            self.write_instances(&txn, cmds, &plans, now).await?
-        else {
+        let Some(outcomes) = self.write_instances(&txn, cmds, &plans, now).await? else {
             txn.rollback().await?;
             return Ok(None);
         };
@@ -216,14 +213,7 @@ impl Executor {
                 cmd.idempotency.as_ref().map(|i| self.record_row(cmd, i, outcome, now))
             })
             .collect();
-        // The journal, outbox, timer and idempotency rows: one round trip on PostgreSQL.
-        let system = &self.plans.system;
-        let first = [
-            (&system.journal_many, &journal[..]),
-            (&system.outbox_many, &outbox),
-            (&system.timer_arm_many, &timers),
-        ];
-        let written = insert_together(&txn, &first, (&system.idempotency_put_many, &records)).await?;
+        let written = insert_many(&txn, &self.plans.system.idempotency_put_many, &records).await?;
         if written.len() != cmds.len() {
             // A live record holds one of the keys: another request with it committed after
             // the lookup. The general path answers that command with its outcome.
@@ -370,16 +360,16 @@ impl Executor {
     }
 
     /// Writes what the applied commands decided: the new instances (a multi-row insert per
-    /// machine) and each event's instance, and cancels the timers of the states they left;
-    /// returns every command's outcome, and the journal, outbox and timer rows to insert.
-    /// `None`: an instance the insert did not return.
-    async fn write_instances<'c>(
+    /// machine), each event's instance, and the journal, outbox and timer rows (a multi-row
+    /// insert per table); returns every command's outcome. `None`: an instance the insert
+    /// did not return.
+    async fn write_instances(
         &self,
         txn: &DatabaseTransaction,
-        cmds: &'c [Command],
+        cmds: &[Command],
         plans: &[Plan<'_>],
         now: DateTime<Utc>,
-    ) -> Result<Option<(Vec<Outcome>, [Vec<Bind<'c>>; 3])>, Stop> {
+    ) -> Result<Option<Vec<Outcome>>, Stop> {
         let backend = self.plans.backend;
         let mut by_machine: BTreeMap<&str, (&ir::Machine, Vec<Bind<'_>>)> = BTreeMap::new();
         let (mut journal, mut outbox, mut timers) = (Vec::new(), Vec::new(), Vec::new());
@@ -471,6 +461,10 @@ impl Executor {
                 Query::delete().from_table(Alias::new(crate::schema::TIMERS)).cond_where(which).to_owned();
             txn.execute_raw(backend.build(&cancel)).await?;
         }
+        let system = &self.plans.system;
+        insert_many(txn, &system.journal_many, &journal).await?;
+        insert_many(txn, &system.outbox_many, &outbox).await?;
+        insert_many(txn, &system.timer_arm_many, &timers).await?;
         let mut outcomes = Vec::with_capacity(plans.len());
         for plan in plans {
             let instance = match plan {
@@ -485,6 +479,6 @@ impl Executor {
                 None => return Ok(None),
             }
         }
-        Ok(Some((outcomes, [journal, outbox, timers])))
+        Ok(Some(outcomes))
     }
 }

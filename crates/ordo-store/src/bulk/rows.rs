@@ -233,44 +233,6 @@ pub(super) async fn insert_many(
     Ok(out)
 }
 
-/// The multi-row inserts of `first` and then `last`, returning what `last` returns. On
-/// PostgreSQL they are one statement and one round trip: each of `first` a data-modifying
-/// `WITH` of `last`, which PostgreSQL runs once each, to completion, whether or not `last`
-/// reads it. The tables must be distinct (one statement's parts cannot see each other's
-/// rows). Elsewhere, or when they would bind more than `VALUES_PER_STATEMENT_MAX` values
-/// together, one statement after another.
-pub(super) async fn insert_together(
-    txn: &DatabaseTransaction,
-    first: &[(&Many, &[Bind<'_>])],
-    last: (&Many, &[Bind<'_>]),
-) -> Result<Vec<QueryResult>, Stop> {
-    let parts: Vec<(&Many, &[Bind<'_>])> =
-        first.iter().copied().filter(|(_, rows)| !rows.is_empty()).collect();
-    let values: usize = parts.iter().chain([&last]).map(|(many, rows)| many.slots.len() * rows.len()).sum();
-    let together = txn.get_database_backend() == sea_orm::DbBackend::Postgres
-        && values <= VALUES_PER_STATEMENT_MAX
-        && parts.iter().chain([&last]).all(|(many, _)| many.is_insert());
-    if !together {
-        for (many, rows) in parts {
-            insert_many(txn, many, rows).await?;
-        }
-        return insert_many(txn, last.0, last.1).await;
-    }
-    let (mut sql, mut bound) = (String::new(), Vec::with_capacity(values));
-    for (i, (many, rows)) in parts.iter().enumerate() {
-        sql.push_str(if i == 0 { "WITH " } else { ", " });
-        sql.push_str(&format!("\"ordo_part{i}\" AS ({})", many.sql_after(bound.len(), rows.len())));
-        bound.extend(rows.iter().flat_map(|b| b.values_of(&many.slots)));
-    }
-    if !sql.is_empty() {
-        sql.push(' ');
-    }
-    sql.push_str(&last.0.sql_after(bound.len(), last.1.len()));
-    bound.extend(last.1.iter().flat_map(|b| b.values_of(&last.0.slots)));
-    let stmt = Statement::from_sql_and_values(sea_orm::DbBackend::Postgres, sql, bound);
-    Ok(txn.query_all_raw(stmt).await?)
-}
-
 /// A multi-row update of `rows`, chunked as `insert_many` is; the rows it changed.
 async fn write_many(txn: &DatabaseTransaction, many: &Many, rows: &[Bind<'_>]) -> Result<u64, Stop> {
     let mut written = 0;

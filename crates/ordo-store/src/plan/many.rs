@@ -34,7 +34,7 @@ impl Many {
         };
         let plain =
             Many { head: String::new(), tail: String::new(), slots: one.slots.clone(), backend, casts };
-        let expected = plain.group(0, 0);
+        let expected = plain.group(0);
         let end = (start + expected.len()).min(one.sql.len());
         let (head, group, tail) = (&one.sql[..start], &one.sql[start..end], &one.sql[end..]);
         if group != expected || tail.contains('?') || tail.contains('$') {
@@ -88,8 +88,8 @@ impl Many {
     /// The `first`-th row's group: `($first+1, ..., $first+n)` on PostgreSQL (each cast to
     /// its type where the statement has casts), `(?, ..., ?)` on SQLite, which takes a
     /// bound value's own type.
-    fn group(&self, first: usize, row: usize) -> String {
-        let first = first + row * self.slots.len();
+    fn group(&self, row: usize) -> String {
+        let first = row * self.slots.len();
         let marks: Vec<String> = (0..self.slots.len())
             .map(|i| match (self.backend, self.casts.get(i)) {
                 (DbBackend::Postgres, Some(ty)) => format!("CAST(${} AS {ty})", first + i + 1),
@@ -102,20 +102,8 @@ impl Many {
 
     /// The statement's text for `rows` rows; its values are each row's, row after row.
     pub fn sql(&self, rows: usize) -> String {
-        self.sql_after(0, rows)
-    }
-
-    /// [`Many::sql`] for a statement that follows `first` values of others in one text
-    /// (PostgreSQL's placeholders then start at `$first+1`).
-    pub fn sql_after(&self, first: usize, rows: usize) -> String {
-        let groups: Vec<String> = (0..rows).map(|r| self.group(first, r)).collect();
+        let groups: Vec<String> = (0..rows).map(|r| self.group(r)).collect();
         format!("{}{}{}", self.head, groups.join(", "), self.tail)
-    }
-
-    /// Whether the statement is a plain `INSERT`, which PostgreSQL runs inside a `WITH` of
-    /// another statement.
-    pub fn is_insert(&self) -> bool {
-        self.head.starts_with("INSERT ")
     }
 
     /// The statement for as many rows as `values` holds (each row's, row after row, in
@@ -185,36 +173,6 @@ mod tests {
         let sqlite = Many::update("inventories", &cols, 2, &[], DbBackend::Sqlite).sql(1);
         assert!(sqlite.contains("AS (VALUES (?, ?, ?)) UPDATE"), "{sqlite}");
         assert!(!sqlite.contains("RETURNING"), "{sqlite}");
-    }
-
-    /// After other statements' values, a statement's placeholders go on from theirs.
-    #[test]
-    fn a_statement_after_others_numbers_on_from_them() {
-        let mut slots = Slots::default();
-        let mut q = Query::insert();
-        q.into_table(a("t"))
-            .columns([a("x"), a("y")])
-            .values([Source::Tenant, Source::Now].map(|s| Expr::val(slots.value(s, Type::Text))))
-            .unwrap();
-        let one = slots.finish(DbBackend::Postgres, &q, "t").unwrap();
-        let many = Many::of(&one, DbBackend::Postgres, "t").unwrap();
-        assert!(many.is_insert());
-        let sql = many.sql_after(3, 2);
-        assert!(
-            sql.ends_with(
-                "VALUES (CAST($4 AS TEXT), CAST($5 AS TEXT)), (CAST($6 AS TEXT), CAST($7 AS TEXT))"
-            ),
-            "{sql}"
-        );
-        assert_eq!(many.sql_after(0, 2), many.sql(2));
-        let update = Many::update(
-            "t",
-            &[("x".to_string(), Slot::new(Source::Tenant, Type::Text))],
-            1,
-            &[],
-            DbBackend::Postgres,
-        );
-        assert!(!update.is_insert(), "an update of many rows starts with its own WITH");
     }
 
     /// A statement that binds anything outside its one VALUES group cannot be repeated.
