@@ -148,8 +148,20 @@ pub fn rename(
     if RESERVED_WORDS.contains(&new_name) {
         return Err(format!("`{new_name}` is a reserved word"));
     }
-    if new_name != s.name && index.find(s.kind, s.owner.as_deref().unwrap_or_default(), new_name).is_some() {
-        return Err(format!("{}{} already has a {} `{new_name}`", s.kind.word(), whose(s), s.kind.word()));
+    // Machines and resources share one namespace (their tables and routes); everything
+    // else is scoped to its owner.
+    let rivals = match s.kind {
+        Kind::Machine | Kind::Resource => vec![Kind::Machine, Kind::Resource],
+        kind => vec![kind],
+    };
+    let owner = s.owner.as_deref().unwrap_or_default();
+    if let Some(&taken) =
+        rivals.iter().find(|k| new_name != s.name && index.find(**k, owner, new_name).is_some())
+    {
+        return Err(match &s.owner {
+            Some(o) => format!("`{o}` already has a {} `{new_name}`", taken.word()),
+            None => format!("there is already a {} `{new_name}`", taken.word()),
+        });
     }
     let mut spans: Vec<Span> = s.decls.iter().chain(&s.refs).copied().collect();
     spans.sort_by_key(|s| s.start);

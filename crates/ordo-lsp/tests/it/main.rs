@@ -307,9 +307,11 @@ fn rename_formatting_symbols_and_tokens() {
     ordo_spec::compile(&after).expect("the renamed spec checks");
 
     // Refusals: a reserved word, not a name, a name already taken in the scope.
-    for (new_name, says) in
-        [("state", "reserved"), ("two words", "not a name"), ("shipped", "already has a state `shipped`")]
-    {
+    for (new_name, says) in [
+        ("state", "reserved"),
+        ("two words", "not a name"),
+        ("shipped", "`Order` already has a state `shipped`"),
+    ] {
         let refused = c.call(
             "textDocument/rename",
             json!({ "textDocument": { "uri": ORDER_URI }, "position": position(ORDER, "state paid", 0, 7), "newName": new_name }),
