@@ -29,7 +29,8 @@ pub struct Ident {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     pub items: Vec<Item>,
-    /// Every `// comment` in the file, in order, for the formatter.
+    /// Every `// comment` in the file, in order, for the formatter (`parse` collects them;
+    /// `compile` and `analyse` do not).
     pub comments: Vec<Comment>,
 }
 

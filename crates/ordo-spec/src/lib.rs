@@ -24,7 +24,7 @@ use std::borrow::Cow;
 
 /// Parses and checks a spec: the IR when it is sound, else every problem found.
 pub fn compile(source: &str) -> Result<ir::Spec, Vec<Diagnostic>> {
-    let ast = parse(source)?;
+    let ast = parse::parse_keeping(source, false)?;
     match check::check(&ast) {
         (Some(spec), diags) if diags.is_empty() => Ok(spec),
         (_, diags) => Err(diags),
@@ -32,9 +32,10 @@ pub fn compile(source: &str) -> Result<ir::Spec, Vec<Diagnostic>> {
 }
 
 /// Parses and checks a spec for tools that also want the syntax tree (an editor): the tree
-/// when the text parses, and every problem found, exactly as [`compile`] reports them.
+/// (without its comments, which only the formatter reads) when the text parses, and every
+/// problem found, exactly as [`compile`] reports them.
 pub fn analyse(source: &str) -> (Option<ast::Spec>, Vec<Diagnostic>) {
-    match parse(source) {
+    match parse::parse_keeping(source, false) {
         Ok(ast) => {
             let (_, diags) = check::check(&ast);
             (Some(ast), diags)

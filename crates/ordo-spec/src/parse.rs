@@ -42,6 +42,12 @@ const BOM: char = '\u{feff}';
 
 /// Parses `source` into a syntax tree, or returns every syntax error found.
 pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
+    parse_keeping(source, true)
+}
+
+/// [`parse`], with `Spec::comments` left empty unless `comments`: only the formatter reads
+/// them, and finding them walks every pair of the tree (a tenth of a large spec's parse).
+pub(crate) fn parse_keeping(source: &str, comments: bool) -> Result<Spec, Vec<Diagnostic>> {
     if source.len() > SPEC_BYTES_MAX {
         return Err(vec![too_large(source.len())]);
     }
@@ -80,7 +86,7 @@ pub fn parse(source: &str) -> Result<Spec, Vec<Diagnostic>> {
                         "the parser produced nothing",
                     )]);
                 };
-                let mut conv = Converter::default();
+                let mut conv = Converter { comments, ..Converter::default() };
                 let spec = conv.spec(spec);
                 return if conv.errors.is_empty() { Ok(spec) } else { Err(conv.errors) };
             }

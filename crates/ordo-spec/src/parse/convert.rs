@@ -103,17 +103,22 @@ fn ident(pair: Pair<'_, Rule>) -> Ident {
 #[derive(Default)]
 pub(super) struct Converter {
     pub errors: Vec<Diagnostic>,
+    /// Whether to collect the comments (for the formatter).
+    pub comments: bool,
 }
 
 impl Converter {
     pub(super) fn spec(&mut self, pair: Pair<'_, Rule>) -> Spec {
-        let comments = pair
-            .clone()
-            .into_inner()
-            .flatten()
-            .filter(|p| p.as_rule() == Rule::COMMENT)
-            .map(|p| Comment { text: p.as_str().trim_end().to_string(), span: span_of(&p) })
-            .collect();
+        let comments = if !self.comments {
+            Vec::new()
+        } else {
+            pair.clone()
+                .into_inner()
+                .flatten()
+                .filter(|p| p.as_rule() == Rule::COMMENT)
+                .map(|p| Comment { text: p.as_str().trim_end().to_string(), span: span_of(&p) })
+                .collect()
+        };
         let mut items = Vec::new();
         for p in children(pair) {
             match p.as_rule() {
