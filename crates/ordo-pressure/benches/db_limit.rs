@@ -14,6 +14,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+/// The server binary's allocator (see crates/ordo-server/src/main.rs): the bench runs the
+/// server in this process and measures it as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ordo_server::config::Config;
 use ordo_server::startup::Application;
 use ordo_spec::ir;
