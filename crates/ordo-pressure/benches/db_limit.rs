@@ -58,6 +58,17 @@ enum Workload {
     Hot,
 }
 
+impl Workload {
+    /// As `ORDO_BENCH_WORKLOADS` names it.
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Fresh => "fresh",
+            Workload::Replays => "replays",
+            Workload::Hot => "hot",
+        }
+    }
+}
+
 /// Per second through the executor: each task places, pays, ships and delivers orders
 /// until the time is up (transitions); or re-sends one keyed pay (replays); or only
 /// places, on one SKU (hot).
@@ -234,6 +245,21 @@ fn script(store: &Store, hot: bool) -> String {
         timer("delivered", "complete"),
     ));
     out
+}
+
+/// Clock ticks per second of `/proc/self/stat`'s times (Linux's `USER_HZ`, 100 on every
+/// architecture it ships for).
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds this process has used, user and system, where Linux tells (`None`
+/// elsewhere): the servers, their relays and chores, and the bench's own clients.
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which may hold spaces and parentheses: from the
+    // state (field 3), so utime and stime (fields 14 and 15) are the 12th and 13th.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    Some((ticks(11)? + ticks(12)?) / USER_HZ)
 }
 
 /// What the tasks did, per second since `start`.
@@ -514,16 +540,24 @@ fn main() {
             "workload", "API", "API 1:1", "executor", "pgbench", "API/raw", "1:1/raw", "exec/raw"
         );
         let workloads = [
-            ("fresh", "fresh transitions (place-pay-ship-deliver)", Workload::Fresh),
-            ("replays", "replays (pay re-sent with its key)", Workload::Replays),
-            ("hot", "hot SKU (place on one SKU)", Workload::Hot),
+            ("fresh transitions (place-pay-ship-deliver)", Workload::Fresh),
+            ("replays (pay re-sent with its key)", Workload::Replays),
+            ("hot SKU (place on one SKU)", Workload::Hot),
         ];
         // Some of them only: ORDO_BENCH_WORKLOADS=hot,fresh cargo bench ...
         let only = std::env::var("ORDO_BENCH_WORKLOADS").ok();
         let chosen = |name: &str| only.as_ref().is_none_or(|o| o.split(',').any(|w| w.trim() == name));
-        for (round, (_, label, workload)) in workloads.into_iter().enumerate().filter(|(_, w)| chosen(w.0)) {
+        // Our process's CPU per API command: less at the mercy of pgbench's drift than the
+        // ratios, so a small saving shows in one run.
+        let mut cpu = Vec::new();
+        for (round, (label, workload)) in workloads.into_iter().enumerate().filter(|(_, w)| chosen(w.1.name())) {
             let tasks = if workload == Workload::Hot { hot_tasks } else { tasks };
+            let (cpu_before, wall) = (process_cpu_s(), Instant::now());
             let api_rate = api(&base, tasks, secs, workload, round).await;
+            if let (Some(before), Some(after)) = (cpu_before, process_cpu_s()) {
+                let commands = api_rate * wall.elapsed().as_secs_f64();
+                cpu.push(format!("{} {:.0} µs", workload.name(), 1e6 * (after - before) / commands.max(1.0)));
+            }
             // Replays are answered by the claim, from the answer Redis keeps, before any queue:
             // one server measures them (their keys are shared with pgbench's script).
             let solo_rate = match workload {
@@ -552,6 +586,13 @@ fn main() {
             }
         }
         println!("{}", batch_sizes(&base).await);
+        if !cpu.is_empty() {
+            println!(
+                "this process's CPU per API command (the group-commit server with its relay and chores, \
+                 and the bench's HTTP client): {}",
+                cpu.join(", ")
+            );
+        }
 
         // The books balance: every order has its journal rows, and no stock went missing.
         let conn = store.connection();
