@@ -588,8 +588,8 @@ fn main() {
         println!("{}", batch_sizes(&base).await);
         if !cpu.is_empty() {
             println!(
-                "this process's CPU per API command (the group-commit server with its relay and chores, \
-                 and the bench's HTTP client): {}",
+                "this process's CPU per API command (the group-commit server's requests, both servers' relays \
+                 and chores, and the bench's HTTP client): {}",
                 cpu.join(", ")
             );
         }
