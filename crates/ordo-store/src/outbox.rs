@@ -88,6 +88,14 @@ impl Store {
         let backend = self.backend();
         let limit = i64::try_from(limit.clamp(1, EVENTS_PAGE_MAX)).unwrap_or(1);
         let txn = self.exec.begin(ir::Isolation::ReadCommitted).await.map_err(exec::stop_to_error)?;
+        if backend == DbBackend::Postgres {
+            // This round's statements planned for its own values (`SET LOCAL`), not from a
+            // cached generic plan: the mark's `id IN (...)`, planned generically while the
+            // outbox was small, filtered every row of the tenant against the whole list, so
+            // a round cost more as the table grew (a 3-id mark took 16 ms beside 100,000
+            // rows) until the table's next analyze.
+            txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan").await?;
+        }
         // No earlier unsent version of the instance: this row is its first unsent one. A
         // correlated minimum, so each row costs one probe of the unsent-instance index
         // (`m0005`) whatever the planner believes of how many rows wait (as NOT EXISTS it
