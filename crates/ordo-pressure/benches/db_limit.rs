@@ -6,6 +6,9 @@
 //! the plainest SQL that does the job.
 //! Three workloads: fresh transitions (place, pay, ship, deliver), replays (a pay re-sent
 //! with its key: the idempotency path), and the hot SKU (every task places on one SKU).
+//! Both servers relay every event written, pgbench's too; each measurement starts once
+//! the relays have published what the one before left, and the events still waiting when
+//! each API measurement ended are reported (a relay behind the API shows there).
 //!
 //! `cargo bench -p ordo-pressure --bench db_limit` (or `cargo xtask bench`) runs 10 s per
 //! measurement; under `cargo test` (no `--bench`) 1 s each, as a smoke test that checks the
@@ -340,6 +343,31 @@ fn with_tenant(mut c: ordo_store::Command) -> ordo_store::Command {
     c
 }
 
+/// How long the bench waits for the relays to publish what a measurement left behind.
+const RELAY_CATCH_UP_MAX: Duration = Duration::from_secs(120);
+
+/// Waits until the relays have published every event (at most `RELAY_CATCH_UP_MAX`), so
+/// that no measurement pays for the publishing of the one before it; returns how many
+/// events were waiting when it was called. A relay that falls behind the API shows here,
+/// rather than as a faster API and a slower pgbench after it.
+async fn relays_caught_up(store: &Store) -> i64 {
+    let unsent = || async {
+        let row = store
+            .connection()
+            .query_one_raw(q("SELECT COUNT(*) AS n FROM ordo_outbox WHERE sent_at IS NULL"))
+            .await
+            .unwrap();
+        row.unwrap().try_get::<i64>("", "n").unwrap()
+    };
+    let (first, start) = (unsent().await, Instant::now());
+    let mut left = first;
+    while left > 0 && start.elapsed() < RELAY_CATCH_UP_MAX {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = unsent().await;
+    }
+    first
+}
+
 /// Per second through the HTTP API, by tasks each sending one request at a time (the
 /// same workloads as `executor`).
 async fn api(base: &str, tasks: usize, secs: u64, workload: Workload, round: usize) -> f64 {
@@ -550,6 +578,8 @@ fn main() {
         // Our process's CPU per API command: less at the mercy of pgbench's drift than the
         // ratios, so a small saving shows in one run.
         let mut cpu = Vec::new();
+        // The events the relays had yet to publish when each API measurement ended.
+        let mut backlog = Vec::new();
         for (round, (label, workload)) in workloads.into_iter().enumerate().filter(|(_, w)| chosen(w.1.name())) {
             let tasks = if workload == Workload::Hot { hot_tasks } else { tasks };
             let (cpu_before, wall) = (process_cpu_s(), Instant::now());
@@ -558,19 +588,23 @@ fn main() {
                 let commands = api_rate * wall.elapsed().as_secs_f64();
                 cpu.push(format!("{} {:.0} µs", workload.name(), 1e6 * (after - before) / commands.max(1.0)));
             }
+            backlog.push(format!("{} {}", workload.name(), relays_caught_up(&store).await));
             // Replays are answered by the claim, from the answer Redis keeps, before any queue:
             // one server measures them (their keys are shared with pgbench's script).
             let solo_rate = match workload {
                 Workload::Replays => None,
                 _ => Some(api(&solo, tasks, secs, workload, round + 100).await),
             };
+            relays_caught_up(&store).await;
             let exec_rate = executor(store.clone(), tasks, secs, workload).await;
+            relays_caught_up(&store).await;
             assert!(api_rate > 0.0 && exec_rate > 0.0);
             let raw = pgbench_bin.as_ref().map(|bin| match workload {
                 Workload::Fresh => pgbench(bin, &db.url, &script(&store, false), CONNECTIONS, secs) * 4.0,
                 Workload::Hot => pgbench(bin, &db.url, &script(&store, true), CONNECTIONS, secs),
                 Workload::Replays => pgbench(bin, &db.url, &replay_script(&store), CONNECTIONS, secs),
             });
+            relays_caught_up(&store).await;
             let solo_text = solo_rate.map_or("-".to_string(), |r| format!("{r:.0}"));
             match raw {
                 Some(raw) => println!(
@@ -586,6 +620,12 @@ fn main() {
             }
         }
         println!("{}", batch_sizes(&base).await);
+        if !backlog.is_empty() {
+            println!(
+                "events not yet relayed when each API measurement ended (each measurement starts with none): {}",
+                backlog.join(", ")
+            );
+        }
         if !cpu.is_empty() {
             println!(
                 "this process's CPU per API command (the group-commit server's requests, both servers' relays \
