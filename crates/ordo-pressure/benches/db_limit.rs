@@ -365,6 +365,11 @@ async fn relays_caught_up(store: &Store) -> i64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         left = unsent().await;
     }
+    if left > 0 {
+        eprintln!(
+            "the relays still had {left} events to publish after {RELAY_CATCH_UP_MAX:?}: the next measurement pays for them"
+        );
+    }
     first
 }
 
