@@ -166,6 +166,7 @@ impl MigratorTraitSelf for Migrator {
         all.push(Box::new(OutboxUnsent));
         all.push(Box::new(TenantKeys));
         all.push(Box::new(OutboxLean));
+        all.push(Box::new(TimersByInstance));
         all
     }
 }
@@ -364,6 +365,42 @@ impl MigrationTrait for OutboxLean {
             "CREATE INDEX ordo_outbox_instance ON ordo_outbox (tenant, machine, entity, version)",
         )
         .await?;
+        Ok(())
+    }
+}
+
+/// The timers' instance index led by the instance: `(entity, tenant, machine)` in place of
+/// `(tenant, machine, entity)`. Group commit cancels the timers of the instances a batch
+/// moved with `tenant = .. AND machine = .. AND state = .. AND entity IN (...)`. Before
+/// the table's first analyze (its first minutes, while it grows fastest) the planner took
+/// `tenant` and `machine` to match a row or two, used only them in the index and checked
+/// every timer of the machine against the list (1.2 ms and 2,664 rows for three entities
+/// a minute into a new database, and more with every row). Led by `entity`, the index can
+/// only be entered by the list, one probe per entity, whatever the statistics say; the
+/// one-instance cancel and arm (all three columns equal) read it as before.
+struct TimersByInstance;
+
+impl MigrationName for TimersByInstance {
+    fn name(&self) -> &str {
+        "m0008_ordo_timers_by_instance"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for TimersByInstance {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        conn.execute_unprepared("CREATE INDEX ordo_timers_instance ON ordo_timers (entity, tenant, machine)")
+            .await?;
+        conn.execute_unprepared("DROP INDEX IF EXISTS ordo_timers_entity").await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        conn.execute_unprepared("CREATE INDEX ordo_timers_entity ON ordo_timers (tenant, machine, entity)")
+            .await?;
+        conn.execute_unprepared("DROP INDEX IF EXISTS ordo_timers_instance").await?;
         Ok(())
     }
 }
