@@ -350,21 +350,9 @@ const RELAY_CATCH_UP_MAX: Duration = Duration::from_secs(120);
 /// that no measurement pays for the publishing of the one before it; returns how many
 /// events were waiting when it was called. A relay that falls behind the API shows here,
 /// rather than as a faster API and a slower pgbench after it.
-async fn relays_caught_up(store: &Store) -> i64 {
-    let unsent = || async {
-        let row = store
-            .connection()
-            .query_one_raw(q("SELECT COUNT(*) AS n FROM ordo_outbox WHERE sent_at IS NULL"))
-            .await
-            .unwrap();
-        row.unwrap().try_get::<i64>("", "n").unwrap()
-    };
-    let (first, start) = (unsent().await, Instant::now());
-    let mut left = first;
-    while left > 0 && start.elapsed() < RELAY_CATCH_UP_MAX {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        left = unsent().await;
-    }
+async fn relays_caught_up(store: &Store) -> usize {
+    let (first, left) =
+        ordo_pressure::audit::relayed(store.connection(), TENANT, RELAY_CATCH_UP_MAX).await.unwrap();
     if left > 0 {
         eprintln!(
             "the relays still had {left} events to publish after {RELAY_CATCH_UP_MAX:?}: the next measurement pays for them"

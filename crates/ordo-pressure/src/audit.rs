@@ -406,12 +406,7 @@ pub const PUBLISH_WAIT_MS: u64 = 30_000;
 /// Every event the run committed was published (the relay `XADD`ed it and marked its
 /// outbox row sent), waiting up to [`PUBLISH_WAIT_MS`] for the relay to catch up.
 pub async fn published(audit: &mut Audit, db: &DatabaseConnection, tenant: &str) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(PUBLISH_WAIT_MS);
-    let mut unsent = count(db, "ordo_outbox", "sent_at IS NULL", tenant).await?;
-    while unsent > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        unsent = count(db, "ordo_outbox", "sent_at IS NULL", tenant).await?;
-    }
+    let (_, unsent) = relayed(db, tenant, std::time::Duration::from_millis(PUBLISH_WAIT_MS)).await?;
     let violations = if unsent > 0 {
         vec![format!("{unsent} committed event(s) still unpublished {PUBLISH_WAIT_MS} ms after the load")]
     } else {
@@ -420,6 +415,24 @@ pub async fn published(audit: &mut Audit, db: &DatabaseConnection, tenant: &str)
     let all = count(db, "ordo_outbox", "1 = 1", tenant).await?;
     audit.check("every committed event was published to its stream", all, "events", violations);
     Ok(())
+}
+
+/// Waits up to `wait` until the relays have published every committed event of the tenant
+/// (its unsent outbox rows, polled every 100 ms). Returns how many were unsent when called
+/// and how many still are.
+pub async fn relayed(
+    db: &DatabaseConnection,
+    tenant: &str,
+    wait: std::time::Duration,
+) -> Result<(usize, usize)> {
+    let deadline = std::time::Instant::now() + wait;
+    let first = count(db, "ordo_outbox", "sent_at IS NULL", tenant).await?;
+    let mut unsent = first;
+    while unsent > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        unsent = count(db, "ordo_outbox", "sent_at IS NULL", tenant).await?;
+    }
+    Ok((first, unsent))
 }
 
 /// A consumer's record of what it applied, one row per application (no key: a second
